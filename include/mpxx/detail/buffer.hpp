@@ -1,0 +1,117 @@
+// mpxx/detail/buffer.hpp - the byte buffers every encoder writes into and
+// every decoder reads from. Internal: users never name these types.
+//
+// Writer grows without zero-filling (a 100 MiB value is one malloc and one
+// memcpy); Reader never reads past its end: every overrun is a ProtocolError
+// naming what was being read. Both carry file descriptors beside the bytes,
+// so that objects such as shared memory or a pipe end can cross a process
+// boundary (the transport passes them with SCM_RIGHTS or by inheritance).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "mpxx/errors.hpp"
+
+namespace mpxx::detail::wire {
+
+class Writer {
+ public:
+  Writer() = default;
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+  Writer(Writer&& o) noexcept;
+  Writer& operator=(Writer&& o) noexcept;
+  ~Writer();
+
+  void put(const void* p, std::size_t n) {
+    if (n == 0) return;
+    if (size_ + n > cap_) grow(size_ + n);
+    std::memcpy(data_ + size_, p, n);
+    size_ += n;
+  }
+  template <class T>
+  void pod(const T& v) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    put(&v, sizeof v);
+  }
+  // Reserves n bytes at the end and returns them, for in-place writes.
+  std::byte* extend(std::size_t n) {
+    if (size_ + n > cap_) grow(size_ + n);
+    std::byte* p = data_ + size_;
+    size_ += n;
+    return p;
+  }
+  void reserve(std::size_t n) {
+    if (n > cap_) grow(n);
+  }
+  void clear() noexcept { size_ = 0; }
+  std::byte* data() noexcept { return data_; }
+  const std::byte* data() const noexcept { return data_; }
+  std::size_t size() const noexcept { return size_; }
+  std::span<const std::byte> bytes() const noexcept { return {data_, size_}; }
+
+  // Adds an fd to travel with the bytes (not owned: the caller keeps it open
+  // until the message is sent) and returns its index within the message.
+  std::uint32_t add_fd(int fd) {
+    fds_.push_back(fd);
+    return static_cast<std::uint32_t>(fds_.size() - 1);
+  }
+  const std::vector<int>& fds() const noexcept { return fds_; }
+
+ private:
+  void grow(std::size_t need);
+  std::byte* data_ = nullptr;
+  std::size_t size_ = 0, cap_ = 0;
+  std::vector<int> fds_;
+};
+
+class Reader {
+ public:
+  Reader(std::span<const std::byte> bytes) : p_(bytes.data()), end_(bytes.data() + bytes.size()) {}
+  Reader(const Reader&) = delete;
+  Reader& operator=(const Reader&) = delete;
+  ~Reader();  // closes fds that no decoder took
+
+  void get(void* out, std::size_t n) {
+    if (n > remaining()) truncated(n);
+    if (n) std::memcpy(out, p_, n);
+    p_ += n;
+  }
+  template <class T>
+  T pod() {
+    static_assert(std::is_trivially_copyable_v<T>);
+    T v;
+    get(&v, sizeof v);
+    return v;
+  }
+  // A view of the next n bytes, consumed.
+  std::span<const std::byte> take(std::size_t n) {
+    if (n > remaining()) truncated(n);
+    std::span<const std::byte> s(p_, n);
+    p_ += n;
+    return s;
+  }
+  std::size_t remaining() const noexcept { return static_cast<std::size_t>(end_ - p_); }
+  bool done() const noexcept { return p_ == end_; }
+  // Throws ProtocolError unless every byte was consumed.
+  void expect_done(const char* what) const;
+
+  // The fds that arrived with the bytes; the Reader owns them until taken.
+  void set_fds(std::vector<int> fds) noexcept;
+  // Transfers ownership of fd number `index` of this message to the caller.
+  int take_fd(std::uint32_t index);
+
+ private:
+  [[noreturn]] void truncated(std::size_t need) const;
+  const std::byte* p_;
+  const std::byte* end_;
+  std::vector<int> fds_;
+};
+
+}  // namespace mpxx::detail::wire

@@ -1,0 +1,10 @@
+// mpxx/mpxx.hpp - Python's multiprocessing for C++20 on Linux.
+// Includes the whole public API.
+#pragma once
+
+#include "mpxx/context.hpp"
+#include "mpxx/errors.hpp"
+#include "mpxx/log.hpp"
+#include "mpxx/process.hpp"
+#include "mpxx/task.hpp"
+#include "mpxx/version.hpp"

@@ -1,0 +1,201 @@
+// The forkserver: a single-threaded copy of the program, started on first
+// use by re-executing it, that forks children on request.
+//
+// Protocol, over a Unix socket pair per server (ctl) and one per child:
+//   client -> server (ctl):   one byte 'F' carrying the child's socket (SCM_RIGHTS)
+//   client -> child:          the boot frame (and the fds it carries)
+//   server -> client:         int32 pid, carrying a pidfd for the child
+//   server -> client:         int32 exit code, once the server has reaped it
+// The client holds the pidfd (poll it, signal through it: no pid reuse
+// race) and reads the exit code from its socket; EOF there without a code
+// means the server died, and with it the child (SIGKILL through
+// PR_SET_PDEATHSIG).
+//
+// The server ignores SIGINT, so a Ctrl-C at the terminal reaches the program
+// and its children but not the server; children restore the default.
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "mpxx/log.hpp"
+#include "process_state.hpp"
+#include "wire/stream.hpp"
+
+namespace mpxx::detail {
+
+namespace {
+
+struct Server {
+  std::mutex mu;
+  pid_t owner = 0;  // the process that started this server
+  pid_t pid = 0;
+  sys::UniqueFd ctl;
+  sys::UniqueFd pidfd;
+};
+
+Server& server() {
+  static auto* s = new Server;  // leaked: used at exit
+  return *s;
+}
+
+void ensure_running(Server& sv) {
+  if (sv.ctl && sv.owner == ::getpid()) {
+    // Still alive? A dead server shows up as a readable pidfd.
+    if (!sys::wait_readable(sv.pidfd.get(), sys::Deadline::after(std::chrono::nanoseconds(0))))
+      return;
+    siginfo_t si{};
+    ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(sv.pidfd.get()), &si, WEXITED);
+    get_logger().warning("forkserver (pid " + std::to_string(sv.pid) + ") died; restarting it");
+  }
+  auto [mine, theirs] = sys::socket_pair();
+  int child_fd = sys::move_above(theirs.release(), 4);
+  sys::UniqueFd child_end(child_fd);
+  pid_t pid = spawn_self(child_fd, "MPXX_FORKSERVER=3:" + std::to_string(::getpid()));
+  child_end.reset();
+  sv.owner = ::getpid();
+  sv.pid = pid;
+  sv.ctl = std::move(mine);
+  sv.pidfd = sys::pidfd_open(pid);
+  get_logger().debug("forkserver started with pid " + std::to_string(pid));
+}
+
+}  // namespace
+
+void start_forkserver(ProcessState& s) {
+  wire::Writer boot;
+  encode_boot(boot, s);
+  auto [mine, theirs] = sys::socket_pair();
+  Server& sv = server();
+  {
+    std::lock_guard lk(sv.mu);
+    const char req = 'F';
+    const int fd = theirs.get();
+    bool sent = false;
+    for (int attempt = 0; attempt < 2 && !sent; ++attempt) {
+      ensure_running(sv);
+      sent = sys::send_with_fds(sv.ctl.get(), &req, 1, std::span<const int>(&fd, 1));
+      if (!sent) sv.ctl.reset();
+    }
+    if (!sent) throw ProcessError("mpxx: the forkserver is not accepting requests");
+  }
+  theirs.reset();
+  if (!wire::send_frame(mine.get(), boot))
+    throw ProcessError("mpxx: the forkserver's child for " + s.name + " exited before starting");
+  std::int32_t pid = 0;
+  std::vector<int> fds;
+  std::size_t got = 0;
+  while (got < sizeof pid) {
+    std::size_t r = sys::recv_with_fds(mine.get(), reinterpret_cast<char*>(&pid) + got,
+                                       sizeof pid - got, fds);
+    if (r == 0) break;
+    got += r;
+  }
+  if (got != sizeof pid || fds.size() != 1) {
+    for (int f : fds) ::close(f);
+    throw ProcessError("mpxx: the forkserver did not report a pid for " + s.name);
+  }
+  s.pid = pid;
+  s.pidfd.reset(fds[0]);
+  s.status = std::move(mine);
+}
+
+void forkserver_after_fork() noexcept {
+  Server& sv = server();
+  new (&sv.mu) std::mutex;
+  sv.ctl.reset();
+  sv.pidfd.reset();
+  sv.owner = 0;
+  sv.pid = 0;
+}
+
+void stop_forkserver() noexcept {
+  Server& sv = server();
+  std::lock_guard lk(sv.mu);
+  if (!sv.ctl || sv.owner != ::getpid()) return;
+  sv.ctl.reset();  // EOF: the server exits
+  siginfo_t si{};
+  while (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(sv.pidfd.get()), &si,
+                  WEXITED) < 0 &&
+         errno == EINTR) {
+  }
+  sv.pidfd.reset();
+  sv.owner = 0;
+}
+
+void forkserver_main(int ctl, pid_t expected_parent) noexcept {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != expected_parent) ::_exit(0);
+  ::signal(SIGINT, SIG_IGN);
+  self().name = "ForkServer";
+  const pid_t me = ::getpid();
+
+  struct Kid {
+    pid_t pid;
+    sys::UniqueFd pidfd;
+    sys::UniqueFd conn;
+  };
+  std::vector<Kid> kids;
+  try {
+    for (;;) {
+      std::vector<pollfd> pfds;
+      pfds.push_back({ctl, POLLIN, 0});
+      for (auto& k : kids) pfds.push_back({k.pidfd.get(), POLLIN, 0});
+      if (::poll(pfds.data(), pfds.size(), -1) < 0) {
+        if (errno == EINTR) continue;
+        sys::throw_errno("forkserver poll");
+      }
+      // Reap first, so a finished child's fds are not inherited by the next.
+      for (std::size_t i = pfds.size(); i-- > 1;) {
+        if (!pfds[i].revents) continue;
+        Kid& k = kids[i - 1];
+        siginfo_t si{};
+        if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(k.pidfd.get()), &si,
+                     WEXITED) < 0)
+          continue;
+        std::int32_t code = exitcode_from_siginfo(si.si_code, si.si_status);
+        sys::write_full(k.conn.get(), &code, sizeof code);
+        kids.erase(kids.begin() + static_cast<std::ptrdiff_t>(i - 1));
+      }
+      if (!pfds[0].revents) continue;
+      char req;
+      std::vector<int> fds;
+      if (sys::recv_with_fds(ctl, &req, 1, fds) == 0) break;  // the program is done with us
+      for (int conn : fds) {
+        sys::UniqueFd conn_fd(conn);
+        pid_t pid = ::fork();
+        if (pid < 0) continue;  // the client sees EOF instead of a pid
+        if (pid == 0) {
+          ::close(ctl);
+          for (auto& k : kids) {
+            k.pidfd.reset();
+            k.conn.reset();
+          }
+          ::signal(SIGINT, SIG_DFL);
+          run_boot_from(conn_fd.release(), me);
+        }
+        Kid k{pid, {}, std::move(conn_fd)};
+        try {
+          k.pidfd = sys::pidfd_open(pid);
+        } catch (...) {
+          ::kill(pid, SIGKILL);
+          ::waitpid(pid, nullptr, 0);
+          continue;
+        }
+        std::int32_t p32 = pid;
+        const int pfd = k.pidfd.get();
+        sys::send_with_fds(k.conn.get(), &p32, sizeof p32, std::span<const int>(&pfd, 1));
+        kids.push_back(std::move(k));
+      }
+    }
+  } catch (const std::exception& e) {
+    std::string m = std::string("mpxx: forkserver: ") + e.what() + "\n";
+    (void)!::write(2, m.data(), m.size());
+  }
+  ::_exit(0);
+}
+
+}  // namespace mpxx::detail

@@ -1,0 +1,139 @@
+// Starting a child with fork or spawn.
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+
+#include "mpxx/log.hpp"
+#include "process_state.hpp"
+#include "wire/stream.hpp"
+
+extern char** environ;
+
+namespace mpxx::detail {
+
+namespace {
+void flush_std_streams() noexcept {
+  // Buffered output would otherwise be written twice: once by the parent
+  // and once by the forked copy of its buffer.
+  try {
+    std::cout.flush();
+    std::cerr.flush();
+    std::clog.flush();
+  } catch (...) {
+  }
+  std::fflush(nullptr);
+}
+
+void run_process_object(void* p) { static_cast<Process*>(p)->run(); }
+
+// Kills and reaps a child we could not finish setting up.
+void abandon(pid_t pid) noexcept {
+  ::kill(pid, SIGKILL);
+  while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+  }
+}
+}  // namespace
+
+void start_fork(ProcessState& s, Process& obj) {
+  flush_std_streams();
+  const pid_t parent = ::getpid();
+  const std::string parent_name = self().name;
+  pid_t pid = ::fork();
+  if (pid < 0) sys::throw_errno("cannot fork " + s.name);
+  if (pid == 0) {
+    // Die with the parent. prctl only arms it from now on: if the parent
+    // died before this line, our parent is already someone else.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(1);
+    try {
+      become_child(s.identity, s.name, s.daemon, s.authkey, parent, parent_name);
+    } catch (...) {
+      ::_exit(1);
+    }
+    exit_child(run_child_body(&run_process_object, &obj));
+  }
+  s.pid = pid;
+  try {
+    s.pidfd = sys::pidfd_open(pid);
+  } catch (...) {
+    abandon(pid);
+    throw;
+  }
+}
+
+namespace {
+// Builds "NAME=value" entries for the child's environment: ours, minus any
+// mpxx bootstrap variables, plus `extra`.
+std::vector<std::string> child_env(const std::string& extra) {
+  std::vector<std::string> env;
+  for (char** e = environ; e && *e; ++e) {
+    if (std::strncmp(*e, "MPXX_SPAWN=", 11) == 0 || std::strncmp(*e, "MPXX_FORKSERVER=", 16) == 0)
+      continue;
+    env.emplace_back(*e);
+  }
+  env.push_back(extra);
+  return env;
+}
+
+std::vector<char*> c_strings(std::vector<std::string>& v) {
+  std::vector<char*> out;
+  for (auto& s : v) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+}  // namespace
+
+pid_t spawn_self(int child_fd, const std::string& env_var) {
+  // The child gets child_fd as fd 3 and nothing else beyond stdio. child_fd
+  // is >= 4 (so dup2 really clears close-on-exec) and close-on-exec here.
+  std::vector<std::string> args = saved_argv();
+  if (args.empty()) args.push_back("mpxx-child");
+  std::vector<std::string> env = child_env(env_var);
+  auto argv = c_strings(args);
+  auto envp = c_strings(env);
+
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&attr);
+  posix_spawn_file_actions_adddup2(&fa, child_fd, 3);
+  posix_spawn_file_actions_addclosefrom_np(&fa, 4);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  pid_t pid = 0;
+  int err = ::posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (err != 0) sys::throw_errno(err, "cannot re-execute /proc/self/exe");
+  return pid;
+}
+
+void start_spawn(ProcessState& s) {
+  wire::Writer boot;
+  encode_boot(boot, s);
+  auto [mine, theirs] = sys::socket_pair();
+  int child_fd = sys::move_above(theirs.release(), 4);
+  sys::UniqueFd child_end(child_fd);
+  flush_std_streams();
+  pid_t pid = spawn_self(child_fd, "MPXX_SPAWN=3:" + std::to_string(::getpid()));
+  child_end.reset();
+  s.pid = pid;
+  try {
+    s.pidfd = sys::pidfd_open(pid);
+  } catch (...) {
+    abandon(pid);
+    throw;
+  }
+  // If the child died before reading, join() reports how.
+  wire::send_frame(mine.get(), boot);
+}
+
+}  // namespace mpxx::detail

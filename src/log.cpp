@@ -1,0 +1,60 @@
+#include "mpxx/log.hpp"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <string>
+
+#include "process_state.hpp"
+
+namespace mpxx {
+
+namespace {
+std::atomic<int> g_level{log::OFF};
+
+const char* level_name(int level) {
+  if (level >= log::CRITICAL) return "CRITICAL";
+  if (level >= log::ERROR) return "ERROR";
+  if (level >= log::WARNING) return "WARNING";
+  if (level >= log::SUBWARNING) return "SUBWARNING";
+  if (level >= log::INFO) return "INFO";
+  if (level >= log::DEBUG) return "DEBUG";
+  return "SUBDEBUG";
+}
+}  // namespace
+
+int Logger::level() const noexcept { return g_level.load(std::memory_order_relaxed); }
+void Logger::set_level(int level) noexcept { g_level.store(level, std::memory_order_relaxed); }
+bool Logger::enabled_for(int level) const noexcept { return level >= this->level(); }
+
+void Logger::log(int level, std::string_view message) const {
+  if (!enabled_for(level)) return;
+  std::string line = "[";
+  line += level_name(level);
+  line += '/';
+  line += detail::self().name;
+  line += "] ";
+  line += message;
+  line += '\n';
+  // One write, so lines from several processes never interleave.
+  const char* p = line.data();
+  std::size_t left = line.size();
+  while (left) {
+    ssize_t r = ::write(2, p, left);
+    if (r <= 0) break;
+    p += r;
+    left -= static_cast<std::size_t>(r);
+  }
+}
+
+Logger& get_logger() noexcept {
+  static Logger logger;
+  return logger;
+}
+
+Logger& log_to_stderr(int level) noexcept {
+  get_logger().set_level(level);
+  return get_logger();
+}
+
+}  // namespace mpxx

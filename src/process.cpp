@@ -1,0 +1,428 @@
+// Process objects, the children table and program-exit handling.
+#include "mpxx/process.hpp"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <typeinfo>
+
+#include "mpxx/log.hpp"
+#include "process_state.hpp"
+
+namespace mpxx {
+namespace detail {
+
+namespace {
+
+struct Children {
+  std::mutex mu;
+  std::vector<std::shared_ptr<ProcessState>> list;
+};
+Children& children() {
+  static auto* c = new Children;  // leaked: used by the atexit handler
+  return *c;
+}
+
+std::string random_key() {
+  std::string k(32, '\0');
+  std::size_t got = 0;
+  while (got < k.size()) {
+    ssize_t r = ::getentropy(k.data() + got, k.size() - got) == 0 ? ssize_t(k.size() - got) : -1;
+    if (r < 0) sys::throw_errno("getentropy");
+    got += static_cast<std::size_t>(r);
+  }
+  return k;
+}
+
+// Non-blocking reap under s.mu. Returns true once the exit code is known.
+bool try_reap_locked(ProcessState& s) {
+  if (s.exitcode) return true;
+  if (!s.started) return false;
+  if (s.method == StartMethod::forkserver) {
+    if (!sys::wait_readable(s.status.get(), sys::Deadline::after(std::chrono::nanoseconds(0))))
+      return false;
+    std::int32_t code;
+    if (sys::read_full(s.status.get(), &code, sizeof code))
+      s.exitcode = code;
+    else
+      s.exitcode = -SIGKILL;  // the forkserver died, and with it the child
+    s.status.reset();
+  } else {
+    siginfo_t si{};
+    if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(s.pidfd.get()), &si,
+                 WEXITED | WNOHANG) < 0) {
+      if (errno == EINTR) return false;
+      sys::throw_errno("waitid(" + s.name + ")");
+    }
+    if (si.si_pid == 0) return false;
+    s.exitcode = exitcode_from_siginfo(si.si_code, si.si_status);
+  }
+  get_logger().debug(s.name + " (pid " + std::to_string(s.pid) + ") reaped, " +
+                     describe_exitcode(*s.exitcode));
+  return true;
+}
+
+}  // namespace
+
+int exitcode_from_siginfo(int code, int status) noexcept {
+  return (code == CLD_KILLED || code == CLD_DUMPED) ? -status : status;
+}
+
+std::string describe_exitcode(int code) {
+  if (code >= 0) return "exitcode " + std::to_string(code);
+  const char* n = sigabbrev_np(-code);
+  return "exitcode " + std::to_string(code) + " (SIG" + (n ? n : "?") + ")";
+}
+
+bool wait_exit(ProcessState& s, sys::Deadline deadline) {
+  for (;;) {
+    {
+      std::lock_guard lk(s.mu);
+      if (try_reap_locked(s)) return true;
+    }
+    int fd = s.method == StartMethod::forkserver ? s.status.get() : s.pidfd.get();
+    if (!sys::wait_readable(fd, deadline)) {
+      std::lock_guard lk(s.mu);
+      return try_reap_locked(s);
+    }
+  }
+}
+
+Self& self() {
+  static auto* s = [] {
+    auto* me = new Self;  // leaked: used until _exit and by atexit handlers
+    me->authkey = random_key();
+    return me;
+  }();
+  return *s;
+}
+
+void add_child(std::shared_ptr<ProcessState> s) {
+  Children& c = children();
+  std::lock_guard lk(c.mu);
+  c.list.push_back(std::move(s));
+}
+
+void cleanup_children() {
+  Children& c = children();
+  std::lock_guard lk(c.mu);
+  std::erase_if(c.list, [](const std::shared_ptr<ProcessState>& s) {
+    std::lock_guard slk(s->mu);
+    return try_reap_locked(*s);
+  });
+}
+
+std::vector<std::shared_ptr<ProcessState>> live_children() {
+  cleanup_children();
+  Children& c = children();
+  std::lock_guard lk(c.mu);
+  return c.list;
+}
+
+void reset_children_after_fork() noexcept {
+  // The inherited entries are the parent's children, not ours. Their pidfds
+  // are copies and closing them here does not affect the parent.
+  Children& c = children();
+  new (&c.mu) std::mutex;  // another thread may have held it at fork time
+  for (auto& s : c.list) {
+    s->pidfd.reset();
+    s->status.reset();
+  }
+  c.list.clear();
+}
+
+void join_all_children_at_exit() noexcept {
+  try {
+    Logger& log = get_logger();
+    log.info("process shutting down");
+    auto kids = live_children();
+    for (auto& s : kids)
+      if (s->daemon) {
+        log.info("calling terminate() for daemon " + s->name);
+        std::lock_guard lk(s->mu);
+        if (!s->exitcode && s->pidfd) sys::pidfd_kill(s->pidfd.get(), SIGTERM);
+      }
+    for (auto& s : kids) {
+      log.info("calling join() for process " + s->name);
+      wait_exit(*s, sys::Deadline::never());
+    }
+    cleanup_children();
+  } catch (const std::exception& e) {
+    std::string m = std::string("mpxx: while joining children at exit: ") + e.what() + "\n";
+    (void)!::write(2, m.data(), m.size());
+  }
+  stop_forkserver();
+}
+
+void install_exit_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    std::atexit([] {
+      // Only the process that registered it (children _exit instead).
+      join_all_children_at_exit();
+    });
+  });
+}
+
+}  // namespace detail
+
+// ------------------------------------------------------------ ProcessHandle
+
+using detail::ProcessState;
+
+ProcessState& ProcessHandle::state() const {
+  if (!st_) throw ValueError("mpxx: empty process handle");
+  if (st_->closed) throw ValueError("mpxx: process object is closed");
+  return *st_;
+}
+
+const std::string& ProcessHandle::name() const {
+  if (!st_) throw ValueError("mpxx: empty process handle");
+  return st_->name;
+}
+
+pid_t ProcessHandle::pid() const {
+  if (!st_) throw ValueError("mpxx: empty process handle");
+  return st_->pid;
+}
+
+bool ProcessHandle::daemon() const {
+  if (!st_) throw ValueError("mpxx: empty process handle");
+  return st_->daemon;
+}
+
+const std::string& ProcessHandle::authkey() const {
+  if (!st_) throw ValueError("mpxx: empty process handle");
+  return st_->authkey;
+}
+
+StartMethod ProcessHandle::start_method() const { return state().method; }
+
+std::optional<int> ProcessHandle::exitcode() const {
+  ProcessState& s = state();
+  if (s.kind != ProcessState::Kind::child || !s.started) return std::nullopt;
+  std::lock_guard lk(s.mu);
+  if (s.creator == ::getpid()) detail::try_reap_locked(s);
+  return s.exitcode;
+}
+
+bool ProcessHandle::is_alive() const {
+  ProcessState& s = state();
+  switch (s.kind) {
+    case ProcessState::Kind::self:
+      return true;
+    case ProcessState::Kind::parent:
+      return !sys::wait_readable(s.pidfd.get(), sys::Deadline::after(std::chrono::nanoseconds(0)));
+    case ProcessState::Kind::child:
+      break;
+  }
+  if (!s.started) return false;
+  if (s.creator != ::getpid()) return false;  // a copy inherited from our parent
+  std::lock_guard lk(s.mu);
+  return !detail::try_reap_locked(s);
+}
+
+void ProcessHandle::join() const { join_for(std::chrono::nanoseconds::max()); }
+
+bool ProcessHandle::join_for(std::chrono::nanoseconds timeout) const {
+  ProcessState& s = state();
+  auto deadline = timeout == std::chrono::nanoseconds::max() ? sys::Deadline::never()
+                                                            : sys::Deadline::after(timeout);
+  switch (s.kind) {
+    case ProcessState::Kind::self:
+      throw ProcessError("mpxx: a process cannot join itself");
+    case ProcessState::Kind::parent:
+      return sys::wait_readable(s.pidfd.get(), deadline);
+    case ProcessState::Kind::child:
+      break;
+  }
+  if (!s.started) throw ProcessError("mpxx: can only join a started process (" + s.name + ")");
+  if (s.creator != ::getpid()) throw ProcessError("mpxx: can only join a child process");
+  if (timeout < std::chrono::nanoseconds::zero())
+    throw ValueError("mpxx: join timeout must not be negative");
+  get_logger().log(log::SUBDEBUG, "joining " + s.name);
+  bool done = detail::wait_exit(s, deadline);
+  if (done) detail::cleanup_children();
+  return done;
+}
+
+namespace {
+void send_signal(ProcessState& s, int sig, const char* what) {
+  if (s.kind != ProcessState::Kind::child)
+    throw ProcessError(std::string("mpxx: ") + what + "() is only for child processes");
+  if (!s.started) return;
+  std::lock_guard lk(s.mu);
+  if (s.exitcode || !s.pidfd) return;  // already reaped: the pid may be someone else's now
+  get_logger().debug(std::string(what) + "() " + s.name + " (pid " + std::to_string(s.pid) + ")");
+  sys::pidfd_kill(s.pidfd.get(), sig);
+}
+}  // namespace
+
+void ProcessHandle::terminate() const { send_signal(state(), SIGTERM, "terminate"); }
+void ProcessHandle::kill() const { send_signal(state(), SIGKILL, "kill"); }
+
+int ProcessHandle::sentinel() const {
+  ProcessState& s = state();
+  if (s.kind == ProcessState::Kind::child && !s.started)
+    throw ProcessError("mpxx: process not started: no sentinel yet");
+  if (!s.pidfd) throw ValueError("mpxx: process has no sentinel");
+  return s.pidfd.get();
+}
+
+// ------------------------------------------------------------------ Process
+
+Process::Process() : Process(ProcessOptions{}) {}
+
+Process::Process(ProcessOptions opts) : Process(std::move(opts), detail::ProcessTarget{}) {}
+
+Process::Process(ProcessOptions opts, detail::ProcessTarget target) {
+  auto s = std::make_shared<ProcessState>();
+  detail::Self& me = detail::self();
+  s->identity = me.identity;
+  s->identity.push_back(++me.counter);
+  if (opts.name.empty()) {
+    s->name = "Process-";
+    for (std::size_t i = 0; i < s->identity.size(); ++i)
+      s->name += (i ? ":" : "") + std::to_string(s->identity[i]);
+  } else {
+    s->name = std::move(opts.name);
+  }
+  s->daemon = opts.daemon.value_or(me.daemon);
+  s->authkey = me.authkey;
+  s->method = opts.context ? opts.context->start_method() : detail::default_start_method();
+  s->has_target = static_cast<bool>(target.local);
+  s->target = std::move(target);
+  s->creator = ::getpid();
+  st_ = std::move(s);
+}
+
+Process::Process(Process&&) noexcept = default;
+Process& Process::operator=(Process&&) noexcept = default;
+
+Process::~Process() {
+  if (!st_ || !st_->started || st_->creator != ::getpid()) return;
+  // A finished child is reaped now; a running one stays in the children
+  // table (Python's semantics) and is joined or terminated at exit.
+  try {
+    detail::cleanup_children();
+  } catch (...) {
+  }
+}
+
+void Process::run() {
+  ProcessState& s = state();
+  if (s.target.local) s.target.local();
+}
+
+void Process::set_name(std::string name) { state().name = std::move(name); }
+
+void Process::set_daemon(bool daemon) {
+  ProcessState& s = state();
+  if (s.started) throw ProcessError("mpxx: cannot set daemon after the process has started");
+  s.daemon = daemon;
+}
+
+void Process::start() {
+  ProcessState& s = state();
+  if (s.started) throw ProcessError("mpxx: cannot start a process twice (" + s.name + ")");
+  if (s.creator != ::getpid())
+    throw ProcessError("mpxx: can only start a process object created by the current process");
+  if (detail::self().daemon)
+    throw ProcessError("mpxx: daemonic processes are not allowed to have children");
+  if (s.method != StartMethod::fork) {
+    if (typeid(*this) != typeid(Process))
+      throw ProcessError("mpxx: " + s.name + ": a Process subclass that overrides run() can only "
+                         "start with the 'fork' start method; under '" +
+                         std::string(to_string(s.method)) +
+                         "' pass a target instead: Process(function, args...)");
+    if (s.has_target && !s.target.encode)
+      throw ProcessError("mpxx: " + s.name + " cannot start with the '" +
+                         std::string(to_string(s.method)) + "' start method: " + s.target.why_not);
+    if (!initialized())
+      throw ProcessError("mpxx: the '" + std::string(to_string(s.method)) +
+                         "' start method needs mpxx::init(argc, argv) at the top of main (it "
+                         "re-executes the program, and the child branches off there)");
+  }
+  detail::cleanup_children();
+  detail::install_exit_handler();
+  switch (s.method) {
+    case StartMethod::fork: detail::start_fork(s, *this); break;
+    case StartMethod::spawn: detail::start_spawn(s); break;
+    case StartMethod::forkserver: detail::start_forkserver(s); break;
+  }
+  s.started = true;
+  detail::add_child(st_);
+  get_logger().info(s.name + " started with pid " + std::to_string(s.pid) + " (" +
+                    std::string(to_string(s.method)) + ")");
+}
+
+void Process::close() {
+  if (!st_ || st_->closed) return;
+  ProcessState& s = *st_;
+  if (s.started && s.creator == ::getpid()) {
+    std::lock_guard lk(s.mu);
+    if (!detail::try_reap_locked(s))
+      throw ProcessError("mpxx: cannot close " + s.name +
+                         " while it is still running; call join() or terminate() first");
+  }
+  s.pidfd.reset();
+  s.status.reset();
+  s.target = {};
+  s.closed = true;
+  detail::cleanup_children();
+}
+
+// ------------------------------------------------------------ free functions
+
+ProcessHandle current_process() {
+  detail::Self& me = detail::self();
+  if (!me.self_state || me.self_state->pid != ::getpid()) {
+    auto s = std::make_shared<ProcessState>();
+    s->kind = ProcessState::Kind::self;
+    s->name = me.name;
+    s->identity = me.identity;
+    s->daemon = me.daemon;
+    s->authkey = me.authkey;
+    s->pid = ::getpid();
+    s->creator = me.parent_pid;
+    s->started = true;
+    me.self_state = std::move(s);
+  }
+  me.self_state->name = me.name;
+  return ProcessHandle(me.self_state);
+}
+
+std::optional<ProcessHandle> parent_process() {
+  detail::Self& me = detail::self();
+  if (me.parent_pid == 0) return std::nullopt;
+  if (!me.parent_state) {
+    auto s = std::make_shared<ProcessState>();
+    s->kind = ProcessState::Kind::parent;
+    s->name = me.parent_name;
+    s->pid = me.parent_pid;
+    s->authkey = me.authkey;
+    s->started = true;
+    try {
+      s->pidfd = sys::pidfd_open(me.parent_pid);
+    } catch (const OSError&) {
+      // Already gone: an fd that is always readable says "not alive".
+      auto [r, w] = sys::make_pipe();
+      s->pidfd = std::move(r);
+    }
+    me.parent_state = std::move(s);
+  }
+  return ProcessHandle(me.parent_state);
+}
+
+std::vector<ProcessHandle> active_children() {
+  std::vector<ProcessHandle> out;
+  for (auto& s : detail::live_children()) out.push_back(ProcessHandle(s));
+  return out;
+}
+
+}  // namespace mpxx

@@ -1,0 +1,214 @@
+#include "sys/fd.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "mpxx/errors.hpp"
+
+namespace mpxx::sys {
+
+void throw_errno(const std::string& what) { throw_errno(errno, what); }
+
+void throw_errno(int err, const std::string& what) {
+  throw OSError(err, "mpxx: " + what + ": " + std::strerror(err));
+}
+
+void UniqueFd::reset(int fd) noexcept {
+  if (fd_ >= 0) ::close(fd_);  // never retried: see the header
+  fd_ = fd;
+}
+
+Deadline Deadline::after(std::chrono::nanoseconds d) noexcept {
+  Deadline dl;
+  if (d < std::chrono::nanoseconds::zero()) d = std::chrono::nanoseconds::zero();
+  dl.at_ = clock::now() + d;
+  return dl;
+}
+
+int Deadline::poll_ms() const noexcept {
+  if (!at_) return -1;
+  auto left = *at_ - clock::now();
+  if (left <= clock::duration::zero()) return 0;
+  auto ms = std::chrono::ceil<std::chrono::milliseconds>(left).count();
+  return ms > 0x7fffffff ? 0x7fffffff : static_cast<int>(ms);
+}
+
+bool wait_readable(int fd, Deadline deadline) {
+  const int f = fd;
+  return !wait_any(std::span<const int>(&f, 1), deadline).empty();
+}
+
+std::vector<std::size_t> wait_any(std::span<const int> fds, Deadline deadline) {
+  std::vector<pollfd> p(fds.size());
+  for (std::size_t i = 0; i < fds.size(); ++i) p[i] = pollfd{fds[i], POLLIN, 0};
+  for (;;) {
+    int r = ::poll(p.data(), p.size(), deadline.poll_ms());
+    if (r < 0) {
+      if (errno == EINTR) continue;  // restart with what is left of the deadline
+      throw_errno("poll");
+    }
+    std::vector<std::size_t> ready;
+    for (std::size_t i = 0; i < p.size(); ++i)
+      if (p[i].revents) ready.push_back(i);
+    if (!ready.empty() || deadline.expired()) return ready;
+    if (r == 0 && deadline.poll_ms() == 0) return ready;
+  }
+}
+
+bool read_full(int fd, void* buf, std::size_t n) {
+  auto* p = static_cast<char*>(buf);
+  std::size_t got = 0;
+  while (got < n) {
+    ssize_t r = retry([&] { return ::read(fd, p + got, n - got); });
+    if (r < 0) {
+      if (errno == ECONNRESET) r = 0;
+      else throw_errno("read");
+    }
+    if (r == 0) {
+      if (got == 0) return false;
+      throw ProtocolError("mpxx: truncated message: the other end closed after " +
+                          std::to_string(got) + " of " + std::to_string(n) + " bytes");
+    }
+    got += static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+bool write_full(int fd, const void* buf, std::size_t n) {
+  auto* p = static_cast<const char*>(buf);
+  std::size_t done = 0;
+  bool is_socket = true;
+  while (done < n) {
+    ssize_t r;
+    if (is_socket) {
+      r = retry([&] { return ::send(fd, p + done, n - done, MSG_NOSIGNAL); });
+      if (r < 0 && errno == ENOTSOCK) {
+        is_socket = false;
+        continue;
+      }
+    } else {
+      r = retry([&] { return ::write(fd, p + done, n - done); });
+    }
+    if (r < 0) {
+      if (errno == EPIPE || errno == ECONNRESET) return false;
+      throw_errno("write");
+    }
+    done += static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+std::pair<UniqueFd, UniqueFd> socket_pair() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
+  return {UniqueFd(sv[0]), UniqueFd(sv[1])};
+}
+
+std::pair<UniqueFd, UniqueFd> make_pipe() {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) < 0) throw_errno("pipe2");
+  return {UniqueFd(p[0]), UniqueFd(p[1])};
+}
+
+bool send_with_fds(int sock, const void* buf, std::size_t n, std::span<const int> fds) {
+  std::size_t done = 0;
+  std::size_t fd_done = 0;
+  // At most 253 fds (SCM_MAX_FD) per message: send them in batches, each
+  // with at least one byte.
+  constexpr std::size_t kMaxFds = 250;
+  while (done < n || fd_done < fds.size()) {
+    iovec iov{const_cast<char*>(static_cast<const char*>(buf)) + done, n - done};
+    std::size_t nfds = std::min(kMaxFds, fds.size() - fd_done);
+    if (nfds && done == n) throw ValueError("mpxx: more fds than bytes to carry them");
+    alignas(cmsghdr) char ctrl[CMSG_SPACE(kMaxFds * sizeof(int))];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (nfds) {
+      // One byte per batch carries the fds; the rest follows unattached.
+      if (fd_done + nfds < fds.size()) iov.iov_len = 1;
+      msg.msg_control = ctrl;
+      msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+      cmsghdr* c = CMSG_FIRSTHDR(&msg);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+      std::memcpy(CMSG_DATA(c), fds.data() + fd_done, nfds * sizeof(int));
+    }
+    ssize_t r = retry([&] { return ::sendmsg(sock, &msg, MSG_NOSIGNAL); });
+    if (r < 0) {
+      if (errno == EPIPE || errno == ECONNRESET) return false;
+      throw_errno("sendmsg");
+    }
+    fd_done += nfds;
+    done += static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+std::size_t recv_with_fds(int sock, void* buf, std::size_t n, std::vector<int>& fds) {
+  iovec iov{buf, n};
+  alignas(cmsghdr) char ctrl[CMSG_SPACE(253 * sizeof(int))];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = ctrl;
+  msg.msg_controllen = sizeof ctrl;
+  ssize_t r = retry([&] { return ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC); });
+  if (r < 0) {
+    if (errno == ECONNRESET) return 0;
+    throw_errno("recvmsg");
+  }
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      std::size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      const auto* data = reinterpret_cast<const unsigned char*>(CMSG_DATA(c));
+      for (std::size_t i = 0; i < k; ++i) {
+        int fd;
+        std::memcpy(&fd, data + i * sizeof(int), sizeof fd);
+        fds.push_back(fd);
+      }
+    }
+  }
+  if (msg.msg_flags & MSG_CTRUNC) {
+    for (int fd : fds) ::close(fd);
+    fds.clear();
+    throw ProtocolError("mpxx: too many file descriptors in one message");
+  }
+  return static_cast<std::size_t>(r);
+}
+
+int move_above(int fd, int min_fd) {
+  int n = ::fcntl(fd, F_DUPFD_CLOEXEC, min_fd);
+  if (n < 0) throw_errno("fcntl(F_DUPFD_CLOEXEC)");
+  ::close(fd);
+  return n;
+}
+
+void set_cloexec(int fd, bool on) {
+  int flags = ::fcntl(fd, F_GETFD);
+  if (flags < 0) throw_errno("fcntl(F_GETFD)");
+  flags = on ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC);
+  if (::fcntl(fd, F_SETFD, flags) < 0) throw_errno("fcntl(F_SETFD)");
+}
+
+UniqueFd pidfd_open(pid_t pid) {
+  int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) throw_errno("pidfd_open(" + std::to_string(pid) + ")");
+  return UniqueFd(fd);
+}
+
+bool pidfd_kill(int pidfd, int sig) {
+  if (::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0) == 0) return true;
+  if (errno == ESRCH) return false;
+  throw_errno("pidfd_send_signal");
+}
+
+}  // namespace mpxx::sys

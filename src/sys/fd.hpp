@@ -1,0 +1,103 @@
+// src/sys/fd.hpp - thin RAII over file descriptors and the syscalls mpxx
+// uses on them. Nothing here knows about tasks or processes' meaning.
+//
+// Every call retries on EINTR through one helper, except close(), which is
+// never retried (on Linux the fd is released even when close reports EINTR,
+// and retrying could close an fd another thread just opened). All fds are
+// created close-on-exec; the one place that hands an fd to an exec'd child
+// clears it explicitly.
+#pragma once
+
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace mpxx::sys {
+
+// Retries f() while it fails with EINTR.
+template <class F>
+auto retry(F f) {
+  for (;;) {
+    auto r = f();
+    if (r != -1 || errno != EINTR) return r;
+  }
+}
+
+// Throws OSError(errno, what) - the single place errno becomes an exception.
+[[noreturn]] void throw_errno(const std::string& what);
+[[noreturn]] void throw_errno(int err, const std::string& what);
+
+class UniqueFd {
+ public:
+  UniqueFd() noexcept = default;
+  explicit UniqueFd(int fd) noexcept : fd_(fd) {}
+  UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  UniqueFd& operator=(UniqueFd&& o) noexcept {
+    if (this != &o) reset(std::exchange(o.fd_, -1));
+    return *this;
+  }
+  ~UniqueFd() { reset(); }
+  int get() const noexcept { return fd_; }
+  int release() noexcept { return std::exchange(fd_, -1); }
+  void reset(int fd = -1) noexcept;
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+// A monotonic deadline; nullopt timeout means "forever".
+class Deadline {
+ public:
+  using clock = std::chrono::steady_clock;
+  static Deadline never() noexcept { return Deadline(); }
+  static Deadline after(std::chrono::nanoseconds d) noexcept;
+  bool infinite() const noexcept { return !at_; }
+  bool expired() const noexcept { return at_ && clock::now() >= *at_; }
+  // Milliseconds left for poll(): -1 forever, 0 expired, rounded up.
+  int poll_ms() const noexcept;
+
+ private:
+  std::optional<clock::time_point> at_;
+};
+
+// poll() for one fd until the deadline; true when an event arrived, false on
+// timeout. Restarts with the remaining time after a signal.
+bool wait_readable(int fd, Deadline deadline);
+// poll() on several fds; returns the indexes that are readable (or hung up).
+std::vector<std::size_t> wait_any(std::span<const int> fds, Deadline deadline);
+
+// Reads exactly n bytes. Returns false on EOF before the first byte; EOF
+// after some bytes is a ProtocolError ("truncated"), errors are OSError.
+bool read_full(int fd, void* buf, std::size_t n);
+// Writes all n bytes (send(MSG_NOSIGNAL) on sockets, so a closed peer is an
+// EPIPE error, never a SIGPIPE). Returns false if the peer is gone.
+bool write_full(int fd, const void* buf, std::size_t n);
+
+// socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC).
+std::pair<UniqueFd, UniqueFd> socket_pair();
+// pipe2(O_CLOEXEC).
+std::pair<UniqueFd, UniqueFd> make_pipe();
+
+// Sends bytes with fds attached (SCM_RIGHTS) on a Unix socket; bytes must be
+// non-empty. Returns false if the peer is gone.
+bool send_with_fds(int sock, const void* buf, std::size_t n, std::span<const int> fds);
+// Receives up to n bytes and any fds attached to them (closed-on-exec).
+// Returns the byte count (0 at EOF).
+std::size_t recv_with_fds(int sock, void* buf, std::size_t n, std::vector<int>& fds);
+
+// Moves fd to a number >= min_fd (close-on-exec), closing the original.
+int move_above(int fd, int min_fd);
+void set_cloexec(int fd, bool on);
+
+// pidfd_open(2) / pidfd_send_signal(2).
+UniqueFd pidfd_open(pid_t pid);
+// Returns false if the process has already been reaped (ESRCH).
+bool pidfd_kill(int pidfd, int sig);
+
+}  // namespace mpxx::sys
