@@ -1,0 +1,166 @@
+// The test runner's main: mpxx::init first (spawn and forkserver children
+// branch off there), then GoogleTest with a listener that fails any test
+// leaving a child process, an open fd or a /dev/shm entry behind.
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <poll.h>
+#include <sstream>
+
+#include "leak_check.hpp"
+#include "mpxx/mpxx.hpp"
+
+namespace mpxx::detail {
+void stop_forkserver() noexcept;
+}
+
+namespace mpxx_test {
+
+Resources snapshot() {
+  Resources r;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    int self_fd = ::dirfd(d);
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      int fd = std::atoi(e->d_name);
+      if (fd == self_fd) continue;
+      char target[512] = {0};
+      std::string link = std::string("/proc/self/fd/") + e->d_name;
+      ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
+      r.fds.insert(std::string(e->d_name) + " -> " + (n > 0 ? std::string(target, n) : "?"));
+    }
+    ::closedir(d);
+  }
+  // Direct children: every thread's children list.
+  if (DIR* d = ::opendir("/proc/self/task")) {
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      std::ifstream f(std::string("/proc/self/task/") + e->d_name + "/children");
+      pid_t p;
+      while (f >> p) r.children.insert(p);
+    }
+    ::closedir(d);
+  }
+  if (DIR* d = ::opendir("/dev/shm")) {
+    while (dirent* e = ::readdir(d))
+      if (e->d_name[0] != '.') r.shm.insert(e->d_name);
+    ::closedir(d);
+  }
+  return r;
+}
+
+TempDir::TempDir() {
+  char tmpl[] = "/tmp/mpxx-test-XXXXXX";
+  if (!::mkdtemp(tmpl)) std::abort();
+  dir_ = tmpl;
+}
+TempDir::~TempDir() { std::system(("rm -rf '" + dir_ + "'").c_str()); }
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream f(path);
+  f << text;
+}
+
+CaptureFd::CaptureFd(int fd) : fd_(fd) {
+  std::fflush(nullptr);
+  char tmpl[] = "/tmp/mpxx-capture-XXXXXX";
+  file_ = ::mkostemp(tmpl, O_CLOEXEC);
+  ::unlink(tmpl);
+  saved_ = ::fcntl(fd, F_DUPFD_CLOEXEC, 10);
+  ::dup2(file_, fd);
+}
+
+CaptureFd::~CaptureFd() {
+  std::fflush(nullptr);
+  ::dup2(saved_, fd_);
+  ::close(saved_);
+  ::close(file_);
+}
+
+std::string CaptureFd::text() {
+  std::fflush(nullptr);
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  off_t off = 0;
+  while ((n = ::pread(file_, buf, sizeof buf, off)) > 0) {
+    out.append(buf, static_cast<std::size_t>(n));
+    off += n;
+  }
+  return out;
+}
+
+bool wait_gone(pid_t pid, std::chrono::milliseconds timeout) {
+  int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) return errno == ESRCH;
+  pollfd p{fd, POLLIN, 0};
+  int r = ::poll(&p, 1, static_cast<int>(timeout.count()));
+  ::close(fd);
+  return r == 1;
+}
+
+char proc_state(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(f, line)) return 0;
+  auto close = line.rfind(')');
+  return close == std::string::npos || close + 2 >= line.size() ? 0 : line[close + 2];
+}
+
+namespace {
+
+template <class T>
+std::string diff(const std::set<T>& before, const std::set<T>& after) {
+  std::ostringstream out;
+  for (const auto& x : after)
+    if (!before.count(x)) out << "  " << x << "\n";
+  return out.str();
+}
+
+class LeakListener : public ::testing::EmptyTestEventListener {
+  void OnTestStart(const ::testing::TestInfo&) override { before_ = snapshot(); }
+  void OnTestEnd(const ::testing::TestInfo& info) override {
+    // The forkserver is infrastructure that lives until exit; stop it so that
+    // what remains is what the test itself left behind.
+    mpxx::detail::stop_forkserver();
+    Resources after = snapshot();
+    std::string fds = diff(before_.fds, after.fds);
+    std::string kids = diff(before_.children, after.children);
+    std::string shm = diff(before_.shm, after.shm);
+    if (!fds.empty() || !kids.empty() || !shm.empty()) {
+      std::fprintf(stderr, "LEAK in %s.%s:\n%s%s%s", info.test_suite_name(), info.name(),
+                   fds.empty() ? "" : ("open fds:\n" + fds).c_str(),
+                   kids.empty() ? "" : ("child processes:\n" + kids).c_str(),
+                   shm.empty() ? "" : ("/dev/shm entries:\n" + shm).c_str());
+      leaked_ = true;
+    }
+  }
+  void OnTestProgramEnd(const ::testing::UnitTest&) override {
+    if (leaked_) std::_Exit(3);
+  }
+  Resources before_;
+  bool leaked_ = false;
+};
+
+}  // namespace
+}  // namespace mpxx_test
+
+int main(int argc, char** argv) {
+  mpxx::init(argc, argv);
+  ::testing::InitGoogleTest(&argc, argv);
+  ::testing::UnitTest::GetInstance()->listeners().Append(new mpxx_test::LeakListener);
+  return RUN_ALL_TESTS();
+}
