@@ -93,6 +93,13 @@ bool wait_exit(ProcessState& s, sys::Deadline deadline) {
   }
 }
 
+std::string identity_suffix(const std::vector<int>& identity) {
+  std::string out;
+  for (std::size_t i = 0; i < identity.size(); ++i)
+    out += (i ? ":" : "") + std::to_string(identity[i]);
+  return out;
+}
+
 Self& self() {
   static auto* s = [] {
     auto* me = new Self;  // leaked: used until _exit and by atexit handlers
@@ -286,9 +293,8 @@ Process::Process(ProcessOptions opts, detail::ProcessTarget target) {
   s->identity = me.identity;
   s->identity.push_back(++me.counter);
   if (opts.name.empty()) {
-    s->name = "Process-";
-    for (std::size_t i = 0; i < s->identity.size(); ++i)
-      s->name += (i ? ":" : "") + std::to_string(s->identity[i]);
+    s->name = "Process-" + detail::identity_suffix(s->identity);
+    s->name_is_default = true;
   } else {
     s->name = std::move(opts.name);
   }
@@ -319,7 +325,28 @@ void Process::run() {
   if (s.target.local) s.target.local();
 }
 
-void Process::set_name(std::string name) { state().name = std::move(name); }
+const std::string& Process::name() const {
+  // Python names a subclass instance after its class ("Clock-1"). The
+  // dynamic type is only known once construction is over, so the default
+  // name is settled at first use.
+  ProcessState& s = state();
+  if (s.name_is_default) {
+    s.name_is_default = false;
+    if (typeid(*this) != typeid(Process)) {
+      std::string cls = detail::wire::demangle(typeid(*this).name());
+      auto colon = cls.rfind("::");
+      if (colon != std::string::npos) cls = cls.substr(colon + 2);
+      s.name = cls + "-" + detail::identity_suffix(s.identity);
+    }
+  }
+  return s.name;
+}
+
+void Process::set_name(std::string name) {
+  ProcessState& s = state();
+  s.name = std::move(name);
+  s.name_is_default = false;
+}
 
 void Process::set_daemon(bool daemon) {
   ProcessState& s = state();
@@ -329,6 +356,7 @@ void Process::set_daemon(bool daemon) {
 
 void Process::start() {
   ProcessState& s = state();
+  (void)name();  // settles a subclass's default name before the child copies it
   if (s.started) throw ProcessError("mpxx: cannot start a process twice (" + s.name + ")");
   if (s.creator != ::getpid())
     throw ProcessError("mpxx: can only start a process object created by the current process");

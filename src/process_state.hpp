@@ -21,6 +21,7 @@ struct ProcessState {
   enum class Kind { child, self, parent };
   Kind kind = Kind::child;
   std::string name;
+  bool name_is_default = false;  // "Process-N", to be replaced by a subclass's name
   std::vector<int> identity;
   bool daemon = false;
   std::string authkey;
@@ -43,6 +44,9 @@ struct ProcessState {
 // Waits until the process has ended and records its exit code; true if it
 // did before the deadline. Safe to call from several threads.
 bool wait_exit(ProcessState& s, sys::Deadline deadline);
+
+// "1:2" for identity {1, 2}.
+std::string identity_suffix(const std::vector<int>& identity);
 
 // Who this process is.
 struct Self {

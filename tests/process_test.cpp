@@ -403,6 +403,7 @@ struct Clock : mpxx::Process {
 TEST_P(ProcessTest, SubclassOverridingRun) {
   TempDir dir;
   Clock c(dir.path("clock"), opts());
+  EXPECT_EQ(c.name().rfind("Clock-", 0), 0u) << c.name();  // Python: type(self).__name__
   if (GetParam() == mpxx::StartMethod::fork) {
     c.start();
     c.join();

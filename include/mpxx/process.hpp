@@ -12,7 +12,9 @@
 //
 // Options (Python's keyword arguments) come first, in braces:
 //   mpxx::Process w({.name = "block", .daemon = true}, wait_for_event, e);
-// and a subclass may override run() instead of passing a target:
+// and a subclass may override run() instead of passing a target (with the
+// fork start method: a spawned child could not rebuild the subclass object,
+// so spawn and forkserver refuse it at start() with a ProcessError):
 //   struct Clock : mpxx::Process { void run() override { ... } };
 //
 // Exit codes follow Python: std::nullopt while running, 0 when the target
@@ -169,11 +171,13 @@ class Process : public ProcessHandle {
   // most methods raise ValueError afterwards.
   void close();
 
+  // "Process-N" by default, or "<Subclass>-N" for a subclass (Python's
+  // type(self).__name__).
+  const std::string& name() const;
   void set_name(std::string name);
   // Only before start(), as in Python.
   void set_daemon(bool daemon);
   using ProcessHandle::daemon;
-  using ProcessHandle::name;
 
  private:
   Process(ProcessOptions opts, detail::ProcessTarget target);

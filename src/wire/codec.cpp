@@ -32,6 +32,10 @@ void check_size_prefix(const Reader& r, std::uint64_t n) {
                         " bytes left in the message");
 }
 
+void bad_bool(unsigned value) {
+  throw ProtocolError("mpxx: corrupt value: a bool holds " + std::to_string(value));
+}
+
 void type_mismatch(std::uint64_t got, std::uint64_t want, const std::string& want_name) {
   char buf[96];
   std::snprintf(buf, sizeof buf, " (type tag %016llx, expected %016llx)",

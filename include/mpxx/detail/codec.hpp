@@ -81,10 +81,19 @@ std::enable_if_t<std::is_arithmetic_v<T> || raw_struct_v<T>>
 CEREAL_SAVE_FUNCTION_NAME(OutArchive& ar, const T& t) {
   ar.saveBinary(std::addressof(t), sizeof t);
 }
+[[noreturn]] void bad_bool(unsigned value);
 template <class T>
 std::enable_if_t<std::is_arithmetic_v<T> || raw_struct_v<T>>
 CEREAL_LOAD_FUNCTION_NAME(InArchive& ar, T& t) {
-  ar.loadBinary(std::addressof(t), sizeof t);
+  if constexpr (std::is_same_v<T, bool>) {
+    // Any byte but 0 or 1 in a bool is undefined behaviour to read.
+    unsigned char b;
+    ar.loadBinary(&b, 1);
+    if (b > 1) bad_bool(b);
+    t = b != 0;
+  } else {
+    ar.loadBinary(std::addressof(t), sizeof t);
+  }
 }
 template <class T>
 void CEREAL_SERIALIZE_FUNCTION_NAME(OutArchive& ar, cereal::NameValuePair<T>& t) {
@@ -177,7 +186,12 @@ void encode(Writer& w, const T& v) {
 template <class T>
 void decode_into(Reader& r, T& out) {
   check_transferable<T>();
-  if constexpr (raw_v<T>) {
+  if constexpr (std::is_same_v<T, bool>) {
+    unsigned char b;
+    r.get(&b, 1);
+    if (b > 1) bad_bool(b);
+    out = b != 0;
+  } else if constexpr (raw_v<T>) {
     r.get(std::addressof(out), sizeof(T));
   } else {
     InArchive ar(r);

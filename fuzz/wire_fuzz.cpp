@@ -1,0 +1,68 @@
+// libFuzzer target for every decoder that reads bytes from another process:
+// frame headers, tagged values of several shapes, calls (entry id, function
+// reference, arguments) and remote exceptions. The first input byte picks
+// the decoder. Any mpxx::Error is an expected rejection; a crash, a leak, an
+// out-of-memory or any other exception is a bug.
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <variant>
+#include <vector>
+
+#include "fuzz_seeds.hpp"
+#include "mpxx/detail/callable.hpp"
+#include "mpxx/detail/exception.hpp"
+#include "mpxx/detail/frame.hpp"
+
+namespace wire = mpxx::detail::wire;
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size == 0) return 0;
+  std::span<const std::byte> in(reinterpret_cast<const std::byte*>(data) + 1, size - 1);
+  try {
+    switch (data[0] % 8) {
+      case 0:
+        wire::parse_header(in, 1 << 20);
+        break;
+      case 1:
+        wire::open_frame(in, wire::FrameKind::value, 1 << 20);
+        break;
+      case 2: {
+        wire::Reader r(in);
+        wire::decode_tagged<std::string>(r);
+        break;
+      }
+      case 3: {
+        wire::Reader r(in);
+        wire::decode_tagged<std::map<std::string, std::vector<double>>>(r);
+        break;
+      }
+      case 4: {
+        wire::Reader r(in);
+        wire::decode_tagged<fuzz::Record>(r);
+        break;
+      }
+      case 5: {
+        wire::Reader r(in);
+        wire::decode<std::tuple<int, std::optional<std::string>, std::variant<int, std::vector<int>>>>(r);
+        break;
+      }
+      case 6: {
+        wire::Reader r(in);
+        wire::Writer out;
+        mpxx::detail::invoke_call(r, &out);
+        break;
+      }
+      case 7: {
+        wire::Reader r(in);
+        mpxx::detail::decode_exception(r);
+        break;
+      }
+    }
+  } catch (const mpxx::Error&) {
+  }
+  return 0;
+}
