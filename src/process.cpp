@@ -285,9 +285,9 @@ int ProcessHandle::sentinel() const {
 
 Process::Process() : Process(ProcessOptions{}) {}
 
-Process::Process(ProcessOptions opts) : Process(std::move(opts), detail::ProcessTarget{}) {}
+Process::Process(ProcessOptions opts) : Process(std::move(opts), detail::Target{}) {}
 
-Process::Process(ProcessOptions opts, detail::ProcessTarget target) {
+Process::Process(ProcessOptions opts, detail::Target target) {
   auto s = std::make_shared<ProcessState>();
   detail::Self& me = detail::self();
   s->identity = me.identity;

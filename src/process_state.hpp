@@ -26,7 +26,7 @@ struct ProcessState {
   bool daemon = false;
   std::string authkey;
   StartMethod method = StartMethod::fork;
-  ProcessTarget target;
+  Target target;
   bool has_target = false;
 
   pid_t creator = 0;  // the pid that created this object (only it may start/join)

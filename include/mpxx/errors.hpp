@@ -42,6 +42,19 @@ class ValueError : public Error {
   using Error::Error;
 };
 
+// A synchronization primitive used against its rules: waiting on or
+// notifying a Condition without holding its lock (Python's RuntimeError).
+class RuntimeError : public Error {
+ public:
+  using Error::Error;
+};
+
+// An index outside a shared array or list.
+class IndexError : public Error {
+ public:
+  using Error::Error;
+};
+
 // A system call failed; carries errno. Messages say what was being done:
 // "mpxx: cannot fork Process-3: Resource temporarily unavailable".
 class OSError : public Error {

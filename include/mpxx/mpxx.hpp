@@ -6,5 +6,7 @@
 #include "mpxx/errors.hpp"
 #include "mpxx/log.hpp"
 #include "mpxx/process.hpp"
+#include "mpxx/shared.hpp"
+#include "mpxx/sync.hpp"
 #include "mpxx/task.hpp"
 #include "mpxx/version.hpp"

@@ -67,27 +67,6 @@ struct ProcessOptions {
 
 namespace detail {
 struct ProcessState;
-// What a Process runs: in memory for a forked child, as bytes for the others.
-struct ProcessTarget {
-  std::function<void()> local;
-  std::function<void(wire::Writer&)> encode;  // empty if the call cannot cross
-  std::string why_not;                         // why, when encode is empty
-};
-
-template <class F, class... A>
-ProcessTarget make_target(F&& f, A&&... a) {
-  using Fn = std::decay_t<F>;
-  ProcessTarget t;
-  if constexpr (call_transferable_v<Fn, arg_t<A>...>) {
-    t.encode = [f = Fn(f), ... a = arg_t<A>(a)](wire::Writer& w) { encode_call(w, f, a...); };
-  } else {
-    t.why_not = why_not_transferable<Fn, arg_t<A>...>();
-  }
-  t.local = [f = Fn(std::forward<F>(f)), ... a = arg_t<A>(std::forward<A>(a))]() mutable {
-    std::invoke(f, a...);
-  };
-  return t;
-}
 }  // namespace detail
 
 // A handle to a process: a child, the current process or the parent. Cheap
@@ -180,7 +159,7 @@ class Process : public ProcessHandle {
   using ProcessHandle::daemon;
 
  private:
-  Process(ProcessOptions opts, detail::ProcessTarget target);
+  Process(ProcessOptions opts, detail::Target target);
 };
 
 // The process this code runs in ("MainProcess" in the main program).

@@ -1,4 +1,7 @@
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <cstdlib>
 #include <new>
@@ -57,7 +60,11 @@ int Reader::take_fd(std::uint32_t index) {
   if (index >= fds_.size() || fds_[index] < 0)
     throw ProtocolError("mpxx: message refers to file descriptor #" + std::to_string(index) +
                         " but carries " + std::to_string(fds_.size()));
-  return std::exchange(fds_[index], -1);
+  // Several objects may share one fd (Writer::add_fd sends each fd once), so
+  // each taker gets its own duplicate; the Reader closes the original.
+  int fd = ::fcntl(fds_[index], F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) throw OSError(errno, "mpxx: cannot duplicate a received file descriptor");
+  return fd;
 }
 
 void Reader::truncated(std::size_t need) const {

@@ -17,7 +17,7 @@ namespace {
 
 struct Registry {
   std::mutex mu;
-  std::unordered_map<std::uint64_t, Invoker> entries;
+  std::unordered_map<std::uint64_t, EntryFns> entries;
 };
 
 Registry& registry() {
@@ -104,7 +104,7 @@ std::uint64_t code_hash(std::uintptr_t addr, std::uintptr_t seg_end) {
 
 }  // namespace
 
-std::uint64_t register_entry(const char* mangled_name, Invoker fn) noexcept {
+std::uint64_t register_entry(const char* mangled_name, EntryFns fn) noexcept {
   std::uint64_t id = wire::type_tag_of(mangled_name);
   Registry& r = registry();
   std::lock_guard lk(r.mu);
@@ -114,7 +114,7 @@ std::uint64_t register_entry(const char* mangled_name, Invoker fn) noexcept {
   return id;
 }
 
-Invoker find_entry(std::uint64_t id) {
+EntryFns find_entry(std::uint64_t id) {
   Registry& r = registry();
   std::lock_guard lk(r.mu);
   auto it = r.entries.find(id);
@@ -167,8 +167,12 @@ const void* resolve_fn_ref(const FnRef& ref) {
 
 void invoke_call(wire::Reader& in, wire::Writer* out) {
   auto id = in.pod<std::uint64_t>();
-  Invoker fn = find_entry(id);
-  fn(in, out);
+  find_entry(id).invoke(in, out);
+}
+
+Target bind_call(wire::Reader& in) {
+  auto id = in.pod<std::uint64_t>();
+  return find_entry(id).bind(in);
 }
 
 }  // namespace mpxx::detail

@@ -59,6 +59,8 @@ class Writer {
   // Adds an fd to travel with the bytes (not owned: the caller keeps it open
   // until the message is sent) and returns its index within the message.
   std::uint32_t add_fd(int fd) {
+    for (std::size_t i = 0; i < fds_.size(); ++i)
+      if (fds_[i] == fd) return static_cast<std::uint32_t>(i);  // send each fd once
     fds_.push_back(fd);
     return static_cast<std::uint32_t>(fds_.size() - 1);
   }
@@ -104,7 +106,7 @@ class Reader {
 
   // The fds that arrived with the bytes; the Reader owns them until taken.
   void set_fds(std::vector<int> fds) noexcept;
-  // Transfers ownership of fd number `index` of this message to the caller.
+  // A duplicate of fd number `index` of this message, owned by the caller.
   int take_fd(std::uint32_t index);
 
  private:

@@ -33,12 +33,20 @@
 
 namespace mpxx::detail {
 
+struct Target;
+// Decodes a call and runs it, encoding its result (if any) into out.
 using Invoker = void (*)(wire::Reader& in, wire::Writer* out);
+// Decodes a call into a Target, to run later (and to send on again).
+using Binder = Target (*)(wire::Reader& in);
+struct EntryFns {
+  Invoker invoke;
+  Binder bind;
+};
 
 // Registers an entry under the hash of its mangled name and returns the id.
-std::uint64_t register_entry(const char* mangled_name, Invoker fn) noexcept;
+std::uint64_t register_entry(const char* mangled_name, EntryFns fns) noexcept;
 // Looks an id up; unknown ids throw ProtocolError.
-Invoker find_entry(std::uint64_t id);
+EntryFns find_entry(std::uint64_t id);
 
 // A checked reference to a function in a loaded module.
 struct FnRef {
@@ -160,6 +168,10 @@ template <class F, class... A>
 inline constexpr bool call_transferable_v =
     CallableCodec<F>::transferable && (wire::transferable_v<A> && ...);
 
+struct Target;
+template <class F, class... A>
+Target make_target(F&& f, A&&... a);
+
 // The function that decodes and runs one kind of call.
 template <class F, class... A>
 struct Entry {
@@ -174,7 +186,8 @@ struct Entry {
       if (out) wire::encode(*out, r);
     }
   }
-  static inline const std::uint64_t id = register_entry(typeid(Entry).name(), &invoke);
+  static Target bind(wire::Reader& in);
+  static inline const std::uint64_t id = register_entry(typeid(Entry).name(), {&invoke, &bind});
 };
 
 // Writes [entry id][callable state][args...].
@@ -188,6 +201,8 @@ void encode_call(wire::Writer& w, const F& f, const A&... args) {
 
 // Reads an entry id and runs the call; the result (if any) goes to `out`.
 void invoke_call(wire::Reader& in, wire::Writer* out);
+// Reads an entry id and the call, without running it.
+Target bind_call(wire::Reader& in);
 
 // Why a call cannot cross, for error messages ("" if it can).
 template <class F, class... A>
@@ -207,6 +222,39 @@ std::string why_not_transferable() {
              "start method";
     return "";
   }
+}
+
+
+// A callable with its arguments bound, held two ways: in memory, to run in
+// this process or a forked child, and as an encoder that writes it as a call
+// for another process (absent when it cannot cross).
+struct Target {
+  std::function<void()> local;
+  std::function<void(wire::Writer&)> encode;  // empty if the call cannot cross
+  std::string why_not;                         // why, when encode is empty
+};
+
+template <class F, class... A>
+Target make_target(F&& f, A&&... a) {
+  using Fn = std::decay_t<F>;
+  Target t;
+  if constexpr (call_transferable_v<Fn, arg_t<A>...>) {
+    t.encode = [f = Fn(f), ... a = arg_t<A>(a)](wire::Writer& w) { encode_call(w, f, a...); };
+  } else {
+    t.why_not = why_not_transferable<Fn, arg_t<A>...>();
+  }
+  t.local = [f = Fn(std::forward<F>(f)), ... a = arg_t<A>(std::forward<A>(a))]() mutable {
+    std::invoke(f, a...);
+  };
+  return t;
+}
+
+
+template <class F, class... A>
+Target Entry<F, A...>::bind(wire::Reader& in) {
+  F f = CallableCodec<F>::decode(in);
+  std::tuple<A...> args{wire::decode<A>(in)...};
+  return std::apply([&](A&... a) { return make_target(std::move(f), std::move(a)...); }, args);
 }
 
 }  // namespace mpxx::detail

@@ -150,11 +150,23 @@ inline constexpr bool cereal_v =
     cereal::traits::is_output_serializable<T, OutArchive>::value &&
     cereal::traits::is_input_serializable<T, InArchive>::value;
 
+// Types whose default state would cost something (a shared-memory block, a
+// lock) offer a constructor taking `empty`, which decoding uses to make an
+// object that load() then fills in.
+struct empty_t {
+  explicit constexpr empty_t() = default;
+};
+inline constexpr empty_t empty{};
+
+template <class T>
+inline constexpr bool decodable_v =
+    std::is_default_constructible_v<T> || std::is_constructible_v<T, empty_t>;
+
 // True when a T can cross a process boundary by value.
 template <class T>
 inline constexpr bool transferable_v =
     !std::is_pointer_v<T> && !is_view<T>::value && !std::is_reference_v<T> &&
-    (raw_v<T> || (cereal_v<T> && std::is_default_constructible_v<T>));
+    (raw_v<T> || (cereal_v<T> && decodable_v<T>));
 
 template <class T>
 constexpr void check_transferable() {
@@ -209,6 +221,10 @@ T decode(Reader& r) {
     alignas(T) std::byte storage[sizeof(T)];
     r.get(storage, sizeof(T));
     return *std::launder(reinterpret_cast<T*>(storage));
+  } else if constexpr (std::is_constructible_v<T, empty_t>) {
+    T v(empty);
+    decode_into(r, v);
+    return v;
   } else {
     T v{};
     decode_into(r, v);

@@ -1,0 +1,10 @@
+#include "mpxx/shared.hpp"
+
+namespace mpxx::detail {
+
+void index_error(std::size_t i, std::size_t n) {
+  throw IndexError("mpxx: index " + std::to_string(i) + " is out of range for a shared array of " +
+                   std::to_string(n) + " elements");
+}
+
+}  // namespace mpxx::detail
