@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,21 +12,36 @@
 namespace mpxx::detail {
 
 namespace {
+// getpid() and gettid() are system calls (glibc caches neither), and a lock
+// needs its caller's id on every acquire: cache both, and invalidate the
+// caches in a forked child, where they would name the parent.
+std::atomic<std::uint32_t> g_fork_generation{0};
+std::uint32_t g_pid = 0;
 thread_local std::uint32_t t_tid = 0;
+thread_local std::uint32_t t_tid_generation = ~0u;
+
+void after_fork_in_child() noexcept {
+  g_pid = static_cast<std::uint32_t>(::getpid());
+  g_fork_generation.fetch_add(1, std::memory_order_relaxed);
+}
+
+[[maybe_unused]] const bool g_registered = [] {
+  g_pid = static_cast<std::uint32_t>(::getpid());
+  ::pthread_atfork(nullptr, nullptr, after_fork_in_child);
+  return true;
+}();
 }  // namespace
 
 std::uint32_t current_pid() noexcept {
-  return static_cast<std::uint32_t>(::getpid());  // not cached: must change across fork
+  if (g_pid == 0) g_pid = static_cast<std::uint32_t>(::getpid());
+  return g_pid;
 }
 
 std::uint32_t current_tid() noexcept {
-  // A thread id cached in a forked child would be the parent's: re-read it
-  // whenever the pid changed.
-  static thread_local std::uint32_t t_pid = 0;
-  std::uint32_t pid = static_cast<std::uint32_t>(::getpid());
-  if (t_tid == 0 || t_pid != pid) {
+  std::uint32_t gen = g_fork_generation.load(std::memory_order_relaxed);
+  if (t_tid_generation != gen) {
     t_tid = static_cast<std::uint32_t>(::gettid());
-    t_pid = pid;
+    t_tid_generation = gen;
   }
   return t_tid;
 }
