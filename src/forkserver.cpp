@@ -29,18 +29,8 @@ namespace mpxx::detail {
 
 namespace {
 
-struct Server {
-  std::mutex mu;
-  pid_t owner = 0;  // the process that started this server
-  pid_t pid = 0;
-  sys::UniqueFd ctl;
-  sys::UniqueFd pidfd;
-};
-
-Server& server() {
-  static auto* s = new Server;  // leaked: used at exit
-  return *s;
-}
+using Server = ForkServerConn;
+Server& server() { return forkserver_conn(); }
 
 void ensure_running(Server& sv) {
   if (sv.ctl && sv.owner == ::getpid()) {
@@ -49,7 +39,7 @@ void ensure_running(Server& sv) {
       return;
     siginfo_t si{};
     ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(sv.pidfd.get()), &si, WEXITED);
-    get_logger().warning("forkserver (pid " + std::to_string(sv.pid) + ") died; restarting it");
+    get_logger().logf(log::WARNING, "forkserver (pid ", sv.pid, ") died; restarting it");
   }
   auto [mine, theirs] = sys::socket_pair();
   int child_fd = sys::move_above(theirs.release(), 4);
@@ -60,7 +50,7 @@ void ensure_running(Server& sv) {
   sv.pid = pid;
   sv.ctl = std::move(mine);
   sv.pidfd = sys::pidfd_open(pid);
-  get_logger().debug("forkserver started with pid " + std::to_string(pid));
+  get_logger().logf(log::DEBUG, "forkserver started with pid ", pid);
 }
 
 }  // namespace
@@ -105,6 +95,7 @@ void start_forkserver(ProcessState& s) {
 
 void forkserver_after_fork() noexcept {
   Server& sv = server();
+  if (sv.owner == 0 && !sv.ctl && !sv.pidfd) return;  // nothing to forget: write nothing
   new (&sv.mu) std::mutex;
   sv.ctl.reset();
   sv.pidfd.reset();

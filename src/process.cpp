@@ -19,14 +19,6 @@ namespace detail {
 
 namespace {
 
-struct Children {
-  std::mutex mu;
-  std::vector<std::shared_ptr<ProcessState>> list;
-};
-Children& children() {
-  static auto* c = new Children;  // leaked: used by the atexit handler
-  return *c;
-}
 
 std::string random_key() {
   std::string k(32, '\0');
@@ -62,8 +54,8 @@ bool try_reap_locked(ProcessState& s) {
     if (si.si_pid == 0) return false;
     s.exitcode = exitcode_from_siginfo(si.si_code, si.si_status);
   }
-  get_logger().debug(s.name + " (pid " + std::to_string(s.pid) + ") reaped, " +
-                     describe_exitcode(*s.exitcode));
+  if (get_logger().enabled_for(log::DEBUG))
+    get_logger().logf(log::DEBUG, s.name, " (pid ", s.pid, ") reaped, ", describe_exitcode(*s.exitcode));
   return true;
 }
 
@@ -100,14 +92,33 @@ std::string identity_suffix(const std::vector<int>& identity) {
   return out;
 }
 
-Self& self() {
-  static auto* s = [] {
-    auto* me = new Self;  // leaked: used until _exit and by atexit handlers
-    me->authkey = random_key();
-    return me;
+namespace {
+// All per-process runtime state, in one page: a forked child writes to a
+// few of these fields on its way in and out, and each page it writes costs
+// a copy-on-write fault (~5 us on a VM). Never destroyed: children and
+// atexit handlers use it until the very end.
+struct Runtime {
+  Self self;
+  Children children;
+  ForkServerConn server;
+};
+static_assert(sizeof(Runtime) <= 4096);
+alignas(4096) std::byte g_runtime_storage[sizeof(Runtime)];
+
+Runtime& runtime() {
+  static Runtime* r = [] {
+    auto* rt = new (g_runtime_storage) Runtime;
+    rt->self.authkey = random_key();
+    rt->self.identity.reserve(16);  // a forked child appends without allocating
+    return rt;
   }();
-  return *s;
+  return *r;
 }
+}  // namespace
+
+Self& self() { return runtime().self; }
+Children& children() { return runtime().children; }
+ForkServerConn& forkserver_conn() { return runtime().server; }
 
 void add_child(std::shared_ptr<ProcessState> s) {
   Children& c = children();
@@ -118,6 +129,7 @@ void add_child(std::shared_ptr<ProcessState> s) {
 void cleanup_children() {
   Children& c = children();
   std::lock_guard lk(c.mu);
+  if (c.list.empty()) return;
   std::erase_if(c.list, [](const std::shared_ptr<ProcessState>& s) {
     std::lock_guard slk(s->mu);
     return try_reap_locked(*s);
@@ -136,6 +148,7 @@ void reset_children_after_fork() noexcept {
   // are copies and closing them here does not affect the parent.
   Children& c = children();
   new (&c.mu) std::mutex;  // another thread may have held it at fork time
+  if (c.list.empty()) return;  // (no write: keeps a forked child's pages shared)
   for (auto& s : c.list) {
     s->pidfd.reset();
     s->status.reset();
@@ -150,12 +163,12 @@ void join_all_children_at_exit() noexcept {
     auto kids = live_children();
     for (auto& s : kids)
       if (s->daemon) {
-        log.info("calling terminate() for daemon " + s->name);
+        log.logf(log::INFO, "calling terminate() for daemon ", s->name);
         std::lock_guard lk(s->mu);
         if (!s->exitcode && s->pidfd) sys::pidfd_kill(s->pidfd.get(), SIGTERM);
       }
     for (auto& s : kids) {
-      log.info("calling join() for process " + s->name);
+      log.logf(log::INFO, "calling join() for process ", s->name);
       wait_exit(*s, sys::Deadline::never());
     }
     cleanup_children();
@@ -252,7 +265,7 @@ bool ProcessHandle::join_for(std::chrono::nanoseconds timeout) const {
   if (s.creator != ::getpid()) throw ProcessError("mpxx: can only join a child process");
   if (timeout < std::chrono::nanoseconds::zero())
     throw ValueError("mpxx: join timeout must not be negative");
-  get_logger().log(log::SUBDEBUG, "joining " + s.name);
+  get_logger().logf(log::SUBDEBUG, "joining ", s.name);
   bool done = detail::wait_exit(s, deadline);
   if (done) detail::cleanup_children();
   return done;
@@ -265,7 +278,7 @@ void send_signal(ProcessState& s, int sig, const char* what) {
   if (!s.started) return;
   std::lock_guard lk(s.mu);
   if (s.exitcode || !s.pidfd) return;  // already reaped: the pid may be someone else's now
-  get_logger().debug(std::string(what) + "() " + s.name + " (pid " + std::to_string(s.pid) + ")");
+  get_logger().logf(log::DEBUG, what, "() ", s.name, " (pid ", s.pid, ")");
   sys::pidfd_kill(s.pidfd.get(), sig);
 }
 }  // namespace
@@ -385,8 +398,7 @@ void Process::start() {
   }
   s.started = true;
   detail::add_child(st_);
-  get_logger().info(s.name + " started with pid " + std::to_string(s.pid) + " (" +
-                    std::string(to_string(s.method)) + ")");
+  get_logger().logf(log::INFO, s.name, " started with pid ", s.pid, " (", to_string(s.method), ")");
 }
 
 void Process::close() {

@@ -61,6 +61,23 @@ struct Self {
 };
 Self& self();
 
+// The children table.
+struct Children {
+  std::mutex mu;
+  std::vector<std::shared_ptr<ProcessState>> list;
+};
+Children& children();
+
+// This process's connection to its forkserver, if it started one.
+struct ForkServerConn {
+  std::mutex mu;
+  pid_t owner = 0;  // the process that started the server
+  pid_t pid = 0;
+  sys::UniqueFd ctl;
+  sys::UniqueFd pidfd;
+};
+ForkServerConn& forkserver_conn();
+
 // Everything a spawned or forkserver child needs before it runs its target.
 struct Boot {
   std::vector<int> identity;

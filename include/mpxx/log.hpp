@@ -13,7 +13,9 @@
 // under every start method.
 #pragma once
 
+#include <string>
 #include <string_view>
+#include <type_traits>
 
 namespace mpxx {
 
@@ -40,6 +42,26 @@ class Logger {
   void info(std::string_view m) const { log(log::INFO, m); }
   void warning(std::string_view m) const { log(log::WARNING, m); }
   void error(std::string_view m) const { log(log::ERROR, m); }
+
+  // Builds the message from its parts only when the level is enabled, so a
+  // disabled logger costs one load (it runs in every child's exit path).
+  template <class... Parts>
+  void logf(int level, const Parts&... parts) const {
+    if (!enabled_for(level)) return;
+    std::string m;
+    (m.append(to_text(parts)), ...);
+    log(level, m);
+  }
+
+ private:
+  static std::string_view to_text(std::string_view s) { return s; }
+  static std::string_view to_text(const char* s) { return s; }
+  static std::string_view to_text(const std::string& s) { return s; }
+  template <class T>
+    requires std::is_arithmetic_v<T>
+  static std::string to_text(T v) {
+    return std::to_string(v);
+  }
 };
 
 // The library's logger (level OFF until set).

@@ -1,0 +1,100 @@
+"""The CPython side of ./run bench: the same workloads with CPython's
+multiprocessing. Usage: python3 cpython_bench.py WORKLOAD; prints one JSON
+line {"workload": ..., "value": ...} in the workload's unit."""
+import json
+import multiprocessing as mp
+import sys
+import time
+from multiprocessing import shared_memory
+
+INCREMENTS = 100_000          # per process; CPython is slow, the unit is per op
+SHM_BYTES = 100 << 20
+
+
+def nothing():
+    pass
+
+
+def start_join_us(method, n):
+    ctx = mp.get_context(method)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        p = ctx.Process(target=nothing)
+        p.start()
+        p.join()
+    return (time.perf_counter() - t0) * 1e6 / n
+
+
+def lock_uncontended_ns():
+    lock = mp.Lock()
+    n = 1_000_000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        lock.acquire()
+        lock.release()
+    return (time.perf_counter() - t0) * 1e9 / n
+
+
+def add_to_value(v, n):
+    lock = v.get_lock()
+    for _ in range(n):
+        with lock:
+            v.value += 1
+
+
+def value_contended_ns():
+    v = mp.Value('l', 0)
+    t0 = time.perf_counter()
+    ps = [mp.Process(target=add_to_value, args=(v, INCREMENTS)) for _ in range(2)]
+    for p in ps:
+        p.start()
+    for p in ps:
+        p.join()
+    s = time.perf_counter() - t0
+    assert v.value == 2 * INCREMENTS
+    return s * 1e9 / (2 * INCREMENTS)
+
+
+def read_all(name, out):
+    shm = shared_memory.SharedMemory(name=name)
+    t0 = time.perf_counter()
+    data = bytes(shm.buf)
+    out.value = time.perf_counter() - t0
+    assert data[SHM_BYTES // 2] == 0x5a
+    del data
+    shm.close()
+
+
+def shm_gbps():
+    shm = shared_memory.SharedMemory(create=True, size=SHM_BYTES)
+    try:
+        shm.buf[:] = bytes(SHM_BYTES)          # fault in
+        src = b'\x5a' * SHM_BYTES
+        t0 = time.perf_counter()
+        shm.buf[:] = src
+        write_s = time.perf_counter() - t0
+        read_s = mp.Value('d', 0.0)
+        p = mp.Process(target=read_all, args=(shm.name, read_s))
+        p.start()
+        p.join()
+        return 2 * SHM_BYTES / (write_s + read_s.value) / 1e9
+    finally:
+        shm.close()
+        shm.unlink()
+
+
+WORKLOADS = {
+    'process_fork': lambda: start_join_us('fork', 100),
+    'process_spawn': lambda: start_join_us('spawn', 5),
+    'process_forkserver': lambda: start_join_us('forkserver', 30),
+    'lock_uncontended': lock_uncontended_ns,
+    'value_contended': value_contended_ns,
+    'shm_100mib': shm_gbps,
+}
+
+if __name__ == '__main__':
+    if len(sys.argv) != 2 or sys.argv[1] not in WORKLOADS:
+        sys.exit('usage: cpython_bench.py WORKLOAD (%s)' % ', '.join(WORKLOADS))
+    mp.set_start_method('fork')
+    value = WORKLOADS[sys.argv[1]]()
+    print(json.dumps({'workload': sys.argv[1], 'value': value}))

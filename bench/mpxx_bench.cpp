@@ -1,0 +1,189 @@
+// The mpxx side of ./run bench, and the machine's limits.
+//
+//   mpxx_bench WORKLOAD
+//
+// runs one measurement of WORKLOAD and prints one JSON line
+// {"workload": ..., "value": ...} in the workload's unit (see bench/run.py,
+// which runs this and bench/cpython_bench.py interleaved and compares).
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "mpxx/mpxx.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double elapsed(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+void nothing() {}
+
+// ------------------------------------------------------- process start+join
+
+double start_join_us(mpxx::StartMethod m, int n) {
+  const mpxx::Context& ctx = mpxx::get_context(m);
+  auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    mpxx::Process p({.context = &ctx}, nothing);
+    p.start();
+    p.join();
+  }
+  return elapsed(t0) * 1e6 / n;
+}
+
+double raw_fork_us(int n) {
+  auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    pid_t pid = ::fork();
+    if (pid == 0) ::_exit(0);
+    int st;
+    ::waitpid(pid, &st, 0);
+  }
+  return elapsed(t0) * 1e6 / n;
+}
+
+// ------------------------------------------------------------------- locks
+
+double lock_uncontended_ns() {
+  mpxx::Lock l;
+  constexpr int kN = 20'000'000;
+  auto t0 = Clock::now();
+  for (int i = 0; i < kN; ++i) {
+    l.acquire();
+    l.release();
+  }
+  return elapsed(t0) * 1e9 / kN;
+}
+
+constexpr int kIncrements = 1'000'000;
+
+void add_to_value(mpxx::Value<long> v, int n) {
+  auto& lock = v.get_lock();
+  for (int i = 0; i < n; ++i) {
+    std::scoped_lock g(lock);
+    v.get_obj() += 1;
+  }
+}
+
+// Two processes, each `value += 1` under the value's lock.
+double value_contended_ns() {
+  mpxx::Value<long> v(0);
+  auto t0 = Clock::now();
+  mpxx::Process a(add_to_value, v, kIncrements), b(add_to_value, v, kIncrements);
+  a.start();
+  b.start();
+  a.join();
+  b.join();
+  double s = elapsed(t0);
+  if (v.value() != 2L * kIncrements) std::fprintf(stderr, "wrong count %ld\n", v.value());
+  return s * 1e9 / (2.0 * kIncrements);
+}
+
+// The same with a raw process-shared robust pthread mutex: the limit.
+double pthread_contended_ns() {
+  struct Shared {
+    pthread_mutex_t m;
+    long counter;
+  };
+  auto* sh = static_cast<Shared*>(
+      ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  pthread_mutexattr_t at;
+  pthread_mutexattr_init(&at);
+  pthread_mutexattr_setpshared(&at, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&at, PTHREAD_MUTEX_ROBUST);
+  pthread_mutex_init(&sh->m, &at);
+  sh->counter = 0;
+  auto t0 = Clock::now();
+  pid_t kids[2];
+  for (pid_t& k : kids) {
+    k = ::fork();
+    if (k == 0) {
+      for (int i = 0; i < kIncrements; ++i) {
+        pthread_mutex_lock(&sh->m);
+        sh->counter++;
+        pthread_mutex_unlock(&sh->m);
+      }
+      ::_exit(0);
+    }
+  }
+  for (pid_t k : kids) ::waitpid(k, nullptr, 0);
+  double s = elapsed(t0);
+  ::munmap(sh, sizeof(Shared));
+  return s * 1e9 / (2.0 * kIncrements);
+}
+
+// ---------------------------------------------------------- shared memory
+
+constexpr std::size_t kShmBytes = 100u << 20;
+
+void read_all(mpxx::RawArray<unsigned char> shm, mpxx::RawValue<double> seconds) {
+  std::vector<unsigned char> out(kShmBytes);
+  std::memset(out.data(), 1, out.size());  // fault the pages in before timing
+  auto t0 = Clock::now();
+  std::memcpy(out.data(), shm.get_obj().data(), kShmBytes);
+  seconds.value() = elapsed(t0);
+  if (out[kShmBytes / 2] != 0x5a) std::fprintf(stderr, "wrong data\n");
+}
+
+// 100 MiB written into shared memory by the parent and read by a child;
+// GB/s of the two copies together (process start excluded).
+double shm_gbps() {
+  mpxx::RawArray<unsigned char> shm(kShmBytes);
+  std::memset(shm.get_obj().data(), 0, kShmBytes);  // fault in, as a fresh buffer would be
+  std::vector<unsigned char> src(kShmBytes, 0x5a);
+  auto t0 = Clock::now();
+  std::memcpy(shm.get_obj().data(), src.data(), kShmBytes);
+  double write_s = elapsed(t0);
+  mpxx::RawValue<double> read_s(0);
+  mpxx::Process p(read_all, shm, read_s);
+  p.start();
+  p.join();
+  return 2.0 * kShmBytes / (write_s + read_s.value()) / 1e9;
+}
+
+// The limit: the same two 100 MiB copies within one process.
+double memcpy_gbps() {
+  std::vector<unsigned char> src(kShmBytes, 0x5a), mid(kShmBytes, 0), dst(kShmBytes, 1);
+  auto t0 = Clock::now();
+  std::memcpy(mid.data(), src.data(), kShmBytes);
+  std::memcpy(dst.data(), mid.data(), kShmBytes);
+  double s = elapsed(t0);
+  if (dst[kShmBytes / 2] != 0x5a) std::fprintf(stderr, "wrong data\n");
+  return 2.0 * kShmBytes / s / 1e9;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  mpxx::init(argc, argv);
+  const std::map<std::string, std::function<double()>> workloads = {
+      {"process_fork", [] { return start_join_us(mpxx::StartMethod::fork, 300); }},
+      {"process_spawn", [] { return start_join_us(mpxx::StartMethod::spawn, 40); }},
+      {"process_forkserver", [] { return start_join_us(mpxx::StartMethod::forkserver, 100); }},
+      {"raw_fork", [] { return raw_fork_us(300); }},
+      {"lock_uncontended", lock_uncontended_ns},
+      {"value_contended", value_contended_ns},
+      {"pthread_contended", pthread_contended_ns},
+      {"shm_100mib", shm_gbps},
+      {"memcpy_100mib", memcpy_gbps},
+  };
+  if (argc != 2 || !workloads.count(argv[1])) {
+    std::fprintf(stderr, "usage: mpxx_bench WORKLOAD\nworkloads:");
+    for (auto& [name, f] : workloads) std::fprintf(stderr, " %s", name.c_str());
+    std::fprintf(stderr, "\n");
+    return 2;
+  }
+  double v = workloads.at(argv[1])();
+  std::printf("{\"workload\": \"%s\", \"value\": %.6g}\n", argv[1], v);
+  return 0;
+}
