@@ -60,8 +60,8 @@
 namespace mpxx {
 
 struct ProcessOptions {
-  std::string name;             // default "Process-N" (N counts per parent)
-  std::optional<bool> daemon;   // default: the current process's daemon flag
+  std::string name{};             // default "Process-N" (N counts per parent)
+  std::optional<bool> daemon{};   // default: the current process's daemon flag
   const Context* context = nullptr;  // default: get_context()
 };
 

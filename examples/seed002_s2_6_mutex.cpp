@@ -1,0 +1,45 @@
+// Mirrors seed 002, 2.6 进程的同步控制--互斥锁 (加锁后, with a lock)
+//
+//   def func(name,mutex):
+//       mutex.acquire()#进程加锁
+//       print('1,%s is running'%name)
+//       time.sleep(1)
+//       print('2,%s is runing!'%name)
+//       time.sleep(1)
+//       print('3,%s is running'%name)
+//       mutex.release()#进程解锁
+//   if __name__ =='__main__':
+//       mutex = Lock()
+//       for i in range(3):
+//           ret = Process(target= func,args=('%s子进程'%i,mutex))
+//           ret.start()
+//
+// One second of the seed is 100 ms here. Each process prints its three
+// lines without another process's lines in between.
+#include <chrono>
+#include <iostream>
+#include <string>
+#include <thread>
+
+#include <mpxx/mpxx.hpp>
+
+constexpr std::chrono::milliseconds kSecond{100};
+
+void func(std::string name, mpxx::Lock mutex) {
+  mutex.acquire();  // 进程加锁
+  std::cout << "1," << name << " is running" << std::endl;
+  std::this_thread::sleep_for(kSecond);
+  std::cout << "2," << name << " is runing!" << std::endl;
+  std::this_thread::sleep_for(kSecond);
+  std::cout << "3," << name << " is running" << std::endl;
+  mutex.release();  // 进程解锁
+}
+
+int main(int argc, char** argv) {
+  mpxx::init(argc, argv);
+  mpxx::Lock mutex;
+  for (int i = 0; i < 3; ++i) {
+    mpxx::Process ret(func, std::to_string(i) + "子进程", mutex);
+    ret.start();
+  }
+}
