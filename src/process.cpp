@@ -87,8 +87,10 @@ bool wait_exit(ProcessState& s, sys::Deadline deadline) {
 
 std::string identity_suffix(const std::vector<int>& identity) {
   std::string out;
-  for (std::size_t i = 0; i < identity.size(); ++i)
-    out += (i ? ":" : "") + std::to_string(identity[i]);
+  for (std::size_t i = 0; i < identity.size(); ++i) {
+    if (i) out += ':';
+    out += std::to_string(identity[i]);
+  }
   return out;
 }
 
