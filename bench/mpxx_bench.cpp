@@ -126,11 +126,11 @@ double pthread_contended_ns() {
 
 constexpr std::size_t kShmBytes = 100u << 20;
 
-void read_all(mpxx::RawArray<unsigned char> shm, mpxx::RawValue<double> seconds) {
+void read_all(mpxx::SharedMemory shm, mpxx::RawValue<double> seconds) {
   std::vector<unsigned char> out(kShmBytes);
   std::memset(out.data(), 1, out.size());  // fault the pages in before timing
   auto t0 = Clock::now();
-  std::memcpy(out.data(), shm.get_obj().data(), kShmBytes);
+  std::memcpy(out.data(), shm.buf().data(), kShmBytes);
   seconds.value() = elapsed(t0);
   if (out[kShmBytes / 2] != 0x5a) std::fprintf(stderr, "wrong data\n");
 }
@@ -138,11 +138,11 @@ void read_all(mpxx::RawArray<unsigned char> shm, mpxx::RawValue<double> seconds)
 // 100 MiB written into shared memory by the parent and read by a child;
 // GB/s of the two copies together (process start excluded).
 double shm_gbps() {
-  mpxx::RawArray<unsigned char> shm(kShmBytes);
-  std::memset(shm.get_obj().data(), 0, kShmBytes);  // fault in, as a fresh buffer would be
+  auto shm = mpxx::SharedMemory::create(kShmBytes);
+  std::memset(shm.buf().data(), 0, kShmBytes);  // fault in, as CPython's side does
   std::vector<unsigned char> src(kShmBytes, 0x5a);
   auto t0 = Clock::now();
-  std::memcpy(shm.get_obj().data(), src.data(), kShmBytes);
+  std::memcpy(shm.buf().data(), src.data(), kShmBytes);
   double write_s = elapsed(t0);
   mpxx::RawValue<double> read_s(0);
   mpxx::Process p(read_all, shm, read_s);

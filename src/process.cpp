@@ -179,6 +179,7 @@ void join_all_children_at_exit() noexcept {
     (void)!::write(2, m.data(), m.size());
   }
   stop_forkserver();
+  stop_resource_tracker();
 }
 
 void install_exit_handler() {

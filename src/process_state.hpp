@@ -125,6 +125,9 @@ void start_forkserver(ProcessState& s);
 pid_t spawn_self(int child_fd, const std::string& env_var);
 // In a freshly forked child: forget the parent's forkserver.
 void forkserver_after_fork() noexcept;
+// Stops this process's shared memory tracker, which then removes the named
+// blocks this process created and did not unlink.
+void stop_resource_tracker() noexcept;
 // Stops this process's forkserver, if it started one.
 void stop_forkserver() noexcept;
 [[noreturn]] void forkserver_main(int ctl_fd, pid_t expected_parent) noexcept;

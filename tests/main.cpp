@@ -18,6 +18,7 @@
 
 namespace mpxx::detail {
 void stop_forkserver() noexcept;
+void stop_resource_tracker() noexcept;
 }
 
 namespace mpxx_test {
@@ -48,8 +49,17 @@ Resources snapshot() {
     ::closedir(d);
   }
   if (DIR* d = ::opendir("/dev/shm")) {
-    while (dirent* e = ::readdir(d))
-      if (e->d_name[0] != '.') r.shm.insert(e->d_name);
+    // /dev/shm is shared by the tests ctest runs in parallel: the tests name
+    // their segments mpxx_test_<what>_<pid>, and another test's are not ours.
+    const std::string mine = "_" + std::to_string(::getpid());
+    while (dirent* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (name[0] == '.') continue;
+      if (name.rfind("mpxx_test_", 0) == 0 &&
+          (name.size() < mine.size() || name.compare(name.size() - mine.size(), mine.size(), mine) != 0))
+        continue;
+      r.shm.insert(name);
+    }
     ::closedir(d);
   }
   return r;
@@ -136,6 +146,7 @@ class LeakListener : public ::testing::EmptyTestEventListener {
     // The forkserver is infrastructure that lives until exit; stop it so that
     // what remains is what the test itself left behind.
     mpxx::detail::stop_forkserver();
+    mpxx::detail::stop_resource_tracker();
     Resources after = snapshot();
     std::string fds = diff(before_.fds, after.fds);
     std::string kids = diff(before_.children, after.children);
