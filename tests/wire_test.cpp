@@ -175,7 +175,7 @@ TEST(Frame, CorruptHeadersSayWhatIsWrong) {
   bad[5] = std::byte{200};
   EXPECT_NE(parse_error(bad).find("kind 200"), std::string::npos);
   bad = h;
-  bad[6] = std::byte{1};
+  bad[6] = std::byte{2};
   EXPECT_NE(parse_error(bad).find("flags"), std::string::npos);
   EXPECT_NE(parse_error(good_header(1 << 20), 1024).find("exceeds the limit"), std::string::npos);
 }

@@ -2,6 +2,7 @@
 // Includes the whole public API.
 #pragma once
 
+#include "mpxx/connection.hpp"
 #include "mpxx/context.hpp"
 #include "mpxx/errors.hpp"
 #include "mpxx/log.hpp"

@@ -9,11 +9,12 @@ namespace mpxx::detail::wire {
 namespace {
 constexpr unsigned char kMagic[4] = {'M', 'P', 'X', 'X'};
 
-void put_header(std::byte* out, FrameKind kind, std::uint64_t length) {
+void put_header(std::byte* out, FrameKind kind, std::uint64_t length, std::uint16_t flags = 0) {
   std::memcpy(out, kMagic, 4);
   out[4] = std::byte{kFrameVersion};
   out[5] = static_cast<std::byte>(kind);
-  out[6] = out[7] = std::byte{0};
+  out[6] = static_cast<std::byte>(flags & 0xff);
+  out[7] = static_cast<std::byte>(flags >> 8);
   for (int i = 0; i < 8; ++i) out[8 + i] = static_cast<std::byte>((length >> (8 * i)) & 0xff);
 }
 }  // namespace
@@ -31,8 +32,8 @@ const char* frame_kind_name(FrameKind k) noexcept {
   return "unknown";
 }
 
-void write_header(Writer& w, FrameKind kind, std::uint64_t length) {
-  put_header(w.extend(kHeaderSize), kind, length);
+void write_header(Writer& w, FrameKind kind, std::uint64_t length, std::uint16_t flags) {
+  put_header(w.extend(kHeaderSize), kind, length, flags);
 }
 
 std::size_t begin_frame(Writer& w, FrameKind kind) {
@@ -65,14 +66,17 @@ FrameHeader parse_header(std::span<const std::byte> h, std::uint64_t max_length)
   auto kind = static_cast<unsigned>(h[5]);
   if (kind == 0 || kind > kMaxFrameKind)
     throw ProtocolError("mpxx: unknown frame kind " + std::to_string(kind));
-  if (h[6] != std::byte{0} || h[7] != std::byte{0})
-    throw ProtocolError("mpxx: frame flags must be zero in version 1");
   std::uint64_t len = 0;
   for (int i = 0; i < 8; ++i) len |= static_cast<std::uint64_t>(h[8 + i]) << (8 * i);
   if (len > max_length)
     throw ProtocolError("mpxx: frame of " + std::to_string(len) + " bytes exceeds the limit of " +
                         std::to_string(max_length));
-  return {static_cast<FrameKind>(kind), len};
+  auto flags = static_cast<std::uint16_t>(static_cast<unsigned>(h[6]) | (static_cast<unsigned>(h[7]) << 8));
+  if (flags & ~kFlagExternal)
+    throw ProtocolError("mpxx: unknown frame flags " + std::to_string(flags));
+  if ((flags & kFlagExternal) && len != 8)
+    throw ProtocolError("mpxx: an external frame must carry an 8-byte size, not " + std::to_string(len));
+  return {static_cast<FrameKind>(kind), len, flags};
 }
 
 std::span<const std::byte> open_frame(std::span<const std::byte> frame, FrameKind expect,

@@ -4,7 +4,7 @@
 //        0     4  magic   "MPXX" (0x4d 0x50 0x58 0x58)
 //        4     1  version (kFrameVersion)
 //        5     1  kind    (FrameKind)
-//        6     2  flags   (must be 0 in version 1)
+//        6     2  flags   (kFlagExternal, or 0)
 //        8     8  payload length in bytes, little endian
 //       16     -  payload
 //
@@ -37,13 +37,20 @@ inline constexpr std::size_t kHeaderSize = 16;
 // enough that a corrupt length cannot make the receiver allocate the machine.
 inline constexpr std::uint64_t kDefaultMaxFrame = std::uint64_t{1} << 34;  // 16 GiB
 
+// The payload is not in the frame: it fills a memfd sent with it, and the
+// frame's 8-byte payload is its size. Large messages take this path, so
+// they cross with one copy on each side instead of streaming through a
+// socket buffer.
+inline constexpr std::uint16_t kFlagExternal = 1;
+
 struct FrameHeader {
   FrameKind kind;
   std::uint64_t length;
+  std::uint16_t flags = 0;
 };
 
 // Appends a header; the payload must follow with exactly `length` bytes.
-void write_header(Writer& w, FrameKind kind, std::uint64_t length);
+void write_header(Writer& w, FrameKind kind, std::uint64_t length, std::uint16_t flags = 0);
 // Starts a frame whose length is patched by end_frame (for payloads encoded
 // in place). Returns the offset of the header.
 std::size_t begin_frame(Writer& w, FrameKind kind);

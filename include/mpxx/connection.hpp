@@ -1,0 +1,116 @@
+// mpxx/connection.hpp - Pipe and Connection (multiprocessing.connection).
+//
+//   auto [a, b] = mpxx::Pipe();              // a, b = Pipe()
+//   mpxx::Process p(child, b);               // the child gets one end
+//   a.send(std::vector<int>{1, 2, 3});       // any value that can cross (task.hpp)
+//   auto s = a.recv<std::string>();          // the type is checked, not assumed
+//
+// A Connection is a handle to one end of a Unix socket pair; copies of a
+// handle (and the handle a child receives, under any start method) refer to
+// the same end. Messages are framed exactly as CPython frames them (a
+// 4-byte big-endian length, or -1 and an 8-byte length for large ones), so
+// send_bytes/recv_bytes interoperate with Python peers; send(x) puts an mpxx
+// value frame inside such a message, which recv<T>() checks: a message of
+// another type, or one sent with send_bytes, is a ProtocolError, not garbage.
+// Values that carry file descriptors (Lock, Value, SharedMemory, another
+// Connection) pass them along with SCM_RIGHTS. Messages over 1 MiB between
+// mpxx processes travel in a memfd: one copy on each side.
+//
+// The other end closed: recv raises EOFError once everything sent has been
+// read; send raises OSError (EPIPE). A signal arriving during a blocked recv
+// or a long send neither aborts it nor corrupts the stream. A receiver
+// spins for a few microseconds before it sleeps, so a ping-pong between two
+// busy processes does not pay the kernel's wake-up latency.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "mpxx/detail/codec.hpp"
+#include "mpxx/detail/frame.hpp"
+#include "mpxx/errors.hpp"
+
+namespace mpxx {
+
+namespace detail {
+struct ConnState;
+}
+
+class Connection {
+ public:
+  Connection() = default;  // not connected; most calls raise ValueError
+  explicit Connection(detail::wire::empty_t) noexcept {}
+  // Adopts a connected stream socket (fd), e.g. from a Listener.
+  Connection(int fd, bool readable, bool writable, bool mpxx_peer);
+
+  // Sends a value; recv<T>() on the other end receives it.
+  template <class T>
+  void send(const T& obj) {
+    detail::wire::Writer w;
+    std::size_t at = detail::wire::begin_frame(w, detail::wire::FrameKind::value);
+    detail::wire::encode_tagged(w, obj);
+    detail::wire::end_frame(w, at);
+    send_frame(std::move(w));
+  }
+  // Receives a value sent with send(); ProtocolError if it is not a T.
+  template <class T>
+  T recv() {
+    detail::wire::Writer payload;
+    std::vector<int> fds;
+    auto bytes = recv_frame(payload, fds);
+    detail::wire::Reader r(bytes);
+    r.set_fds(std::move(fds));
+    T v = detail::wire::decode_tagged<T>(r);
+    r.expect_done("recv");
+    return v;
+  }
+
+  // Raw bytes, as Python's send_bytes(buf, offset, size) / recv_bytes().
+  void send_bytes(std::span<const std::byte> buf, std::size_t offset = 0,
+                  std::optional<std::size_t> size = std::nullopt);
+  void send_bytes(std::string_view s, std::size_t offset = 0,
+                  std::optional<std::size_t> size = std::nullopt) {
+    send_bytes(std::as_bytes(std::span(s.data(), s.size())), offset, size);
+  }
+  // The next message; longer than maxlength: OSError, and the connection
+  // is closed (its stream can no longer be trusted), as in Python.
+  std::string recv_bytes(std::optional<std::size_t> maxlength = std::nullopt);
+  // Reads the next message into buf at offset and returns its size; if it
+  // does not fit, raises BufferTooShort carrying the whole message.
+  std::size_t recv_bytes_into(std::span<std::byte> buf, std::size_t offset = 0);
+
+  // Whether there is something to read (or the other end has closed).
+  bool poll() { return poll_ns(std::chrono::nanoseconds::zero()); }
+  template <class Rep, class Period>
+  bool poll(std::chrono::duration<Rep, Period> timeout) {
+    return poll_ns(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+  }
+
+  void close() noexcept;
+  bool closed() const noexcept;
+  bool readable() const noexcept;
+  bool writable() const noexcept;
+  int fileno() const;
+
+  void save(detail::wire::OutArchive& ar) const;
+  void load(detail::wire::InArchive& ar);
+
+ private:
+  void send_frame(detail::wire::Writer w);
+  // Reads one message that must be an mpxx value frame; returns its payload.
+  std::span<const std::byte> recv_frame(detail::wire::Writer& storage, std::vector<int>& fds);
+  bool poll_ns(std::chrono::nanoseconds timeout);
+  std::shared_ptr<detail::ConnState> st_;
+};
+
+// Python's Pipe(duplex=True): two connected Connections. With
+// duplex=false, the first can only receive and the second only send.
+std::pair<Connection, Connection> Pipe(bool duplex = true);
+
+}  // namespace mpxx

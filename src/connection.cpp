@@ -1,0 +1,360 @@
+// Connection and Pipe: CPython's message framing over Unix stream sockets,
+// with fds, memfds for large values, and a short spin before sleeping.
+#include "mpxx/connection.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <climits>
+#include <cstring>
+
+#include "mpxx/detail/shm.hpp"
+#include "sys/fd.hpp"
+
+namespace mpxx {
+namespace detail {
+
+struct ConnState {
+  sys::UniqueFd fd;
+  bool readable = false;
+  bool writable = false;
+  bool mpxx_peer = false;  // the other end is mpxx: values may travel in memfds
+};
+
+namespace {
+
+constexpr std::size_t kExternalThreshold = 1u << 20;
+constexpr auto kSpin = std::chrono::microseconds(50);
+
+ConnState& live(const std::shared_ptr<ConnState>& st, bool need_read, bool need_write) {
+  if (!st || !st->fd) throw OSError(EBADF, "mpxx: handle is closed");
+  if (need_read && !st->readable) throw OSError(EBADF, "mpxx: connection is write-only");
+  if (need_write && !st->writable) throw OSError(EBADF, "mpxx: connection is read-only");
+  return *st;
+}
+
+// sendmsg of all iovecs (and the fds, with the first byte); restarts after
+// signals and partial writes, so the stream never carries half a message
+// unless the process dies.
+void send_all(int fd, iovec* iov, int iovcnt, const std::vector<int>& fds) {
+  bool fds_sent = fds.empty();
+  alignas(cmsghdr) char ctrl[CMSG_SPACE(250 * sizeof(int))];
+  if (fds.size() > 250) throw ValueError("mpxx: a message can carry at most 250 file descriptors");
+  while (iovcnt > 0) {
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<std::size_t>(iovcnt);
+    if (!fds_sent) {
+      msg.msg_control = ctrl;
+      msg.msg_controllen = CMSG_SPACE(fds.size() * sizeof(int));
+      cmsghdr* c = CMSG_FIRSTHDR(&msg);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
+      std::memcpy(CMSG_DATA(c), fds.data(), fds.size() * sizeof(int));
+    }
+    ssize_t r = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {  // a non-blocking socket from elsewhere: wait for room
+        pollfd p{fd, POLLOUT, 0};
+        ::poll(&p, 1, -1);
+        continue;
+      }
+      sys::throw_errno("send");
+    }
+    fds_sent = true;
+    auto n = static_cast<std::size_t>(r);
+    while (iovcnt > 0 && n >= iov->iov_len) {
+      n -= iov->iov_len;
+      ++iov;
+      --iovcnt;
+    }
+    if (iovcnt > 0) {
+      iov->iov_base = static_cast<char*>(iov->iov_base) + n;
+      iov->iov_len -= n;
+    }
+  }
+}
+
+// CPython's length prefix: 4 bytes big-endian, or -1 then 8 bytes.
+std::size_t put_length(unsigned char* out, std::uint64_t n) {
+  if (n <= 0x7fffffff) {
+    for (int i = 0; i < 4; ++i) out[i] = static_cast<unsigned char>(n >> (24 - 8 * i));
+    return 4;
+  }
+  std::memset(out, 0xff, 4);
+  for (int i = 0; i < 8; ++i) out[4 + i] = static_cast<unsigned char>(n >> (56 - 8 * i));
+  return 12;
+}
+
+void send_message(ConnState& c, const void* data, std::size_t n, const std::vector<int>& fds) {
+  unsigned char head[12];
+  std::size_t hn = put_length(head, n);
+  iovec iov[2] = {{head, hn}, {const_cast<void*>(data), n}};
+  send_all(c.fd.get(), iov, n ? 2 : 1, fds);
+}
+
+// Receives exactly n bytes (collecting fds). The first read of a message
+// may spin before blocking; false on EOF before any byte if eof_ok.
+bool recv_exact(int fd, void* buf, std::size_t n, std::vector<int>& fds, bool eof_ok, bool spin) {
+  auto* p = static_cast<char*>(buf);
+  std::size_t got = 0;
+  auto spin_until = std::chrono::steady_clock::time_point::min();
+  if (spin) spin_until = std::chrono::steady_clock::now() + kSpin;
+  while (got < n) {
+    iovec iov{p + got, n - got};
+    alignas(cmsghdr) char ctrl[CMSG_SPACE(253 * sizeof(int))];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctrl;
+    msg.msg_controllen = sizeof ctrl;
+    bool spinning = spin && got == 0 && std::chrono::steady_clock::now() < spin_until;
+    ssize_t r = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | (spinning ? MSG_DONTWAIT : 0));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        if (!spinning) {  // a non-blocking socket: wait for data
+          pollfd pf{fd, POLLIN, 0};
+          ::poll(&pf, 1, -1);
+        } else {
+#if defined(__x86_64__) || defined(__i386__)
+          for (int i = 0; i < 32; ++i) __builtin_ia32_pause();
+#endif
+        }
+        continue;
+      }
+      if (errno == ECONNRESET) r = 0;
+      else sys::throw_errno("recv");
+    }
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      std::size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (std::size_t i = 0; i < k; ++i) {
+        int f;
+        std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
+        fds.push_back(f);
+      }
+    }
+    if (r == 0) {
+      if (got == 0 && eof_ok) return false;
+      throw EOFError("mpxx: the other end closed the connection in the middle of a message");
+    }
+    got += static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+void close_all(std::vector<int>& fds) {
+  for (int f : fds) ::close(f);
+  fds.clear();
+}
+
+// Reads one whole message into `out`; returns false at a clean EOF.
+bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
+                  std::optional<std::size_t> maxlength) {
+  unsigned char head[8];
+  if (!recv_exact(c.fd.get(), head, 4, fds, true, true)) return false;
+  std::uint64_t n = (std::uint64_t{head[0]} << 24) | (std::uint64_t{head[1]} << 16) |
+                    (std::uint64_t{head[2]} << 8) | head[3];
+  if (n == 0xffffffffu) {
+    recv_exact(c.fd.get(), head, 8, fds, false, false);
+    n = 0;
+    for (int i = 0; i < 8; ++i) n = (n << 8) | head[i];
+  } else if (n & 0x80000000u) {
+    c.fd.reset();
+    close_all(fds);
+    throw ProtocolError("mpxx: negative message length: the stream is corrupt; connection closed");
+  }
+  if ((maxlength && n > *maxlength) || n > wire::kDefaultMaxFrame) {
+    c.fd.reset();
+    close_all(fds);
+    throw OSError(EMSGSIZE, "mpxx: bad message length " + std::to_string(n) +
+                                (maxlength ? " (maxlength " + std::to_string(*maxlength) + ")" : "") +
+                                "; connection closed");
+  }
+  out.clear();
+  try {
+    if (n) recv_exact(c.fd.get(), out.extend(n), n, fds, false, false);
+  } catch (...) {
+    close_all(fds);
+    throw;
+  }
+  return true;
+}
+
+std::string eof_message() { return "mpxx: the other end of the connection is closed"; }
+
+}  // namespace
+}  // namespace detail
+
+using detail::ConnState;
+
+Connection::Connection(int fd, bool readable, bool writable, bool mpxx_peer)
+    : st_(std::make_shared<ConnState>()) {
+  st_->fd.reset(fd);
+  st_->readable = readable;
+  st_->writable = writable;
+  st_->mpxx_peer = mpxx_peer;
+}
+
+void Connection::send_frame(detail::wire::Writer w) {
+  ConnState& c = detail::live(st_, false, true);
+  if (c.mpxx_peer && w.size() > detail::kExternalThreshold) {
+    // The payload goes into a memfd and only a small frame crosses the socket.
+    const std::size_t payload = w.size() - detail::wire::kHeaderSize;
+    int mfd = ::memfd_create("mpxx:message", MFD_CLOEXEC);
+    if (mfd < 0) sys::throw_errno("memfd_create");
+    sys::UniqueFd guard(mfd);
+    const std::byte* p = w.data() + detail::wire::kHeaderSize;
+    std::size_t done = 0;
+    while (done < payload) {
+      ssize_t r = ::write(mfd, p + done, payload - done);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        sys::throw_errno("write(memfd)");
+      }
+      done += static_cast<std::size_t>(r);
+    }
+    auto kind = static_cast<detail::wire::FrameKind>(w.data()[5]);
+    detail::wire::Writer small;
+    detail::wire::write_header(small, kind, 8, detail::wire::kFlagExternal);
+    small.pod(static_cast<std::uint64_t>(payload));
+    std::vector<int> fds = w.fds();
+    fds.push_back(mfd);
+    detail::send_message(c, small.data(), small.size(), fds);
+    return;
+  }
+  detail::send_message(c, w.data(), w.size(), w.fds());
+}
+
+std::span<const std::byte> Connection::recv_frame(detail::wire::Writer& storage, std::vector<int>& fds) {
+  ConnState& c = detail::live(st_, true, false);
+  if (!detail::recv_message(c, storage, fds, std::nullopt)) throw EOFError(detail::eof_message());
+  auto all = std::span<const std::byte>(storage.data(), storage.size());
+  if (all.size() < detail::wire::kHeaderSize || std::memcmp(all.data(), "MPXX", 4) != 0) {
+    detail::close_all(fds);
+    throw ProtocolError(
+        "mpxx: recv: the message is not an mpxx value (it was sent with send_bytes, or by "
+        "another program); use recv_bytes for it");
+  }
+  detail::wire::FrameHeader h;
+  try {
+    h = detail::wire::parse_header(all);
+    if (h.kind != detail::wire::FrameKind::value)
+      throw ProtocolError(std::string("mpxx: recv: expected a value frame, got a ") +
+                          detail::wire::frame_kind_name(h.kind) + " frame");
+    if (all.size() - detail::wire::kHeaderSize != h.length)
+      throw ProtocolError("mpxx: recv: frame length does not match the message");
+    if (h.flags & detail::wire::kFlagExternal) {
+      if (fds.empty()) throw ProtocolError("mpxx: recv: external frame without its memfd");
+      std::uint64_t size;
+      std::memcpy(&size, all.data() + detail::wire::kHeaderSize, 8);
+      int mfd = fds.back();
+      fds.pop_back();
+      sys::UniqueFd guard(mfd);
+      struct stat st {};
+      if (::fstat(mfd, &st) < 0 || static_cast<std::uint64_t>(st.st_size) < size)
+        throw ProtocolError("mpxx: recv: external payload is shorter than announced");
+      // Read the payload out of the memfd into storage (one copy).
+      detail::wire::Writer payload;
+      std::size_t got = 0;
+      std::byte* dst = payload.extend(size);
+      while (got < size) {
+        ssize_t r = ::pread(mfd, dst + got, size - got, static_cast<off_t>(got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) sys::throw_errno("read(memfd)");
+        got += static_cast<std::size_t>(r);
+      }
+      storage = std::move(payload);
+      return {storage.data(), storage.size()};
+    }
+  } catch (...) {
+    detail::close_all(fds);
+    throw;
+  }
+  return all.subspan(detail::wire::kHeaderSize);
+}
+
+void Connection::send_bytes(std::span<const std::byte> buf, std::size_t offset,
+                            std::optional<std::size_t> size) {
+  if (offset > buf.size()) throw ValueError("mpxx: send_bytes: offset is beyond the buffer");
+  std::size_t n = size.value_or(buf.size() - offset);
+  if (n > buf.size() - offset) throw ValueError("mpxx: send_bytes: buffer is shorter than offset + size");
+  ConnState& c = detail::live(st_, false, true);
+  detail::send_message(c, buf.data() + offset, n, {});
+}
+
+std::string Connection::recv_bytes(std::optional<std::size_t> maxlength) {
+  ConnState& c = detail::live(st_, true, false);
+  detail::wire::Writer w;
+  std::vector<int> fds;
+  if (!detail::recv_message(c, w, fds, maxlength)) throw EOFError(detail::eof_message());
+  detail::close_all(fds);
+  return std::string(reinterpret_cast<const char*>(w.data()), w.size());
+}
+
+std::size_t Connection::recv_bytes_into(std::span<std::byte> buf, std::size_t offset) {
+  if (offset > buf.size()) throw ValueError("mpxx: recv_bytes_into: offset is beyond the buffer");
+  ConnState& c = detail::live(st_, true, false);
+  detail::wire::Writer w;
+  std::vector<int> fds;
+  if (!detail::recv_message(c, w, fds, std::nullopt)) throw EOFError(detail::eof_message());
+  detail::close_all(fds);
+  if (w.size() > buf.size() - offset)
+    throw BufferTooShort(std::string(reinterpret_cast<const char*>(w.data()), w.size()));
+  if (w.size()) std::memcpy(buf.data() + offset, w.data(), w.size());
+  return w.size();
+}
+
+bool Connection::poll_ns(std::chrono::nanoseconds timeout) {
+  ConnState& c = detail::live(st_, true, false);
+  return sys::wait_readable(c.fd.get(), sys::Deadline::after(timeout));
+}
+
+void Connection::close() noexcept {
+  if (st_) st_->fd.reset();
+}
+
+bool Connection::closed() const noexcept { return !st_ || !st_->fd; }
+bool Connection::readable() const noexcept { return st_ && st_->readable; }
+bool Connection::writable() const noexcept { return st_ && st_->writable; }
+
+int Connection::fileno() const { return detail::live(st_, false, false).fd.get(); }
+
+void Connection::save(detail::wire::OutArchive& ar) const {
+  ConnState& c = detail::live(st_, false, false);
+  std::uint32_t index = ar.writer().add_fd(c.fd.get());
+  ar(index, static_cast<std::uint8_t>(c.readable | (c.writable << 1) | (c.mpxx_peer << 2)));
+}
+
+void Connection::load(detail::wire::InArchive& ar) {
+  std::uint32_t index;
+  std::uint8_t flags;
+  ar(index, flags);
+  if (flags > 7) throw ProtocolError("mpxx: corrupt Connection");
+  st_ = std::make_shared<ConnState>();
+  st_->fd.reset(ar.reader().take_fd(index));
+  st_->readable = flags & 1;
+  st_->writable = flags & 2;
+  st_->mpxx_peer = flags & 4;
+}
+
+std::pair<Connection, Connection> Pipe(bool duplex) {
+  auto [a, b] = sys::socket_pair();
+  if (!duplex) {
+    ::shutdown(a.get(), SHUT_WR);
+    ::shutdown(b.get(), SHUT_RD);
+  }
+  Connection r(a.release(), true, duplex, true);
+  Connection w(b.release(), duplex, true, true);
+  return {std::move(r), std::move(w)};
+}
+
+}  // namespace mpxx

@@ -1,0 +1,278 @@
+// Pipe and Connection: values and bytes, EOF, type checks, fds, large
+// messages, signals, and CPython's framing.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <map>
+#include <thread>
+
+#include "leak_check.hpp"
+#include "mpxx/mpxx.hpp"
+
+using namespace std::chrono_literals;
+extern char** environ;
+
+namespace conn_targets {
+
+// Receives values and sends each back, until it gets -1.
+void echo_ints(mpxx::Connection c) {
+  for (;;) {
+    int v = c.recv<int>();
+    c.send(v);
+    if (v < 0) return;
+  }
+}
+
+void send_big(mpxx::Connection c, std::size_t n) {
+  std::vector<std::uint8_t> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<std::uint8_t>(i * 7);
+  c.send(v);
+}
+
+void bump_received_value(mpxx::Connection c) {
+  auto v = c.recv<mpxx::Value<int>>();
+  v.value() += 41;
+  c.send(std::string("done"));
+}
+
+void send_after(mpxx::Connection c, int ms, std::string text) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  c.send(text);
+}
+
+void close_without_sending(mpxx::Connection c) { c.close(); }
+
+}  // namespace conn_targets
+
+namespace {
+using namespace conn_targets;
+
+struct Point {
+  double x, y;
+  bool operator==(const Point&) const = default;
+};
+
+class ConnTest : public ::testing::TestWithParam<mpxx::StartMethod> {
+ protected:
+  mpxx::ProcessOptions opts() { return {.context = &mpxx::get_context(GetParam())}; }
+};
+
+INSTANTIATE_TEST_SUITE_P(AllStartMethods, ConnTest,
+                         ::testing::Values(mpxx::StartMethod::fork, mpxx::StartMethod::spawn,
+                                           mpxx::StartMethod::forkserver),
+                         [](const auto& info) { return std::string(mpxx::to_string(info.param)); });
+
+TEST(Pipe, ValuesBothWays) {
+  auto [a, b] = mpxx::Pipe();
+  a.send(42);
+  a.send(std::string("hello"));
+  a.send(Point{1, 2});
+  b.send(std::map<std::string, std::vector<int>>{{"k", {1, 2}}});
+  EXPECT_EQ(b.recv<int>(), 42);
+  EXPECT_EQ(b.recv<std::string>(), "hello");
+  EXPECT_EQ(b.recv<Point>(), (Point{1, 2}));
+  auto m = a.recv<std::map<std::string, std::vector<int>>>();
+  EXPECT_EQ(m.at("k"), (std::vector<int>{1, 2}));
+  EXPECT_TRUE(a.readable() && a.writable());
+}
+
+TEST(Pipe, TypeMismatchIsAnErrorNotGarbage) {
+  auto [a, b] = mpxx::Pipe();
+  a.send(42);
+  a.send(7);
+  EXPECT_THROW(b.recv<std::string>(), mpxx::ProtocolError);
+  EXPECT_EQ(b.recv<int>(), 7);  // the stream is still in step
+}
+
+TEST(Pipe, BytesOffsetSizeAndRecvInto) {
+  auto [a, b] = mpxx::Pipe();
+  a.send_bytes("hello world");
+  std::string s = "0123456789";
+  a.send_bytes(std::as_bytes(std::span(s.data(), s.size())), 2, 3);
+  a.send_bytes("");
+  EXPECT_EQ(b.recv_bytes(), "hello world");
+  EXPECT_EQ(b.recv_bytes(), "234");
+  EXPECT_EQ(b.recv_bytes(), "");
+  EXPECT_THROW(a.send_bytes("abc", 0, 5), mpxx::ValueError);
+
+  a.send_bytes("abcdef");
+  std::array<std::byte, 10> buf{};
+  EXPECT_EQ(b.recv_bytes_into(buf, 4), 6u);
+  EXPECT_EQ(buf[4], std::byte{'a'});
+  a.send_bytes("too long for it");
+  try {
+    b.recv_bytes_into(buf, 0);
+    FAIL();
+  } catch (const mpxx::BufferTooShort& e) {
+    EXPECT_EQ(e.message(), "too long for it");
+  }
+  a.send_bytes("raw");
+  EXPECT_THROW(b.recv<std::string>(), mpxx::ProtocolError);  // not sent with send()
+}
+
+TEST(Pipe, MaxlengthClosesTheConnection) {
+  auto [a, b] = mpxx::Pipe();
+  a.send_bytes("0123456789");
+  EXPECT_THROW(b.recv_bytes(5), mpxx::OSError);
+  EXPECT_TRUE(b.closed());
+}
+
+TEST(Pipe, EofAndClosedEnds) {
+  auto [a, b] = mpxx::Pipe();
+  a.send(1);
+  a.close();
+  EXPECT_TRUE(a.closed());
+  EXPECT_THROW(a.send(2), mpxx::OSError);
+  EXPECT_EQ(b.recv<int>(), 1);  // what was sent before the close still arrives
+  EXPECT_THROW(b.recv<int>(), mpxx::EOFError);
+  EXPECT_THROW(b.send(3), mpxx::OSError);  // EPIPE
+}
+
+TEST(Pipe, OneWay) {
+  auto [r, w] = mpxx::Pipe(false);
+  EXPECT_TRUE(r.readable());
+  EXPECT_FALSE(r.writable());
+  EXPECT_FALSE(w.readable());
+  EXPECT_TRUE(w.writable());
+  EXPECT_THROW(r.send(1), mpxx::OSError);
+  EXPECT_THROW(w.recv<int>(), mpxx::OSError);
+  w.send(5);
+  EXPECT_EQ(r.recv<int>(), 5);
+}
+
+TEST(Pipe, Poll) {
+  auto [a, b] = mpxx::Pipe();
+  EXPECT_FALSE(b.poll());
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(b.poll(200ms));
+  auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(waited, 200ms);
+  EXPECT_LT(waited, 5s);
+  a.send(1);
+  EXPECT_TRUE(b.poll());
+  EXPECT_GE(b.fileno(), 0);
+}
+
+TEST(Pipe, ConnectionsTravelThroughConnections) {
+  auto [a, b] = mpxx::Pipe();
+  auto [x, y] = mpxx::Pipe();
+  a.send(y);
+  auto y2 = b.recv<mpxx::Connection>();
+  x.send(std::string("via the passed end"));
+  EXPECT_EQ(y2.recv<std::string>(), "via the passed end");
+}
+
+TEST_P(ConnTest, EchoWithAChild) {
+  auto [a, b] = mpxx::Pipe();
+  mpxx::Process p(opts(), echo_ints, b);
+  p.start();
+  b.close();  // the child holds its own end
+  for (int i = 0; i < 100; ++i) {
+    a.send(i);
+    EXPECT_EQ(a.recv<int>(), i);
+  }
+  a.send(-1);
+  EXPECT_EQ(a.recv<int>(), -1);
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST_P(ConnTest, SharedObjectsCrossAPipe) {
+  auto [a, b] = mpxx::Pipe();
+  mpxx::Process p(opts(), bump_received_value, b);
+  p.start();
+  mpxx::Value<int> v(1);
+  a.send(v);
+  EXPECT_EQ(a.recv<std::string>(), "done");
+  EXPECT_EQ(v.value(), 42);
+  p.join();
+}
+
+TEST_P(ConnTest, HundredMiBMessage) {
+  constexpr std::size_t kSize = 100u << 20;
+  auto [a, b] = mpxx::Pipe();
+  mpxx::Process p(opts(), send_big, b, kSize);
+  p.start();
+  auto v = a.recv<std::vector<std::uint8_t>>();
+  p.join();
+  ASSERT_EQ(v.size(), kSize);
+  bool ok = true;
+  for (std::size_t i = 0; i < kSize; i += 4093) ok = ok && v[i] == static_cast<std::uint8_t>(i * 7);
+  EXPECT_TRUE(ok);
+}
+
+TEST(PipeProcesses, PeerExitGivesEof) {
+  auto [a, b] = mpxx::Pipe();
+  mpxx::Process p(close_without_sending, b);
+  p.start();
+  b.close();
+  EXPECT_THROW(a.recv<int>(), mpxx::EOFError);
+  p.join();
+}
+
+TEST(PipeProcesses, SignalsDoNotDisturbABlockedRecv) {
+  struct sigaction sa {};
+  sa.sa_handler = [](int) {};
+  struct sigaction old {};
+  ::sigaction(SIGUSR1, &sa, &old);
+  auto [a, b] = mpxx::Pipe();
+  std::string big(3 << 20, 'x');  // large enough to need many reads
+  mpxx::Process p(send_after, b, 300, big);
+  p.start();
+  pthread_t self = ::pthread_self();
+  std::atomic<bool> done{false};
+  std::thread pester([&] {
+    while (!done) {
+      std::this_thread::sleep_for(5ms);
+      ::pthread_kill(self, SIGUSR1);
+    }
+  });
+  std::string got = a.recv<std::string>();
+  done = true;
+  pester.join();
+  ::sigaction(SIGUSR1, &old, nullptr);
+  p.join();
+  EXPECT_EQ(got, big);
+}
+
+// CPython's multiprocessing.connection.Connection on the other end of our
+// socket: it must understand our framing, and we its.
+TEST(CPythonInterop, BytesBothWays) {
+  if (::system("python3 -c 'import multiprocessing' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "python3 is not available: CPython interop not tested";
+  auto [a, b] = mpxx::Pipe();
+  int fd = b.fileno();
+  std::string script =
+      "from multiprocessing.connection import Connection\n"
+      "c = Connection(" + std::to_string(fd) + ")\n"
+      "for _ in range(3):\n"
+      "    m = c.recv_bytes()\n"
+      "    c.send_bytes(m[::-1] + b'!' * (len(m) > 100000))\n";
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fd, fd);  // clears close-on-exec for the child
+  const char* argv[] = {"python3", "-c", script.c_str(), nullptr};
+  pid_t pid;
+  ASSERT_EQ(::posix_spawnp(&pid, "python3", &fa, nullptr, const_cast<char**>(argv), environ), 0);
+  posix_spawn_file_actions_destroy(&fa);
+  b.close();
+  a.send_bytes("hello");
+  EXPECT_EQ(a.recv_bytes(), "olleh");
+  a.send_bytes("");
+  EXPECT_EQ(a.recv_bytes(), "");
+  std::string big(300000, 'y');
+  big[0] = 'z';
+  a.send_bytes(big);
+  std::string back = a.recv_bytes();
+  ASSERT_EQ(back.size(), big.size() + 1);
+  EXPECT_EQ(back[big.size() - 1], 'z');
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+}  // namespace
