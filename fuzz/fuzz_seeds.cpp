@@ -55,6 +55,20 @@ void write_seeds(const std::string& dir) {
   wire::Writer e;
   mpxx::detail::encode_exception(e, {"std::runtime_error", "boom", "  frame\n"});
   emit(7, e);
+  // Two messages as a Connection frames them: length prefix + value frame.
+  wire::Writer v;
+  auto vat = wire::begin_frame(v, wire::FrameKind::value);
+  wire::encode_tagged(v, std::vector<std::string>{"a", "bc"});
+  wire::end_frame(v, vat);
+  wire::Writer stream;
+  for (int k = 0; k < 2; ++k) {
+    unsigned char len[4] = {0, 0, static_cast<unsigned char>(v.size() >> 8),
+                            static_cast<unsigned char>(v.size())};
+    stream.put(len, 4);
+    stream.put(v.data(), v.size());
+  }
+  emit(8, stream);
+  emit(9, stream);
 }
 }  // namespace fuzz
 

@@ -16,6 +16,10 @@
 #include "mpxx/detail/callable.hpp"
 #include "mpxx/detail/exception.hpp"
 #include "mpxx/detail/frame.hpp"
+#include "mpxx/connection.hpp"
+
+#include <sys/socket.h>
+#include <unistd.h>
 
 namespace wire = mpxx::detail::wire;
 
@@ -23,7 +27,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size == 0) return 0;
   std::span<const std::byte> in(reinterpret_cast<const std::byte*>(data) + 1, size - 1);
   try {
-    switch (data[0] % 8) {
+    switch (data[0] % 10) {
       case 0:
         wire::parse_header(in, 1 << 20);
         break;
@@ -59,6 +63,25 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       case 7: {
         wire::Reader r(in);
         mpxx::detail::decode_exception(r);
+        break;
+      }
+      case 8:
+      case 9: {
+        // A byte stream as a Connection receives it: CPython length
+        // prefixes around mpxx frames (or raw bytes).
+        if (in.size() > 60000) break;  // stays within the socket buffer
+        int sv[2];
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) break;
+        ssize_t w = ::write(sv[1], in.data(), in.size());
+        (void)w;
+        ::close(sv[1]);
+        mpxx::Connection c(sv[0], true, false, true);
+        for (int i = 0; i < 64; ++i) {
+          if (data[0] % 10 == 8)
+            c.recv<std::vector<std::string>>();
+          else
+            c.recv_bytes(1 << 20);
+        }
         break;
       }
     }

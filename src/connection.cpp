@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <algorithm>
 #include <climits>
 #include <cstring>
 
@@ -181,7 +182,15 @@ bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
   }
   out.clear();
   try {
-    if (n) recv_exact(c.fd.get(), out.extend(n), n, fds, false, false);
+    // Memory grows with the bytes that actually arrive, not with what the
+    // length prefix claims: a peer cannot make us allocate 16 GiB with 4 bytes.
+    std::uint64_t got = 0;
+    while (got < n) {
+      std::size_t chunk = static_cast<std::size_t>(
+          std::min<std::uint64_t>(n - got, std::max<std::uint64_t>(std::uint64_t{1} << 16, got)));
+      recv_exact(c.fd.get(), out.extend(chunk), chunk, fds, false, false);
+      got += chunk;
+    }
   } catch (...) {
     close_all(fds);
     throw;
@@ -344,6 +353,13 @@ void Connection::load(detail::wire::InArchive& ar) {
   st_->readable = flags & 1;
   st_->writable = flags & 2;
   st_->mpxx_peer = flags & 4;
+}
+
+std::vector<std::size_t> detail::wait_fds(const std::vector<int>& fds, std::chrono::nanoseconds timeout) {
+  if (timeout < std::chrono::nanoseconds::zero()) timeout = std::chrono::nanoseconds::zero();
+  auto deadline = timeout == std::chrono::nanoseconds::max() ? sys::Deadline::never()
+                                                            : sys::Deadline::after(timeout);
+  return sys::wait_any(fds, deadline);
 }
 
 std::pair<Connection, Connection> Pipe(bool duplex) {

@@ -276,3 +276,36 @@ TEST(CPythonInterop, BytesBothWays) {
 }
 
 }  // namespace
+
+namespace {
+
+void sleep_then_exit(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+
+TEST(Wait, ConnectionsProcessesAndTimeouts) {
+  auto [a1, b1] = mpxx::Pipe();
+  auto [a2, b2] = mpxx::Pipe();
+  std::vector<mpxx::Connection> readers{a1, a2};
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(mpxx::wait(readers, 200ms).empty());
+  auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(waited, 200ms);
+  EXPECT_LT(waited, 5s);
+  b2.send(7);
+  auto ready = mpxx::wait(readers);
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_EQ(ready[0].fileno(), a2.fileno());
+  EXPECT_EQ(ready[0].recv<int>(), 7);
+
+  mpxx::Process p(sleep_then_exit, 50);
+  p.start();
+  using Any = std::variant<mpxx::Connection, mpxx::ProcessHandle, int>;
+  std::vector<Any> mixed{a1, mpxx::ProcessHandle(p)};
+  auto done = mpxx::wait(mixed, 10s);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_TRUE(std::holds_alternative<mpxx::ProcessHandle>(done[0]));
+  p.join();
+  b1.close();  // a closed peer counts as ready
+  EXPECT_EQ(mpxx::wait(std::vector<mpxx::Connection>{a1}, 1s).size(), 1u);
+}
+
+}  // namespace

@@ -31,6 +31,8 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <variant>
+#include <vector>
 
 #include "mpxx/detail/codec.hpp"
 #include "mpxx/detail/frame.hpp"
@@ -112,5 +114,49 @@ class Connection {
 // Python's Pipe(duplex=True): two connected Connections. With
 // duplex=false, the first can only receive and the second only send.
 std::pair<Connection, Connection> Pipe(bool duplex = true);
+
+// ------------------------------------------------------------------- wait
+
+namespace detail {
+// Indexes of the fds that are readable (or hung up), waiting up to timeout
+// (nanoseconds::max(): forever). Restarts after signals with the time left.
+std::vector<std::size_t> wait_fds(const std::vector<int>& fds, std::chrono::nanoseconds timeout);
+inline int wait_fd(const Connection& c) { return c.fileno(); }
+inline int wait_fd(int fd) { return fd; }
+template <class P>
+  requires requires(const P& p) { p.sentinel(); }
+int wait_fd(const P& p) {
+  return p.sentinel();
+}
+template <class... V>
+int wait_fd(const std::variant<V...>& v) {
+  return std::visit([](const auto& x) { return wait_fd(x); }, v);
+}
+}  // namespace detail
+
+// multiprocessing.connection.wait: waits until at least one object is ready
+// and returns those that are, in their order in `objects` (an empty result
+// means the timeout expired). A Connection is ready when it has something to
+// read or its peer has closed; a process handle (its sentinel) when the
+// process has ended; a raw fd when it is readable. Mixed lists work with
+// std::variant<Connection, ProcessHandle, int>.
+//
+//   for (auto& c : mpxx::wait(readers, 1s)) handle(c.recv<std::string>());
+template <class T>
+std::vector<T> wait(const std::vector<T>& objects) {
+  return wait(objects, std::chrono::nanoseconds::max());
+}
+template <class T, class Rep, class Period>
+std::vector<T> wait(const std::vector<T>& objects, std::chrono::duration<Rep, Period> timeout) {
+  std::vector<int> fds;
+  fds.reserve(objects.size());
+  for (const T& o : objects) fds.push_back(detail::wait_fd(o));
+  auto ns = timeout >= std::chrono::duration<Rep, Period>::max()
+                ? std::chrono::nanoseconds::max()
+                : std::chrono::duration_cast<std::chrono::nanoseconds>(timeout);
+  std::vector<T> ready;
+  for (std::size_t i : detail::wait_fds(fds, ns)) ready.push_back(objects[i]);
+  return ready;
+}
 
 }  // namespace mpxx
