@@ -83,6 +83,54 @@ def shm_gbps():
         shm.unlink()
 
 
+def echo_until_negative(c):
+    while True:
+        v = c.recv()
+        c.send(v)
+        if v < 0:
+            return
+
+
+def pipe_pingpong_us():
+    a, b = mp.Pipe()
+    p = mp.Process(target=echo_until_negative, args=(b,))
+    p.start()
+    b.close()
+    for i in range(1000):
+        a.send(i)
+        a.recv()
+    n = 20000
+    t0 = time.perf_counter()
+    for i in range(n):
+        a.send(i)
+        a.recv()
+    us = (time.perf_counter() - t0) * 1e6 / n
+    a.send(-1)
+    a.recv()
+    p.join()
+    return us
+
+
+def send_100mib(c):
+    data = b'\x5a' * SHM_BYTES
+    c.recv()
+    c.send_bytes(data)
+
+
+def pipe_100mib_gbps():
+    a, b = mp.Pipe()
+    p = mp.Process(target=send_100mib, args=(b,))
+    p.start()
+    b.close()
+    t0 = time.perf_counter()
+    a.send(1)
+    data = a.recv_bytes()
+    s = time.perf_counter() - t0
+    p.join()
+    assert len(data) == SHM_BYTES
+    return SHM_BYTES / s / 1e9
+
+
 WORKLOADS = {
     'process_fork': lambda: start_join_us('fork', 100),
     'process_spawn': lambda: start_join_us('spawn', 5),
@@ -90,6 +138,8 @@ WORKLOADS = {
     'lock_uncontended': lock_uncontended_ns,
     'value_contended': value_contended_ns,
     'shm_100mib': shm_gbps,
+    'pipe_pingpong': pipe_pingpong_us,
+    'pipe_100mib': pipe_100mib_gbps,
 }
 
 if __name__ == '__main__':

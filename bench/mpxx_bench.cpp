@@ -162,6 +162,60 @@ double memcpy_gbps() {
   return 2.0 * kShmBytes / s / 1e9;
 }
 
+// ------------------------------------------------------------------ pipes
+
+void echo_until_negative(mpxx::Connection c) {
+  for (;;) {
+    int v = c.recv<int>();
+    c.send(v);
+    if (v < 0) return;
+  }
+}
+
+// Median-free mean round trip of a small value between two processes.
+double pipe_pingpong_us() {
+  auto [a, b] = mpxx::Pipe();
+  mpxx::Process p(echo_until_negative, b);
+  p.start();
+  b.close();
+  for (int i = 0; i < 1000; ++i) {  // warm up: both sides running
+    a.send(i);
+    a.recv<int>();
+  }
+  constexpr int kN = 20000;
+  auto t0 = Clock::now();
+  for (int i = 0; i < kN; ++i) {
+    a.send(i);
+    a.recv<int>();
+  }
+  double us = elapsed(t0) * 1e6 / kN;
+  a.send(-1);
+  a.recv<int>();
+  p.join();
+  return us;
+}
+
+void send_100mib(mpxx::Connection c) {
+  std::vector<unsigned char> v(kShmBytes, 0x5a);
+  c.recv<int>();  // go
+  c.send(v);
+}
+
+// 100 MiB sent by a child and received by the parent, in GB/s.
+double pipe_100mib_gbps() {
+  auto [a, b] = mpxx::Pipe();
+  mpxx::Process p(send_100mib, b);
+  p.start();
+  b.close();
+  auto t0 = Clock::now();
+  a.send(1);
+  auto v = a.recv<std::vector<unsigned char>>();
+  double s = elapsed(t0);
+  p.join();
+  if (v.size() != kShmBytes || v[kShmBytes / 2] != 0x5a) std::fprintf(stderr, "wrong data\n");
+  return kShmBytes / s / 1e9;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -176,6 +230,8 @@ int main(int argc, char** argv) {
       {"pthread_contended", pthread_contended_ns},
       {"shm_100mib", shm_gbps},
       {"memcpy_100mib", memcpy_gbps},
+      {"pipe_pingpong", pipe_pingpong_us},
+      {"pipe_100mib", pipe_100mib_gbps},
   };
   if (argc != 2 || !workloads.count(argv[1])) {
     std::fprintf(stderr, "usage: mpxx_bench WORKLOAD\nworkloads:");
