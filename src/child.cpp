@@ -35,13 +35,9 @@ bool g_initialized = false;
 std::optional<StartMethod> g_default_method;
 
 void write_stderr(const std::string& s) noexcept {
-  const char* p = s.data();
-  std::size_t left = s.size();
-  while (left) {
-    ssize_t r = ::write(2, p, left);
-    if (r <= 0) break;
-    p += r;
-    left -= static_cast<std::size_t>(r);
+  try {
+    sys::write_full(2, s.data(), s.size());
+  } catch (...) {  // nowhere left to report it
   }
 }
 

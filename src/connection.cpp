@@ -39,50 +39,6 @@ ConnState& live(const std::shared_ptr<ConnState>& st, bool need_read, bool need_
   return *st;
 }
 
-// sendmsg of all iovecs (and the fds, with the first byte); restarts after
-// signals and partial writes, so the stream never carries half a message
-// unless the process dies.
-void send_all(int fd, iovec* iov, int iovcnt, const std::vector<int>& fds) {
-  bool fds_sent = fds.empty();
-  alignas(cmsghdr) char ctrl[CMSG_SPACE(250 * sizeof(int))];
-  if (fds.size() > 250) throw ValueError("mpxx: a message can carry at most 250 file descriptors");
-  while (iovcnt > 0) {
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = static_cast<std::size_t>(iovcnt);
-    if (!fds_sent) {
-      msg.msg_control = ctrl;
-      msg.msg_controllen = CMSG_SPACE(fds.size() * sizeof(int));
-      cmsghdr* c = CMSG_FIRSTHDR(&msg);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
-      std::memcpy(CMSG_DATA(c), fds.data(), fds.size() * sizeof(int));
-    }
-    ssize_t r = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) {  // a non-blocking socket from elsewhere: wait for room
-        pollfd p{fd, POLLOUT, 0};
-        ::poll(&p, 1, -1);
-        continue;
-      }
-      sys::throw_errno("send");
-    }
-    fds_sent = true;
-    auto n = static_cast<std::size_t>(r);
-    while (iovcnt > 0 && n >= iov->iov_len) {
-      n -= iov->iov_len;
-      ++iov;
-      --iovcnt;
-    }
-    if (iovcnt > 0) {
-      iov->iov_base = static_cast<char*>(iov->iov_base) + n;
-      iov->iov_len -= n;
-    }
-  }
-}
-
 // CPython's length prefix: 4 bytes big-endian, or -1 then 8 bytes.
 std::size_t put_length(unsigned char* out, std::uint64_t n) {
   if (n <= 0x7fffffff) {
@@ -98,7 +54,8 @@ void send_message(ConnState& c, const void* data, std::size_t n, const std::vect
   unsigned char head[12];
   std::size_t hn = put_length(head, n);
   iovec iov[2] = {{head, hn}, {const_cast<void*>(data), n}};
-  send_all(c.fd.get(), iov, n ? 2 : 1, fds);
+  if (!sys::sendmsg_all(c.fd.get(), iov, n ? 2 : 1, fds))
+    throw OSError(EPIPE, "mpxx: send: the other end of the connection is closed");
 }
 
 // Receives exactly n bytes (collecting fds). The first read of a message
@@ -134,15 +91,7 @@ bool recv_exact(int fd, void* buf, std::size_t n, std::vector<int>& fds, bool eo
       if (errno == ECONNRESET) r = 0;
       else sys::throw_errno("recv");
     }
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      std::size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (std::size_t i = 0; i < k; ++i) {
-        int f;
-        std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
-        fds.push_back(f);
-      }
-    }
+    sys::take_rights(msg, fds);
     if (r == 0) {
       if (got == 0 && eof_ok) return false;
       throw EOFError("mpxx: the other end closed the connection in the middle of a message");

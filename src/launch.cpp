@@ -32,10 +32,17 @@ void flush_std_streams() noexcept {
 
 void run_process_object(void* p) { static_cast<Process*>(p)->run(); }
 
-// Kills and reaps a child we could not finish setting up.
-void abandon(pid_t pid) noexcept {
-  ::kill(pid, SIGKILL);
-  while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+// Records a new child's pid and pidfd; a child we cannot get a pidfd for
+// is killed and reaped rather than left untracked.
+void adopt_child(ProcessState& s, pid_t pid) {
+  s.pid = pid;
+  try {
+    s.pidfd = sys::pidfd_open(pid);
+  } catch (...) {
+    ::kill(pid, SIGKILL);
+    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    throw;
   }
 }
 }  // namespace
@@ -58,13 +65,7 @@ void start_fork(ProcessState& s, Process& obj) {
     }
     exit_child(run_child_body(&run_process_object, &obj));
   }
-  s.pid = pid;
-  try {
-    s.pidfd = sys::pidfd_open(pid);
-  } catch (...) {
-    abandon(pid);
-    throw;
-  }
+  adopt_child(s, pid);
 }
 
 namespace {
@@ -125,13 +126,7 @@ void start_spawn(ProcessState& s) {
   flush_std_streams();
   pid_t pid = spawn_self(child_fd, "MPXX_SPAWN=3:" + std::to_string(::getpid()));
   child_end.reset();
-  s.pid = pid;
-  try {
-    s.pidfd = sys::pidfd_open(pid);
-  } catch (...) {
-    abandon(pid);
-    throw;
-  }
+  adopt_child(s, pid);
   // If the child died before reading, join() reports how.
   wire::send_frame(mine.get(), boot);
 }

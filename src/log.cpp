@@ -6,6 +6,7 @@
 #include <string>
 
 #include "process_state.hpp"
+#include "sys/fd.hpp"
 
 namespace mpxx {
 
@@ -37,13 +38,9 @@ void Logger::log(int level, std::string_view message) const {
   line += message;
   line += '\n';
   // One write, so lines from several processes never interleave.
-  const char* p = line.data();
-  std::size_t left = line.size();
-  while (left) {
-    ssize_t r = ::write(2, p, left);
-    if (r <= 0) break;
-    p += r;
-    left -= static_cast<std::size_t>(r);
+  try {
+    sys::write_full(2, line.data(), line.size());
+  } catch (...) {  // a logger that cannot write stays quiet
   }
 }
 

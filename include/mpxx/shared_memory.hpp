@@ -111,6 +111,7 @@ class ShareableList {
 
  private:
   explicit ShareableList(SharedMemory shm);
+  void init(const std::vector<Item>& items);
   void check() const;
   SharedMemory shm_;
 };

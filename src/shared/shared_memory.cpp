@@ -365,20 +365,15 @@ std::uint64_t count_of(std::byte* base) {
 
 ShareableList::ShareableList(const std::vector<Item>& items)
     : ShareableList(SharedMemory::create(layout_size(items))) {
-  std::byte* base = shm_.buf().data();
-  std::uint64_t magic = kListMagic, n = items.size();
-  std::memcpy(base, &magic, 8);
-  std::memcpy(base + 8, &n, 8);
-  std::uint64_t off = 0;
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    slots(base)[i] = Slot{0, static_cast<std::uint32_t>(capacity_for(items[i])), off, 0};
-    off += slots(base)[i].capacity;
-    set(i, items[i]);
-  }
+  init(items);
 }
 
 ShareableList::ShareableList(const std::vector<Item>& items, std::string name)
     : ShareableList(SharedMemory::create(layout_size(items), std::move(name))) {
+  init(items);
+}
+
+void ShareableList::init(const std::vector<Item>& items) {
   std::byte* base = shm_.buf().data();
   std::uint64_t magic = kListMagic, n = items.size();
   std::memcpy(base, &magic, 8);

@@ -117,45 +117,78 @@ std::pair<UniqueFd, UniqueFd> make_pipe() {
   return {UniqueFd(p[0]), UniqueFd(p[1])};
 }
 
-bool send_with_fds(int sock, const void* buf, std::size_t n, std::span<const int> fds) {
-  std::size_t done = 0;
-  std::size_t fd_done = 0;
-  // At most 253 fds (SCM_MAX_FD) per message: send them in batches, each
-  // with at least one byte.
-  constexpr std::size_t kMaxFds = 250;
-  while (done < n || fd_done < fds.size()) {
-    iovec iov{const_cast<char*>(static_cast<const char*>(buf)) + done, n - done};
-    std::size_t nfds = std::min(kMaxFds, fds.size() - fd_done);
-    if (nfds && done == n) throw ValueError("mpxx: more fds than bytes to carry them");
-    alignas(cmsghdr) char ctrl[CMSG_SPACE(kMaxFds * sizeof(int))];
+bool sendmsg_all(int sock, iovec* iov, int iovcnt, std::span<const int> fds) {
+  if (fds.size() > kMaxFdsPerMessage)
+    throw ValueError("mpxx: a message can carry at most " + std::to_string(kMaxFdsPerMessage) +
+                     " file descriptors");
+  bool fds_sent = fds.empty();
+  alignas(cmsghdr) char ctrl[CMSG_SPACE(kMaxFdsPerMessage * sizeof(int))];
+  while (iovcnt > 0) {
     msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    if (nfds) {
-      // One byte per batch carries the fds; the rest follows unattached.
-      if (fd_done + nfds < fds.size()) iov.iov_len = 1;
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<std::size_t>(iovcnt);
+    if (!fds_sent) {  // the fds ride with the first byte that goes out
       msg.msg_control = ctrl;
-      msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+      msg.msg_controllen = CMSG_SPACE(fds.size() * sizeof(int));
       cmsghdr* c = CMSG_FIRSTHDR(&msg);
       c->cmsg_level = SOL_SOCKET;
       c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-      std::memcpy(CMSG_DATA(c), fds.data() + fd_done, nfds * sizeof(int));
+      c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
+      std::memcpy(CMSG_DATA(c), fds.data(), fds.size() * sizeof(int));
     }
-    ssize_t r = retry([&] { return ::sendmsg(sock, &msg, MSG_NOSIGNAL); });
+    ssize_t r = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
     if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {  // a non-blocking socket: wait for room
+        pollfd p{sock, POLLOUT, 0};
+        ::poll(&p, 1, -1);
+        continue;
+      }
       if (errno == EPIPE || errno == ECONNRESET) return false;
       throw_errno("sendmsg");
     }
-    fd_done += nfds;
-    done += static_cast<std::size_t>(r);
+    fds_sent = true;
+    auto n = static_cast<std::size_t>(r);
+    while (iovcnt > 0 && n >= iov->iov_len) {
+      n -= iov->iov_len;
+      ++iov;
+      --iovcnt;
+    }
+    if (iovcnt > 0) {
+      iov->iov_base = static_cast<char*>(iov->iov_base) + n;
+      iov->iov_len -= n;
+    }
   }
   return true;
 }
 
+bool send_with_fds(int sock, const void* buf, std::size_t n, std::span<const int> fds) {
+  if (n == 0) throw ValueError("mpxx: file descriptors need at least one byte to travel with");
+  iovec iov{const_cast<void*>(buf), n};
+  return sendmsg_all(sock, &iov, 1, fds);
+}
+
+void take_rights(msghdr& msg, std::vector<int>& fds) {
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    std::size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    const auto* data = reinterpret_cast<const unsigned char*>(CMSG_DATA(c));
+    for (std::size_t i = 0; i < k; ++i) {
+      int fd;
+      std::memcpy(&fd, data + i * sizeof(int), sizeof fd);
+      fds.push_back(fd);
+    }
+  }
+  if (msg.msg_flags & MSG_CTRUNC) {
+    for (int fd : fds) ::close(fd);
+    fds.clear();
+    throw ProtocolError("mpxx: too many file descriptors in one message");
+  }
+}
+
 std::size_t recv_with_fds(int sock, void* buf, std::size_t n, std::vector<int>& fds) {
   iovec iov{buf, n};
-  alignas(cmsghdr) char ctrl[CMSG_SPACE(253 * sizeof(int))];
+  alignas(cmsghdr) char ctrl[CMSG_SPACE(kMaxFdsPerMessage * sizeof(int))];
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
@@ -166,22 +199,7 @@ std::size_t recv_with_fds(int sock, void* buf, std::size_t n, std::vector<int>& 
     if (errno == ECONNRESET) return 0;
     throw_errno("recvmsg");
   }
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-      std::size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      const auto* data = reinterpret_cast<const unsigned char*>(CMSG_DATA(c));
-      for (std::size_t i = 0; i < k; ++i) {
-        int fd;
-        std::memcpy(&fd, data + i * sizeof(int), sizeof fd);
-        fds.push_back(fd);
-      }
-    }
-  }
-  if (msg.msg_flags & MSG_CTRUNC) {
-    for (int fd : fds) ::close(fd);
-    fds.clear();
-    throw ProtocolError("mpxx: too many file descriptors in one message");
-  }
+  take_rights(msg, fds);
   return static_cast<std::size_t>(r);
 }
 

@@ -13,6 +13,8 @@
 #include <cstddef>
 #include <optional>
 #include <span>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <string>
 #include <utility>
 #include <vector>
@@ -84,9 +86,18 @@ std::pair<UniqueFd, UniqueFd> socket_pair();
 // pipe2(O_CLOEXEC).
 std::pair<UniqueFd, UniqueFd> make_pipe();
 
-// Sends bytes with fds attached (SCM_RIGHTS) on a Unix socket; bytes must be
-// non-empty. Returns false if the peer is gone.
+// Most fds one message carries (the kernel's SCM_MAX_FD is 253).
+inline constexpr std::size_t kMaxFdsPerMessage = 250;
+// Sends every byte of the iovecs, with the fds (SCM_RIGHTS) attached to the
+// first byte; restarts after signals and partial writes, so the stream
+// never holds half a message unless the process dies. False if the peer is
+// gone (EPIPE: never a SIGPIPE).
+bool sendmsg_all(int sock, iovec* iov, int iovcnt, std::span<const int> fds);
+// sendmsg_all of one buffer (non-empty: fds travel with a byte).
 bool send_with_fds(int sock, const void* buf, std::size_t n, std::span<const int> fds);
+// Collects the fds a received message carried (closed-on-exec if received
+// with MSG_CMSG_CLOEXEC); ProtocolError if some were cut off.
+void take_rights(msghdr& msg, std::vector<int>& fds);
 // Receives up to n bytes and any fds attached to them (closed-on-exec).
 // Returns the byte count (0 at EOF).
 std::size_t recv_with_fds(int sock, void* buf, std::size_t n, std::vector<int>& fds);
