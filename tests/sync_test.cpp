@@ -217,7 +217,8 @@ TEST(LockDeath, SleepingWaiterTakesOverFromKilledHolder) {
   mpxx::Process waiter(wait_for_lock, lock, waiting);
   waiter.start();
   ASSERT_TRUE(waiting.wait(10s));
-  std::this_thread::sleep_for(100ms);  // let it fall asleep on the futex (not a sync point)
+  // Whether the waiter is already asleep on the futex or about to be, it
+  // must end up with the lock.
   holder.kill();
   holder.join();
   EXPECT_TRUE(waiter.join(5s));
