@@ -43,7 +43,8 @@ bool try_reap_locked(ProcessState& s) {
       s.exitcode = code;
     else
       s.exitcode = -SIGKILL;  // the forkserver died, and with it the child
-    s.status.reset();
+    // The status socket stays open (like the pidfd) until close(): another
+    // thread may be polling it right now.
   } else {
     siginfo_t si{};
     if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(s.pidfd.get()), &si,
@@ -73,11 +74,12 @@ std::string describe_exitcode(int code) {
 
 bool wait_exit(ProcessState& s, sys::Deadline deadline) {
   for (;;) {
+    int fd;
     {
       std::lock_guard lk(s.mu);
       if (try_reap_locked(s)) return true;
+      fd = s.method == StartMethod::forkserver ? s.status.get() : s.pidfd.get();
     }
-    int fd = s.method == StartMethod::forkserver ? s.status.get() : s.pidfd.get();
     if (!sys::wait_readable(fd, deadline)) {
       std::lock_guard lk(s.mu);
       return try_reap_locked(s);

@@ -66,8 +66,8 @@ class Logger {
 
 // The library's logger (level OFF until set).
 Logger& get_logger() noexcept;
-// Sets the level (default log::INFO... as Python, pass the level you want) and
-// returns the logger.
+// Turns the library's messages on at `level` (and above) and returns the
+// logger, like Python's log_to_stderr(level).
 Logger& log_to_stderr(int level = log::INFO) noexcept;
 
 }  // namespace mpxx

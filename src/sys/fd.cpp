@@ -58,7 +58,6 @@ std::vector<std::size_t> wait_any(std::span<const int> fds, Deadline deadline) {
     for (std::size_t i = 0; i < p.size(); ++i)
       if (p[i].revents) ready.push_back(i);
     if (!ready.empty() || deadline.expired()) return ready;
-    if (r == 0 && deadline.poll_ms() == 0) return ready;
   }
 }
 
