@@ -7,6 +7,7 @@
 #include "mpxx/errors.hpp"
 #include "mpxx/log.hpp"
 #include "mpxx/process.hpp"
+#include "mpxx/queue.hpp"
 #include "mpxx/shared.hpp"
 #include "mpxx/shared_memory.hpp"
 #include "mpxx/sync.hpp"

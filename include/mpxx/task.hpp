@@ -1,7 +1,8 @@
 // mpxx/task.hpp - what may cross a process boundary.
 //
 // Values: anything trivially copyable (numbers, enums, structs of them,
-// std::array of them) is copied as raw bytes; anything cereal can serialize
+// std::array of them) is copied as raw bytes, unless it has its own
+// serialize()/save() member; anything cereal can serialize
 // (std::string, containers, std::tuple/pair/optional/variant, and your own
 // types with a `template <class Archive> void serialize(Archive&)` member)
 // goes through cereal with a binary archive whose contiguous data is a

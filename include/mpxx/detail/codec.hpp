@@ -142,8 +142,18 @@ template <class T, std::size_t N>
 struct is_view<std::span<T, N>> : std::true_type {};
 
 template <class T>
+inline constexpr bool has_member_serialization_v =
+    cereal::traits::has_member_serialize<T, cereal::BinaryOutputArchive>::value ||
+    cereal::traits::has_member_versioned_serialize<T, cereal::BinaryOutputArchive>::value ||
+    cereal::traits::has_member_save<T, cereal::BinaryOutputArchive>::value ||
+    cereal::traits::has_member_versioned_save<T, cereal::BinaryOutputArchive>::value;
+
+// Raw bytes for trivially copyable types, unless the type brings its own
+// serialize()/save() member, which then wins.
+template <class T>
 inline constexpr bool raw_v = std::is_trivially_copyable_v<T> && !std::is_pointer_v<T> &&
-                              !std::is_member_pointer_v<T> && !is_view<T>::value;
+                              !std::is_member_pointer_v<T> && !is_view<T>::value &&
+                              !has_member_serialization_v<T>;
 
 template <class T>
 inline constexpr bool cereal_v =

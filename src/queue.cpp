@@ -1,0 +1,267 @@
+// The queues' shared ring. See include/mpxx/queue.hpp for the guarantees.
+//
+// Layout of the memfd: a 4 KiB header, then `capacity` bytes of ring. The
+// ring holds records [u32 length][u32 kind][payload, padded to 8 bytes] at
+// monotonically increasing byte positions (position % capacity in memory);
+// a WRAP record fills the tail end of the ring when the next record would
+// not fit contiguously. `tail` (written by the producer holding put_lock)
+// only moves past a record once it is complete, which is what keeps a
+// producer killed mid-put from exposing half a message; `head` (written by
+// the consumer holding get_lock) only moves past a record once it has been
+// consumed. Consumed 4 MiB blocks are punched out of the memfd, so memory
+// follows what is in flight, not the ring's size.
+#include "mpxx/queue.hpp"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+
+#include <atomic>
+#include <climits>
+#include <cstring>
+
+#include "mpxx/detail/shm.hpp"
+#include "mpxx/sync.hpp"
+#include "sync/futex.hpp"
+#include "sys/fd.hpp"
+
+namespace mpxx::detail {
+
+namespace {
+
+constexpr std::uint32_t kQueueMagic = 0x51554555;  // "QUEU"
+constexpr std::size_t kHeaderBytes = 4096;
+constexpr std::uint32_t kData = 1, kWrap = 2;
+constexpr std::uint64_t kPunchBlock = 4u << 20;
+
+struct alignas(64) Line {
+  std::byte bytes[64];
+};
+
+struct QueueHeader {
+  std::uint32_t magic;
+  std::uint32_t joinable;
+  std::uint64_t capacity;
+  std::int64_t maxsize;
+  Line put_lock;  // lock cells (see sync.cpp), one cache line each
+  Line get_lock;
+  alignas(64) std::atomic<std::uint64_t> tail;
+  std::atomic<std::uint32_t> data_seq;
+  std::atomic<std::uint32_t> consumers_waiting;
+  alignas(64) std::atomic<std::uint64_t> head;
+  std::atomic<std::uint32_t> space_seq;
+  std::atomic<std::uint32_t> producers_waiting;
+  alignas(64) std::atomic<std::int64_t> count;
+  alignas(64) std::atomic<std::int64_t> unfinished;
+  std::atomic<std::uint32_t> unfinished_seq;
+  std::atomic<std::uint32_t> joiners_waiting;
+};
+static_assert(sizeof(QueueHeader) <= kHeaderBytes);
+
+std::uint64_t round8(std::uint64_t n) { return (n + 7) & ~std::uint64_t{7}; }
+
+}  // namespace
+
+struct QueueShared {
+  std::shared_ptr<Mapping> map;
+  QueueHeader* h = nullptr;
+  std::byte* ring = nullptr;
+  LockBase put_lock{false, ShmBlock{}};
+  LockBase get_lock{false, ShmBlock{}};
+
+  void attach(std::shared_ptr<Mapping> m) {
+    map = std::move(m);
+    h = reinterpret_cast<QueueHeader*>(map->data());
+    ring = map->data() + kHeaderBytes;
+    put_lock = LockBase(false, ShmBlock{map, offsetof(QueueHeader, put_lock), sizeof(Line)});
+    get_lock = LockBase(false, ShmBlock{map, offsetof(QueueHeader, get_lock), sizeof(Line)});
+  }
+  std::uint64_t cap() const noexcept { return h->capacity; }
+};
+
+QueueCore::QueueCore(std::int64_t maxsize, bool joinable, std::uint64_t capacity)
+    : sh_(std::make_shared<QueueShared>()), closed_(std::make_shared<bool>(false)) {
+  if (capacity < 4096 || (capacity & (capacity - 1)) != 0)
+    throw ValueError("mpxx: queue capacity must be a power of two >= 4096");
+  sh_->attach(Mapping::create(kHeaderBytes + capacity, "mpxx:queue"));
+  QueueHeader* h = sh_->h;
+  h->magic = kQueueMagic;
+  h->joinable = joinable;
+  h->capacity = capacity;
+  h->maxsize = maxsize > 0 ? maxsize : 0;
+}
+
+namespace {
+// Waits on a futex word until pred() holds or the deadline passes; the
+// waiter count lets the other side skip the wake-up system call.
+template <class Pred>
+bool wait_until(std::atomic<std::uint32_t>& seq, std::atomic<std::uint32_t>& waiters,
+                const FutexDeadline& deadline, Pred pred) {
+  if (pred()) return true;
+  if (spin_until(pred)) return true;
+  waiters.fetch_add(1, std::memory_order_seq_cst);
+  bool ok = false;
+  for (;;) {
+    std::uint32_t s = seq.load(std::memory_order_seq_cst);
+    if (pred()) {
+      ok = true;
+      break;
+    }
+    if (futex_wait(&seq, s, deadline) == WaitResult::timed_out && deadline.expired()) {
+      ok = pred();
+      break;
+    }
+  }
+  waiters.fetch_sub(1, std::memory_order_relaxed);
+  return ok;
+}
+
+// Gives the ring's fully consumed 4 MiB blocks between two positions back to
+// the kernel (the memfd is sparse again there).
+void release_blocks(const QueueShared& q, std::uint64_t from, std::uint64_t to) {
+  const std::uint64_t cap = q.cap();
+  for (std::uint64_t b = from / kPunchBlock; b < to / kPunchBlock; ++b) {
+    std::uint64_t boff = (b * kPunchBlock) % cap;
+    std::uint64_t len = std::min<std::uint64_t>(kPunchBlock, cap - boff);
+    ::fallocate(q.map->fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                static_cast<off_t>(kHeaderBytes + boff), static_cast<off_t>(len));
+  }
+}
+}  // namespace
+
+bool QueueCore::put(std::span<const std::byte> message, std::chrono::nanoseconds timeout) {
+  if (*closed_) throw ValueError("mpxx: Queue is closed");
+  QueueShared& q = *sh_;
+  QueueHeader* h = q.h;
+  const std::uint64_t cap = q.cap();
+  const std::uint64_t need = 8 + round8(message.size());
+  if (need > cap / 2)
+    throw ValueError("mpxx: a message of " + std::to_string(message.size()) +
+                     " bytes exceeds the queue's limit of " + std::to_string(cap / 2 - 8));
+  const FutexDeadline deadline = FutexDeadline::after(timeout);
+  if (!q.put_lock.acquire(timeout)) return false;
+  std::scoped_lock<LockBase> held(std::adopt_lock, q.put_lock);
+
+  const std::uint64_t tail = h->tail.load(std::memory_order_relaxed);
+  const std::uint64_t off = tail % cap;
+  const std::uint64_t skip = cap - off < need ? cap - off : 0;  // a WRAP record first
+  auto room = [&] {
+    if (h->maxsize > 0 && h->count.load(std::memory_order_acquire) >= h->maxsize) return false;
+    return tail + skip + need - h->head.load(std::memory_order_acquire) <= cap;
+  };
+  if (timeout == std::chrono::nanoseconds::zero() ? !room()
+                                                   : !wait_until(h->space_seq, h->producers_waiting,
+                                                                 deadline, room))
+    return false;
+
+  std::uint64_t at = off;
+  if (skip) {
+    const std::uint32_t rec[2] = {0, kWrap};
+    std::memcpy(q.ring + off, rec, 8);
+    at = 0;
+  }
+  const std::uint32_t rec[2] = {static_cast<std::uint32_t>(message.size()), kData};
+  std::memcpy(q.ring + at, rec, 8);
+  if (!message.empty()) std::memcpy(q.ring + at + 8, message.data(), message.size());
+  if (h->joinable) h->unfinished.fetch_add(1, std::memory_order_relaxed);
+  // The record becomes visible, whole, only here.
+  h->tail.store(tail + skip + need, std::memory_order_release);
+  h->count.fetch_add(1, std::memory_order_release);
+  h->data_seq.fetch_add(1, std::memory_order_seq_cst);
+  if (h->consumers_waiting.load(std::memory_order_seq_cst) > 0) futex_wake(&h->data_seq, 1);
+  return true;
+}
+
+bool QueueCore::get(const std::function<void(std::span<const std::byte>)>& consume,
+                    std::chrono::nanoseconds timeout) {
+  QueueShared& q = *sh_;
+  QueueHeader* h = q.h;
+  const std::uint64_t cap = q.cap();
+  const FutexDeadline deadline = FutexDeadline::after(timeout);
+  if (!q.get_lock.acquire(timeout)) return false;
+  std::scoped_lock<LockBase> held(std::adopt_lock, q.get_lock);
+
+  std::uint64_t head = h->head.load(std::memory_order_relaxed);
+  for (;;) {
+    auto ready = [&] { return h->tail.load(std::memory_order_acquire) != head; };
+    if (timeout == std::chrono::nanoseconds::zero() ? !ready()
+                                                     : !wait_until(h->data_seq, h->consumers_waiting,
+                                                                   deadline, ready))
+      return false;
+    const std::uint64_t tail = h->tail.load(std::memory_order_acquire);
+    const std::uint64_t off = head % cap;
+    std::uint32_t rec[2];
+    std::memcpy(rec, q.ring + off, 8);
+    if (rec[1] == kWrap && cap - off < tail - head) {
+      h->head.store(head + (cap - off), std::memory_order_release);
+      release_blocks(q, head, head + (cap - off));
+      head += cap - off;
+      continue;
+    }
+    const std::uint64_t need = 8 + round8(rec[0]);
+    if (rec[1] != kData || need > tail - head || off + need > cap)
+      throw ProtocolError("mpxx: the queue's shared memory is corrupt at position " +
+                          std::to_string(head));
+    std::exception_ptr failed;
+    try {
+      consume(std::span<const std::byte>(q.ring + off + 8, rec[0]));
+    } catch (...) {
+      failed = std::current_exception();  // the message is consumed all the same
+    }
+    const std::uint64_t new_head = head + need;
+    h->head.store(new_head, std::memory_order_release);
+    h->count.fetch_sub(1, std::memory_order_relaxed);
+    h->space_seq.fetch_add(1, std::memory_order_seq_cst);
+    if (h->producers_waiting.load(std::memory_order_seq_cst) > 0) futex_wake(&h->space_seq, 1);
+    release_blocks(q, head, new_head);
+    if (failed) std::rethrow_exception(failed);
+    return true;
+  }
+}
+
+std::int64_t QueueCore::qsize() const noexcept {
+  std::int64_t n = sh_->h->count.load(std::memory_order_relaxed);
+  return n < 0 ? 0 : n;
+}
+
+std::int64_t QueueCore::maxsize() const noexcept { return sh_->h->maxsize; }
+void QueueCore::close() noexcept { *closed_ = true; }
+bool QueueCore::closed() const noexcept { return *closed_; }
+
+void QueueCore::task_done() {
+  QueueHeader* h = sh_->h;
+  if (!h->joinable) throw ValueError("mpxx: task_done() on a queue that is not joinable");
+  std::int64_t before = h->unfinished.fetch_sub(1, std::memory_order_acq_rel);
+  if (before <= 0) {
+    h->unfinished.fetch_add(1, std::memory_order_relaxed);
+    throw ValueError("mpxx: task_done() called too many times");
+  }
+  if (before == 1) {
+    h->unfinished_seq.fetch_add(1, std::memory_order_seq_cst);
+    if (h->joiners_waiting.load(std::memory_order_seq_cst) > 0) futex_wake(&h->unfinished_seq, INT_MAX);
+  }
+}
+
+bool QueueCore::join(std::chrono::nanoseconds timeout) {
+  QueueHeader* h = sh_->h;
+  const FutexDeadline deadline = FutexDeadline::after(timeout);
+  return wait_until(h->unfinished_seq, h->joiners_waiting, deadline,
+                    [&] { return h->unfinished.load(std::memory_order_acquire) <= 0; });
+}
+
+void QueueCore::save(wire::OutArchive& ar) const {
+  save_block(ar, ShmBlock{sh_->map, 0, sh_->map->size()});
+}
+
+void QueueCore::load(wire::InArchive& ar) {
+  ShmBlock b = load_block(ar, kHeaderBytes + 4096);
+  auto* h = reinterpret_cast<QueueHeader*>(b.map->data());
+  if (b.offset != 0 || h->magic != kQueueMagic || h->capacity < 4096 ||
+      (h->capacity & (h->capacity - 1)) != 0 || kHeaderBytes + h->capacity != b.map->size())
+    throw ProtocolError("mpxx: the received shared object is not a queue");
+  auto sh = std::make_shared<QueueShared>();
+  sh->attach(std::move(b.map));
+  sh_ = std::move(sh);
+  closed_ = std::make_shared<bool>(false);
+}
+
+}  // namespace mpxx::detail

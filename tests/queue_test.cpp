@@ -1,0 +1,341 @@
+// Queue, SimpleQueue, JoinableQueue: Python's semantics, many producers and
+// consumers in several processes, and processes dying mid-put or mid-get.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <map>
+#include <numeric>
+#include <thread>
+
+#include "leak_check.hpp"
+#include "mpxx/mpxx.hpp"
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace queue_targets {
+
+struct Item {
+  int producer;
+  int seq;
+};
+
+void produce(mpxx::Queue<Item> q, int producer, int n) {
+  for (int i = 0; i < n; ++i) q.put(Item{producer, i});
+}
+
+// Takes items until it gets a sentinel (producer -1); reports what it got.
+void consume(mpxx::Queue<Item> q, mpxx::Queue<std::vector<Item>> out) {
+  std::vector<Item> got;
+  for (;;) {
+    Item it = q.get();
+    if (it.producer < 0) break;
+    got.push_back(it);
+  }
+  out.put(got);
+}
+
+void put_many_and_exit(mpxx::Queue<int> q, int n) {
+  for (int i = 0; i < n; ++i) q.put(i);
+}
+
+void put_big_forever(mpxx::Queue<std::vector<std::uint32_t>> q, mpxx::Event first) {
+  for (std::uint32_t k = 0;; ++k) {
+    std::vector<std::uint32_t> v(8u << 20, k);  // 32 MiB, every word = k
+    q.put(v);
+    first.set();
+  }
+}
+
+void get_big(mpxx::Queue<std::vector<std::uint32_t>> q, mpxx::Event about_to_get) {
+  about_to_get.set();
+  auto v = q.get();
+  std::exit(v.empty() ? 1 : 0);
+}
+
+void joinable_worker(mpxx::JoinableQueue<int> q, mpxx::RawValue<long> sum) {
+  for (;;) {
+    int v = q.get();
+    sum.value() += v;
+    q.task_done();
+  }
+}
+
+void simple_echo(mpxx::SimpleQueue<std::string> in, mpxx::SimpleQueue<std::string> out) {
+  out.put("echo: " + in.get());
+}
+
+void send_huge(mpxx::Queue<std::string> q) { q.put(std::string(100u << 20, 'q')); }
+
+}  // namespace queue_targets
+
+namespace {
+using namespace queue_targets;
+
+class QueueTest : public ::testing::TestWithParam<mpxx::StartMethod> {
+ protected:
+  mpxx::ProcessOptions opts() { return {.context = &mpxx::get_context(GetParam())}; }
+};
+
+INSTANTIATE_TEST_SUITE_P(AllStartMethods, QueueTest,
+                         ::testing::Values(mpxx::StartMethod::fork, mpxx::StartMethod::spawn,
+                                           mpxx::StartMethod::forkserver),
+                         [](const auto& info) { return std::string(mpxx::to_string(info.param)); });
+
+template <class F>
+double seconds(F f) {
+  auto t0 = Clock::now();
+  f();
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+TEST(Queue, FifoAndSizes) {
+  mpxx::Queue<std::string> q;
+  EXPECT_TRUE(q.empty());
+  for (int i = 0; i < 1000; ++i) q.put("item " + std::to_string(i));
+  EXPECT_EQ(q.qsize(), 1000);
+  EXPECT_FALSE(q.full());  // unbounded
+  for (int i = 0; i < 1000; ++i) EXPECT_EQ(q.get(), "item " + std::to_string(i));
+  EXPECT_TRUE(q.empty());
+}
+
+TEST(Queue, FullAndEmptyWithTimeouts) {
+  mpxx::Queue<int> q(2);
+  q.put(1);
+  q.put(2);
+  EXPECT_TRUE(q.full());
+  EXPECT_THROW(q.put_nowait(3), mpxx::Full);
+  double t = seconds([&] { EXPECT_THROW(q.put(3, 200ms), mpxx::Full); });
+  EXPECT_GE(t, 0.2);
+  EXPECT_LT(t, 5.0);
+  EXPECT_EQ(q.get(), 1);
+  q.put(3, 200ms);
+  EXPECT_EQ(q.get(), 2);
+  EXPECT_EQ(q.get_nowait(), 3);
+  EXPECT_THROW(q.get_nowait(), mpxx::Empty);
+  t = seconds([&] { EXPECT_THROW(q.get(200ms), mpxx::Empty); });
+  EXPECT_GE(t, 0.2);
+  EXPECT_LT(t, 5.0);
+}
+
+TEST(Queue, WrapsAroundTheRingManyTimes) {
+  mpxx::Queue<std::vector<char>> q;
+  // ~3 GiB through a 1 GiB ring, in messages of awkward sizes.
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 40; ++i) q.put(std::vector<char>((25u << 20) + 13 * i, static_cast<char>(i)));
+    for (int i = 0; i < 40; ++i) {
+      auto v = q.get();
+      ASSERT_EQ(v.size(), (25u << 20) + 13 * i);
+      ASSERT_EQ(v[v.size() / 2], static_cast<char>(i));
+    }
+  }
+}
+
+struct Unencodable {
+  template <class A>
+  void serialize(A&) {
+    throw std::runtime_error("cannot encode this one");
+  }
+};
+
+TEST(Queue, AFailedEncodeTakesNoSlot) {
+  mpxx::Queue<Unencodable> q(1);
+  EXPECT_THROW(q.put(Unencodable{}), std::runtime_error);
+  EXPECT_EQ(q.qsize(), 0);
+  EXPECT_THROW(q.get_nowait(), mpxx::Empty);
+}
+
+TEST(Queue, TypeMismatchIsAnError) {
+  mpxx::Queue<int> q;
+  q.put(1);
+  // The same shared queue seen as another type (as a buggy program might).
+  mpxx::detail::wire::Writer w;
+  mpxx::detail::wire::encode(w, q);
+  std::vector<int> fds;
+  for (int fd : w.fds()) fds.push_back(::dup(fd));
+  mpxx::detail::wire::Reader r(w.bytes());
+  r.set_fds(fds);
+  auto wrong = mpxx::detail::wire::decode<mpxx::Queue<std::string>>(r);
+  EXPECT_THROW(wrong.get(), mpxx::ProtocolError);
+  EXPECT_EQ(q.qsize(), 0);  // the bad message was consumed, the queue goes on
+  q.put(2);
+  EXPECT_EQ(q.get(), 2);
+}
+
+TEST(Queue, ValuesWithFileDescriptorsAreRefused) {
+  mpxx::Queue<mpxx::Lock> q;
+  EXPECT_THROW(q.put(mpxx::Lock{}), mpxx::ValueError);
+  EXPECT_EQ(q.qsize(), 0);
+}
+
+TEST(Queue, CloseStopsThisProcessPutting) {
+  mpxx::Queue<int> q;
+  q.put(1);
+  q.close();
+  EXPECT_THROW(q.put(2), mpxx::ValueError);
+  EXPECT_EQ(q.get(), 1);
+}
+
+TEST(Queue, SignalsDoNotShortenAGet) {
+  struct sigaction sa {};
+  sa.sa_handler = [](int) {};
+  struct sigaction old {};
+  ::sigaction(SIGUSR1, &sa, &old);
+  mpxx::Queue<int> q;
+  pthread_t self = ::pthread_self();
+  std::atomic<bool> done{false};
+  std::thread pester([&] {
+    while (!done) {
+      std::this_thread::sleep_for(20ms);
+      ::pthread_kill(self, SIGUSR1);
+    }
+  });
+  double t = seconds([&] { EXPECT_THROW(q.get(400ms), mpxx::Empty); });
+  done = true;
+  pester.join();
+  ::sigaction(SIGUSR1, &old, nullptr);
+  EXPECT_GE(t, 0.4);
+  EXPECT_LT(t, 5.0);
+}
+
+TEST_P(QueueTest, ManyProducersManyConsumers) {
+  constexpr int kItems = 20000;
+  mpxx::Queue<Item> q(100);
+  mpxx::Queue<std::vector<Item>> results;
+  mpxx::Process p1(opts(), produce, q, 0, kItems), p2(opts(), produce, q, 1, kItems);
+  mpxx::Process c1(opts(), consume, q, results), c2(opts(), consume, q, results);
+  for (auto* p : {&p1, &p2, &c1, &c2}) p->start();
+  p1.join();
+  p2.join();
+  q.put(Item{-1, 0});
+  q.put(Item{-1, 0});
+  std::vector<Item> a = results.get(30s), b = results.get(30s);
+  c1.join();
+  c2.join();
+  // Every item exactly once, and each consumer saw each producer in order.
+  std::map<int, std::vector<int>> seen;
+  for (const auto* part : {&a, &b}) {
+    std::map<int, int> last{{0, -1}, {1, -1}};
+    for (const Item& it : *part) {
+      EXPECT_GT(it.seq, last[it.producer]);
+      last[it.producer] = it.seq;
+      seen[it.producer].push_back(it.seq);
+    }
+  }
+  for (int prod = 0; prod < 2; ++prod) {
+    auto& v = seen[prod];
+    std::sort(v.begin(), v.end());
+    ASSERT_EQ(v.size(), static_cast<std::size_t>(kItems));
+    for (int i = 0; i < kItems; ++i) ASSERT_EQ(v[static_cast<std::size_t>(i)], i);
+  }
+}
+
+TEST_P(QueueTest, JoiningAProducerWithUnreadItemsDoesNotDeadlock) {
+  mpxx::Queue<int> q;
+  mpxx::Process p(opts(), put_many_and_exit, q, 50000);
+  p.start();
+  ASSERT_TRUE(p.join(30s));
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_EQ(q.qsize(), 50000);
+  long sum = 0;
+  for (int i = 0; i < 50000; ++i) sum += q.get();
+  EXPECT_EQ(sum, 50000L * 49999 / 2);
+}
+
+TEST_P(QueueTest, HundredMiBMessage) {
+  mpxx::Queue<std::string> q;
+  mpxx::Process p(opts(), send_huge, q);
+  p.start();
+  std::string s = q.get(60s);
+  p.join();
+  ASSERT_EQ(s.size(), 100u << 20);
+  EXPECT_EQ(s[12345678], 'q');
+}
+
+TEST(QueueDeath, ProducerKilledMidPutLeavesOnlyWholeMessages) {
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    mpxx::Queue<std::vector<std::uint32_t>> q(4);
+    mpxx::Event first;
+    mpxx::Process p(put_big_forever, q, first);
+    p.start();
+    ASSERT_TRUE(first.wait(30s));
+    std::this_thread::sleep_for(std::chrono::milliseconds(7 * attempt));  // vary the moment
+    p.kill();
+    p.join();
+    // Whatever is in the queue is whole.
+    while (true) {
+      std::vector<std::uint32_t> v;
+      try {
+        v = q.get_nowait();
+      } catch (const mpxx::Empty&) {
+        break;
+      }
+      ASSERT_EQ(v.size(), 8u << 20);
+      EXPECT_TRUE(std::all_of(v.begin(), v.end(), [&](std::uint32_t x) { return x == v[0]; }));
+    }
+    // And the queue keeps working: the dead producer's lock is taken over.
+    double t = seconds([&] { q.put({1, 2, 3}, 10s); });
+    EXPECT_LT(t, 5.0);
+    EXPECT_EQ(q.get(10s), (std::vector<std::uint32_t>{1, 2, 3}));
+  }
+}
+
+TEST(QueueDeath, ConsumerKilledMidGetDoesNotCorrupt) {
+  mpxx::Queue<std::vector<std::uint32_t>> q;
+  mpxx::Event about_to_get;
+  mpxx::Process c(get_big, q, about_to_get);
+  c.start();
+  ASSERT_TRUE(about_to_get.wait(30s));
+  q.put(std::vector<std::uint32_t>(32u << 20, 7u));  // 128 MiB: slow to decode
+  c.kill();
+  c.join();
+  // Either the consumer finished (the message is gone) or it died first
+  // (the message is still there, whole).
+  try {
+    auto v = q.get(5s);
+    EXPECT_EQ(v.size(), 32u << 20);
+    EXPECT_EQ(v.back(), 7u);
+  } catch (const mpxx::Empty&) {
+  }
+  q.put({9}, 10s);
+  EXPECT_EQ(q.get(10s), (std::vector<std::uint32_t>{9}));
+}
+
+TEST_P(QueueTest, JoinableQueueWithDaemonConsumers) {
+  mpxx::JoinableQueue<int> q(5);
+  mpxx::RawValue<long> sum(0);
+  mpxx::Process w({.daemon = true, .context = &mpxx::get_context(GetParam())}, joinable_worker, q, sum);
+  w.start();
+  for (int i = 1; i <= 100; ++i) q.put(i);
+  EXPECT_TRUE(q.join(30s));
+  EXPECT_EQ(sum.value(), 5050);
+  w.terminate();
+  w.join();
+}
+
+TEST(JoinableQueue, TaskDoneTooOftenAndJoinTimeout) {
+  mpxx::JoinableQueue<int> q;
+  EXPECT_THROW(q.task_done(), mpxx::ValueError);
+  q.put(1);
+  double t = seconds([&] { EXPECT_FALSE(q.join(200ms)); });
+  EXPECT_GE(t, 0.2);
+  EXPECT_LT(t, 5.0);
+  q.get();
+  q.task_done();
+  EXPECT_TRUE(q.join(1s));
+  q.join();
+  EXPECT_THROW(q.task_done(), mpxx::ValueError);
+}
+
+TEST_P(QueueTest, SimpleQueueAcrossAChild) {
+  mpxx::SimpleQueue<std::string> in, out;
+  mpxx::Process p(opts(), simple_echo, in, out);
+  p.start();
+  EXPECT_TRUE(out.empty());
+  in.put("hi");
+  EXPECT_EQ(out.get(), "echo: hi");
+  p.join();
+}
+
+}  // namespace
