@@ -131,6 +131,57 @@ def pipe_100mib_gbps():
     return SHM_BYTES / s / 1e9
 
 
+QUEUE_ITEMS = 100_000
+
+
+def consume_n(q, n):
+    for _ in range(n):
+        q.get()
+
+
+def queue_small_items_per_s():
+    q = mp.Queue()
+    c = mp.Process(target=consume_n, args=(q, QUEUE_ITEMS))
+    c.start()
+    t0 = time.perf_counter()
+    for i in range(QUEUE_ITEMS):
+        q.put(i)
+    c.join()
+    return QUEUE_ITEMS / (time.perf_counter() - t0)
+
+
+def queue_kib_gbps():
+    q = mp.Queue()
+    item = 'k' * 1024
+    c = mp.Process(target=consume_n, args=(q, QUEUE_ITEMS))
+    c.start()
+    t0 = time.perf_counter()
+    for _ in range(QUEUE_ITEMS):
+        q.put(item)
+    c.join()
+    return 1024 * QUEUE_ITEMS / (time.perf_counter() - t0) / 1e9
+
+
+def put_100mib(q, go):
+    data = b'\x5a' * SHM_BYTES
+    go.wait()
+    q.put(data)
+
+
+def queue_100mib_gbps():
+    q = mp.Queue()
+    go = mp.Event()
+    p = mp.Process(target=put_100mib, args=(q, go))
+    p.start()
+    t0 = time.perf_counter()
+    go.set()
+    data = q.get()
+    s = time.perf_counter() - t0
+    p.join()
+    assert len(data) == SHM_BYTES
+    return SHM_BYTES / s / 1e9
+
+
 WORKLOADS = {
     'process_fork': lambda: start_join_us('fork', 100),
     'process_spawn': lambda: start_join_us('spawn', 5),
@@ -140,6 +191,9 @@ WORKLOADS = {
     'shm_100mib': shm_gbps,
     'pipe_pingpong': pipe_pingpong_us,
     'pipe_100mib': pipe_100mib_gbps,
+    'queue_small': queue_small_items_per_s,
+    'queue_kib': queue_kib_gbps,
+    'queue_100mib': queue_100mib_gbps,
 }
 
 if __name__ == '__main__':

@@ -216,6 +216,68 @@ double pipe_100mib_gbps() {
   return kShmBytes / s / 1e9;
 }
 
+// ------------------------------------------------------------------ queues
+
+constexpr int kQueueItems = 2'000'000;
+
+void consume_ints(mpxx::Queue<int> q, int n) {
+  long sum = 0;
+  for (int i = 0; i < n; ++i) sum += q.get();
+  if (sum < 0) std::fprintf(stderr, "impossible\n");
+}
+
+// One producer (this process), one consumer process, small items: items/s.
+double queue_small_items_per_s() {
+  mpxx::Queue<int> q;
+  mpxx::Process c(consume_ints, q, kQueueItems);
+  c.start();
+  auto t0 = Clock::now();
+  for (int i = 0; i < kQueueItems; ++i) q.put(i);
+  c.join();
+  return kQueueItems / elapsed(t0);
+}
+
+constexpr int kKiBItems = 200'000;
+
+void consume_kib(mpxx::Queue<std::string> q, int n) {
+  std::size_t total = 0;
+  for (int i = 0; i < n; ++i) total += q.get().size();
+  if (total != static_cast<std::size_t>(n) * 1024) std::fprintf(stderr, "wrong size\n");
+}
+
+// 1 KiB strings, one producer, one consumer process: GB/s.
+double queue_kib_gbps() {
+  mpxx::Queue<std::string> q;
+  std::string item(1024, 'k');
+  mpxx::Process c(consume_kib, q, kKiBItems);
+  c.start();
+  auto t0 = Clock::now();
+  for (int i = 0; i < kKiBItems; ++i) q.put(item);
+  c.join();
+  return 1024.0 * kKiBItems / elapsed(t0) / 1e9;
+}
+
+void put_100mib(mpxx::Queue<std::vector<unsigned char>> q, mpxx::Event go) {
+  std::vector<unsigned char> v(kShmBytes, 0x5a);
+  go.wait();
+  q.put(v);
+}
+
+// 100 MiB put by a child and taken by the parent: GB/s.
+double queue_100mib_gbps() {
+  mpxx::Queue<std::vector<unsigned char>> q;
+  mpxx::Event go;
+  mpxx::Process p(put_100mib, q, go);
+  p.start();
+  auto t0 = Clock::now();
+  go.set();
+  auto v = q.get();
+  double s = elapsed(t0);
+  p.join();
+  if (v.size() != kShmBytes) std::fprintf(stderr, "wrong data\n");
+  return kShmBytes / s / 1e9;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -232,6 +294,9 @@ int main(int argc, char** argv) {
       {"memcpy_100mib", memcpy_gbps},
       {"pipe_pingpong", pipe_pingpong_us},
       {"pipe_100mib", pipe_100mib_gbps},
+      {"queue_small", queue_small_items_per_s},
+      {"queue_kib", queue_kib_gbps},
+      {"queue_100mib", queue_100mib_gbps},
   };
   if (argc != 2 || !workloads.count(argv[1])) {
     std::fprintf(stderr, "usage: mpxx_bench WORKLOAD\nworkloads:");

@@ -60,6 +60,13 @@ WORKLOADS = [
              'pipe_pingpong', None, '<= 5 us', lambda m, c, l: m <= 5),
     Workload('100 MiB through a Pipe', 'GB/s', 'higher', 'pipe_100mib', 'pipe_100mib', None,
              '>= 3 GB/s', lambda m, c, l: m >= 3),
+    Workload('Queue, 1 producer 1 consumer, small items', 'items/s', 'higher', 'queue_small',
+             'queue_small', None, '>= 10 M/s and >= 50x CPython',
+             lambda m, c, l: m >= 10e6 and m / c >= 50),
+    Workload('Queue, 1 KiB items', 'GB/s', 'higher', 'queue_kib', 'queue_kib', None, '>= 2 GB/s',
+             lambda m, c, l: m >= 2),
+    Workload('100 MiB through a Queue', 'GB/s', 'higher', 'queue_100mib', 'queue_100mib', None,
+             '>= 3 GB/s', lambda m, c, l: m >= 3),
 ]
 
 

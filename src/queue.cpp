@@ -165,9 +165,14 @@ bool QueueCore::put(std::span<const std::byte> message, std::chrono::nanoseconds
   if (h->joinable) h->unfinished.fetch_add(1, std::memory_order_relaxed);
   // The record becomes visible, whole, only here.
   h->tail.store(tail + skip + need, std::memory_order_release);
-  h->count.fetch_add(1, std::memory_order_release);
-  h->data_seq.fetch_add(1, std::memory_order_seq_cst);
-  if (h->consumers_waiting.load(std::memory_order_seq_cst) > 0) futex_wake(&h->data_seq, 1);
+  h->count.fetch_add(1, std::memory_order_relaxed);
+  // Wake a sleeping consumer, if there is one; a busy pair never calls
+  // the kernel. (A waiter registers, then re-checks tail: see wait_until.)
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (h->consumers_waiting.load(std::memory_order_relaxed) > 0) {
+    h->data_seq.fetch_add(1, std::memory_order_seq_cst);
+    futex_wake(&h->data_seq, 1);
+  }
   return true;
 }
 
@@ -210,8 +215,11 @@ bool QueueCore::get(const std::function<void(std::span<const std::byte>)>& consu
     const std::uint64_t new_head = head + need;
     h->head.store(new_head, std::memory_order_release);
     h->count.fetch_sub(1, std::memory_order_relaxed);
-    h->space_seq.fetch_add(1, std::memory_order_seq_cst);
-    if (h->producers_waiting.load(std::memory_order_seq_cst) > 0) futex_wake(&h->space_seq, 1);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (h->producers_waiting.load(std::memory_order_relaxed) > 0) {
+      h->space_seq.fetch_add(1, std::memory_order_seq_cst);
+      futex_wake(&h->space_seq, 1);
+    }
     release_blocks(q, head, new_head);
     if (failed) std::rethrow_exception(failed);
     return true;

@@ -120,7 +120,8 @@ class Queue {
   Queue(std::int64_t maxsize, bool joinable) : core_(maxsize, joinable, kDefaultCapacity) {}
 
   void put_ns(const T& v, std::chrono::nanoseconds timeout) {
-    detail::wire::Writer w;
+    thread_local detail::wire::Writer w;  // reused: no allocation per put
+    w.clear();
     detail::wire::encode_tagged(w, v);  // in the caller: a failure takes no slot
     if (!w.fds().empty())
       throw ValueError(

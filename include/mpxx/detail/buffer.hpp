@@ -50,7 +50,10 @@ class Writer {
   void reserve(std::size_t n) {
     if (n > cap_) grow(n);
   }
-  void clear() noexcept { size_ = 0; }
+  void clear() noexcept {
+    size_ = 0;
+    fds_.clear();
+  }
   std::byte* data() noexcept { return data_; }
   const std::byte* data() const noexcept { return data_; }
   std::size_t size() const noexcept { return size_; }
