@@ -15,17 +15,11 @@
 #include <cstring>
 
 #include "mpxx/detail/shm.hpp"
+#include "connection_state.hpp"
 #include "sys/fd.hpp"
 
 namespace mpxx {
 namespace detail {
-
-struct ConnState {
-  sys::UniqueFd fd;
-  bool readable = false;
-  bool writable = false;
-  bool mpxx_peer = false;  // the other end is mpxx: values may travel in memfds
-};
 
 namespace {
 
@@ -58,9 +52,15 @@ void send_message(ConnState& c, const void* data, std::size_t n, const std::vect
     throw OSError(EPIPE, "mpxx: send: the other end of the connection is closed");
 }
 
+void close_all(std::vector<int>& fds) {
+  for (int f : fds) ::close(f);
+  fds.clear();
+}
+
 // Receives exactly n bytes (collecting fds). The first read of a message
 // may spin before blocking; false on EOF before any byte if eof_ok.
-bool recv_exact(int fd, void* buf, std::size_t n, std::vector<int>& fds, bool eof_ok, bool spin) {
+bool recv_exact(int fd, void* buf, std::size_t n, std::vector<int>& fds, bool eof_ok, bool spin,
+                const std::optional<sys::Deadline>& deadline = std::nullopt) {
   auto* p = static_cast<char*>(buf);
   std::size_t got = 0;
   auto spin_until = std::chrono::steady_clock::time_point::min();
@@ -74,13 +74,19 @@ bool recv_exact(int fd, void* buf, std::size_t n, std::vector<int>& fds, bool eo
     msg.msg_control = ctrl;
     msg.msg_controllen = sizeof ctrl;
     bool spinning = spin && got == 0 && std::chrono::steady_clock::now() < spin_until;
-    ssize_t r = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | (spinning ? MSG_DONTWAIT : 0));
+    bool nonblock = spinning || deadline.has_value();
+    ssize_t r = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | (nonblock ? MSG_DONTWAIT : 0));
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) {
-        if (!spinning) {  // a non-blocking socket: wait for data
+        if (!spinning) {  // wait for data (until the deadline, if there is one)
           pollfd pf{fd, POLLIN, 0};
-          ::poll(&pf, 1, -1);
+          int pr = ::poll(&pf, 1, deadline ? deadline->poll_ms() : -1);
+          if (pr == 0 && deadline && deadline->expired()) {
+            close_all(fds);
+            throw TimeoutError("mpxx: the peer sent nothing in time (stalled in the middle of a "
+                               "message or of the handshake)");
+          }
         } else {
 #if defined(__x86_64__) || defined(__i386__)
           for (int i = 0; i < 32; ++i) __builtin_ia32_pause();
@@ -101,20 +107,15 @@ bool recv_exact(int fd, void* buf, std::size_t n, std::vector<int>& fds, bool eo
   return true;
 }
 
-void close_all(std::vector<int>& fds) {
-  for (int f : fds) ::close(f);
-  fds.clear();
-}
-
 // Reads one whole message into `out`; returns false at a clean EOF.
 bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
                   std::optional<std::size_t> maxlength) {
   unsigned char head[8];
-  if (!recv_exact(c.fd.get(), head, 4, fds, true, true)) return false;
+  if (!recv_exact(c.fd.get(), head, 4, fds, true, !c.deadline, c.deadline)) return false;
   std::uint64_t n = (std::uint64_t{head[0]} << 24) | (std::uint64_t{head[1]} << 16) |
                     (std::uint64_t{head[2]} << 8) | head[3];
   if (n == 0xffffffffu) {
-    recv_exact(c.fd.get(), head, 8, fds, false, false);
+    recv_exact(c.fd.get(), head, 8, fds, false, false, c.deadline);
     n = 0;
     for (int i = 0; i < 8; ++i) n = (n << 8) | head[i];
   } else if (n & 0x80000000u) {
@@ -137,7 +138,7 @@ bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
     while (got < n) {
       std::size_t chunk = static_cast<std::size_t>(
           std::min<std::uint64_t>(n - got, std::max<std::uint64_t>(std::uint64_t{1} << 16, got)));
-      recv_exact(c.fd.get(), out.extend(chunk), chunk, fds, false, false);
+      recv_exact(c.fd.get(), out.extend(chunk), chunk, fds, false, false, c.deadline);
       got += chunk;
     }
   } catch (...) {

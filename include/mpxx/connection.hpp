@@ -42,6 +42,7 @@ namespace mpxx {
 
 namespace detail {
 struct ConnState;
+struct ConnAccess;
 }
 
 class Connection {
@@ -108,12 +109,63 @@ class Connection {
   // Reads one message that must be an mpxx value frame; returns its payload.
   std::span<const std::byte> recv_frame(detail::wire::Writer& storage, std::vector<int>& fds);
   bool poll_ns(std::chrono::nanoseconds timeout);
+  friend struct detail::ConnAccess;
   std::shared_ptr<detail::ConnState> st_;
 };
 
 // Python's Pipe(duplex=True): two connected Connections. With
 // duplex=false, the first can only receive and the second only send.
 std::pair<Connection, Connection> Pipe(bool duplex = true);
+
+// ------------------------------------------------------- Listener / Client
+
+// Where a Listener listens: a Unix socket path, or a TCP host and port
+// (Python's address string or (host, port) tuple).
+struct Address {
+  std::string host;  // or the socket's path
+  int port = -1;     // -1: a Unix socket
+  static Address unix_socket(std::string path) { return {std::move(path), -1}; }
+  static Address tcp(std::string host, int port) { return {std::move(host), port}; }
+  bool is_unix() const noexcept { return port < 0; }
+  std::string to_string() const;
+};
+
+// multiprocessing.connection.Listener. With an authkey, every accepted
+// connection must pass CPython's mutual challenge-response (HMAC; CPython
+// 3.11's HMAC-MD5 and 3.12's "{sha256}" forms both work, in both
+// directions), so a real CPython Client can connect, and the reverse. A
+// client that fails it, sends garbage or an oversized length, or stalls
+// longer than the handshake timeout makes accept() raise
+// (AuthenticationError, ProtocolError, OSError, TimeoutError) for that one
+// connection; the Listener goes on serving others.
+//
+//   mpxx::Listener l(mpxx::Address::tcp("127.0.0.1", 0), "secret");
+//   mpxx::Connection c = l.accept();          // c.recv_bytes(), c.send(x), ...
+//   // elsewhere: auto c = mpxx::Client(address, "secret");
+class Listener {
+ public:
+  explicit Listener(Address address, std::optional<std::string> authkey = std::nullopt,
+                    int backlog = 1);
+  Listener(Listener&&) noexcept;
+  Listener& operator=(Listener&&) noexcept;
+  ~Listener();
+
+  Connection accept();
+  // Stops listening (and removes a Unix socket's file).
+  void close() noexcept;
+  // The bound address (with the real port when port 0 was asked for).
+  const Address& address() const noexcept;
+  const std::optional<Address>& last_accepted() const noexcept;
+  // How long an accepted peer may take over the handshake (default 5 s).
+  void set_handshake_timeout(std::chrono::milliseconds t) noexcept;
+
+ private:
+  struct State;
+  std::unique_ptr<State> st_;
+};
+
+// multiprocessing.connection.Client: connects (and authenticates).
+Connection Client(const Address& address, std::optional<std::string> authkey = std::nullopt);
 
 // ------------------------------------------------------------------- wait
 

@@ -1,0 +1,25 @@
+// src/connection_state.hpp - what a Connection handle refers to. Internal.
+#pragma once
+
+#include <optional>
+
+#include "mpxx/connection.hpp"
+#include "sys/fd.hpp"
+
+namespace mpxx::detail {
+
+struct ConnState {
+  sys::UniqueFd fd;
+  bool readable = false;
+  bool writable = false;
+  bool mpxx_peer = false;  // the other end is mpxx: values may travel in memfds
+  // While set (during an authentication handshake), a peer that sends
+  // nothing before it is a TimeoutError instead of a wait forever.
+  std::optional<sys::Deadline> deadline;
+};
+
+struct ConnAccess {
+  static void set_deadline(Connection& c, std::optional<sys::Deadline> d) { c.st_->deadline = d; }
+};
+
+}  // namespace mpxx::detail
