@@ -6,10 +6,13 @@
 // {"workload": ..., "value": ...} in the workload's unit (see bench/run.py,
 // which runs this and bench/cpython_bench.py interleaved and compares).
 #include <pthread.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -195,6 +198,47 @@ double pipe_pingpong_us() {
   return us;
 }
 
+// The machine's limit for a ping-pong: two processes handing a turn back
+// and forth through one shared futex word, spinning briefly before they
+// sleep (as mpxx's waits do).
+double futex_pingpong_us() {
+  auto* word = static_cast<std::atomic<std::uint32_t>*>(
+      ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  new (word) std::atomic<std::uint32_t>(0);
+  constexpr int kN = 20000;
+  auto wait_for = [word](std::uint32_t want) {
+    for (int spin = 0; word->load(std::memory_order_acquire) != want; ++spin) {
+      if (spin < 2000) {
+        __builtin_ia32_pause();
+        continue;
+      }
+      std::uint32_t cur = word->load(std::memory_order_acquire);
+      if (cur != want) ::syscall(SYS_futex, word, FUTEX_WAIT, cur, nullptr, nullptr, 0);
+    }
+  };
+  auto hand = [word](std::uint32_t v) {
+    word->store(v, std::memory_order_release);
+    ::syscall(SYS_futex, word, FUTEX_WAKE, 1, nullptr, nullptr, 0);
+  };
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    for (std::uint32_t i = 0; i < 2 * kN; i += 2) {
+      wait_for(i + 1);
+      hand(i + 2);
+    }
+    ::_exit(0);
+  }
+  auto t0 = Clock::now();
+  for (std::uint32_t i = 0; i < 2 * kN; i += 2) {
+    hand(i + 1);
+    wait_for(i + 2);
+  }
+  double us = elapsed(t0) * 1e6 / kN;
+  ::waitpid(pid, nullptr, 0);
+  ::munmap(word, 4096);
+  return us;
+}
+
 void send_100mib(mpxx::Connection c) {
   std::vector<unsigned char> v(kShmBytes, 0x5a);
   c.recv<int>();  // go
@@ -293,6 +337,7 @@ int main(int argc, char** argv) {
       {"shm_100mib", shm_gbps},
       {"memcpy_100mib", memcpy_gbps},
       {"pipe_pingpong", pipe_pingpong_us},
+      {"futex_pingpong", futex_pingpong_us},
       {"pipe_100mib", pipe_100mib_gbps},
       {"queue_small", queue_small_items_per_s},
       {"queue_kib", queue_kib_gbps},

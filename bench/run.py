@@ -57,7 +57,7 @@ WORKLOADS = [
              'shm_100mib', 'memcpy_100mib', 'within 1.5x of memcpy',
              lambda m, c, l: l <= 1.5 * m),
     Workload('Pipe ping-pong round trip (both sides busy)', 'us', 'lower', 'pipe_pingpong',
-             'pipe_pingpong', None, '<= 5 us', lambda m, c, l: m <= 5),
+             'pipe_pingpong', 'futex_pingpong', '<= 5 us', lambda m, c, l: m <= 5),
     Workload('100 MiB through a Pipe', 'GB/s', 'higher', 'pipe_100mib', 'pipe_100mib', None,
              '>= 3 GB/s', lambda m, c, l: m >= 3),
     Workload('Queue, 1 producer 1 consumer, small items', 'items/s', 'higher', 'queue_small',
