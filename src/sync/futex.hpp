@@ -34,8 +34,8 @@ int futex_wake(const std::atomic<std::uint32_t>* word, int n) noexcept;
 // became true. Waking a sleeping process costs tens of microseconds, so a
 // short spin wins whenever the other side is about to let go.
 template <class Pred>
-bool spin_until(Pred pred) noexcept {
-  for (int i = 0; i < 200; ++i) {
+bool spin_until(Pred pred, int iterations = 200) noexcept {
+  for (int i = 0; i < iterations; ++i) {
     if (pred()) return true;
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
