@@ -191,7 +191,8 @@ int wait_fd(const std::variant<V...>& v) {
 // means the timeout expired). A Connection is ready when it has something to
 // read or its peer has closed; a process handle (its sentinel) when the
 // process has ended; a raw fd when it is readable. Mixed lists work with
-// std::variant<Connection, ProcessHandle, int>.
+// std::variant<Connection, ProcessHandle, int>. (A Queue lives in shared
+// memory and has no fd to wait on: use get() with a timeout.)
 //
 //   for (auto& c : mpxx::wait(readers, 1s)) handle(c.recv<std::string>());
 template <class T>
