@@ -123,6 +123,13 @@ class Queue {
     thread_local detail::wire::Writer w;  // reused: no allocation per put
     w.clear();
     detail::wire::encode_tagged(w, v);  // in the caller: a failure takes no slot
+    // A large message's buffer is not kept for the next put.
+    struct Trim {
+      detail::wire::Writer& w;
+      ~Trim() {
+        if (w.size() > (std::size_t{1} << 20)) w = detail::wire::Writer{};
+      }
+    } trim{w};
     if (!w.fds().empty())
       throw ValueError(
           "mpxx: this value carries file descriptors (a lock, a shared value, a connection...) "
