@@ -10,7 +10,7 @@
 #include <map>
 #include <thread>
 
-#include "leak_check.hpp"
+#include "test_support.hpp"
 #include "mpxx/mpxx.hpp"
 
 using namespace std::chrono_literals;
@@ -56,15 +56,8 @@ struct Point {
   bool operator==(const Point&) const = default;
 };
 
-class ConnTest : public ::testing::TestWithParam<mpxx::StartMethod> {
- protected:
-  mpxx::ProcessOptions opts() { return {.context = &mpxx::get_context(GetParam())}; }
-};
-
-INSTANTIATE_TEST_SUITE_P(AllStartMethods, ConnTest,
-                         ::testing::Values(mpxx::StartMethod::fork, mpxx::StartMethod::spawn,
-                                           mpxx::StartMethod::forkserver),
-                         [](const auto& info) { return std::string(mpxx::to_string(info.param)); });
+class ConnTest : public mpxx_test::StartMethodTest {};
+MPXX_FOR_EACH_START_METHOD(ConnTest);
 
 TEST(Pipe, ValuesBothWays) {
   auto [a, b] = mpxx::Pipe();

@@ -12,7 +12,7 @@
 #include <fstream>
 #include <thread>
 
-#include "leak_check.hpp"
+#include "test_support.hpp"
 #include "mpxx/mpxx.hpp"
 
 using namespace std::chrono_literals;

@@ -13,7 +13,7 @@
 #include <poll.h>
 #include <sstream>
 
-#include "leak_check.hpp"
+#include "test_support.hpp"
 #include "mpxx/mpxx.hpp"
 
 namespace mpxx::detail {

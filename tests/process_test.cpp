@@ -13,7 +13,7 @@
 #include <iostream>
 #include <thread>
 
-#include "leak_check.hpp"
+#include "test_support.hpp"
 #include "mpxx/mpxx.hpp"
 
 using namespace std::chrono_literals;
@@ -111,21 +111,8 @@ bool wait_for_file(const std::string& path) {
   return false;
 }
 
-class ProcessTest : public ::testing::TestWithParam<mpxx::StartMethod> {
- protected:
-  mpxx::ProcessOptions opts(std::string name = {}) {
-    return mpxx::ProcessOptions{.name = std::move(name), .context = &mpxx::get_context(GetParam())};
-  }
-};
-
-std::string method_name(const ::testing::TestParamInfo<mpxx::StartMethod>& info) {
-  return std::string(mpxx::to_string(info.param));
-}
-
-INSTANTIATE_TEST_SUITE_P(AllStartMethods, ProcessTest,
-                         ::testing::Values(mpxx::StartMethod::fork, mpxx::StartMethod::spawn,
-                                           mpxx::StartMethod::forkserver),
-                         method_name);
+class ProcessTest : public mpxx_test::StartMethodTest {};
+MPXX_FOR_EACH_START_METHOD(ProcessTest);
 
 // ------------------------------------------------------------- exit codes
 

@@ -8,7 +8,7 @@
 #include <numeric>
 #include <thread>
 
-#include "leak_check.hpp"
+#include "test_support.hpp"
 #include "mpxx/mpxx.hpp"
 
 using namespace std::chrono_literals;
@@ -73,22 +73,10 @@ void send_huge(mpxx::Queue<std::string> q) { q.put(std::string(100u << 20, 'q'))
 namespace {
 using namespace queue_targets;
 
-class QueueTest : public ::testing::TestWithParam<mpxx::StartMethod> {
- protected:
-  mpxx::ProcessOptions opts() { return {.context = &mpxx::get_context(GetParam())}; }
-};
+class QueueTest : public mpxx_test::StartMethodTest {};
+MPXX_FOR_EACH_START_METHOD(QueueTest);
 
-INSTANTIATE_TEST_SUITE_P(AllStartMethods, QueueTest,
-                         ::testing::Values(mpxx::StartMethod::fork, mpxx::StartMethod::spawn,
-                                           mpxx::StartMethod::forkserver),
-                         [](const auto& info) { return std::string(mpxx::to_string(info.param)); });
-
-template <class F>
-double seconds(F f) {
-  auto t0 = Clock::now();
-  f();
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+using mpxx_test::seconds;
 
 TEST(Queue, FifoAndSizes) {
   mpxx::Queue<std::string> q;

@@ -9,7 +9,7 @@
 #include <numeric>
 #include <thread>
 
-#include "leak_check.hpp"
+#include "test_support.hpp"
 #include "mpxx/mpxx.hpp"
 
 using namespace std::chrono_literals;
@@ -70,15 +70,8 @@ std::string unique_name(const char* what) {
   return std::string("mpxx_test_") + what + "_" + std::to_string(::getpid());
 }
 
-class ShmTest : public ::testing::TestWithParam<mpxx::StartMethod> {
- protected:
-  mpxx::ProcessOptions opts() { return {.context = &mpxx::get_context(GetParam())}; }
-};
-
-INSTANTIATE_TEST_SUITE_P(AllStartMethods, ShmTest,
-                         ::testing::Values(mpxx::StartMethod::fork, mpxx::StartMethod::spawn,
-                                           mpxx::StartMethod::forkserver),
-                         [](const auto& info) { return std::string(mpxx::to_string(info.param)); });
+class ShmTest : public mpxx_test::StartMethodTest {};
+MPXX_FOR_EACH_START_METHOD(ShmTest);
 
 TEST(SharedMemory, UnnamedBlockIsAMemfdAttachableByName) {
   auto shm = mpxx::SharedMemory::create(10000);

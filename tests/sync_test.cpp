@@ -9,7 +9,7 @@
 #include <ranges>
 #include <thread>
 
-#include "leak_check.hpp"
+#include "test_support.hpp"
 #include "mpxx/mpxx.hpp"
 
 using namespace std::chrono_literals;
@@ -119,22 +119,10 @@ void array_negate(mpxx::Value<double> num, mpxx::Array<int> arr) {
 namespace {
 using namespace sync_targets;
 
-class SyncTest : public ::testing::TestWithParam<mpxx::StartMethod> {
- protected:
-  mpxx::ProcessOptions opts() { return {.context = &mpxx::get_context(GetParam())}; }
-};
+class SyncTest : public mpxx_test::StartMethodTest {};
+MPXX_FOR_EACH_START_METHOD(SyncTest);
 
-INSTANTIATE_TEST_SUITE_P(AllStartMethods, SyncTest,
-                         ::testing::Values(mpxx::StartMethod::fork, mpxx::StartMethod::spawn,
-                                           mpxx::StartMethod::forkserver),
-                         [](const auto& info) { return std::string(mpxx::to_string(info.param)); });
-
-template <class F>
-double seconds(F f) {
-  auto t0 = Clock::now();
-  f();
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+using mpxx_test::seconds;
 
 // -------------------------------------------------------------------- Lock
 

@@ -1,0 +1,81 @@
+// tests/test_support.hpp - helpers shared by the test files.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <set>
+#include <string>
+
+#include "mpxx/mpxx.hpp"
+
+namespace mpxx_test {
+
+// Snapshot of what a test could leak: open fds, direct children, /dev/shm.
+struct Resources {
+  std::set<std::string> fds;       // "N -> target"
+  std::set<pid_t> children;
+  std::set<std::string> shm;
+};
+Resources snapshot();
+
+// A file in a fresh temporary directory, removed with the directory.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  std::string path(const std::string& name) const { return dir_ + "/" + name; }
+
+ private:
+  std::string dir_;
+};
+std::string read_file(const std::string& path);
+void write_file(const std::string& path, const std::string& text);
+
+// Redirects fd 1 or 2 to a temporary file for the lifetime of the object;
+// text() returns what was written (by this process and its children).
+class CaptureFd {
+ public:
+  explicit CaptureFd(int fd);
+  ~CaptureFd();
+  std::string text();
+
+ private:
+  int fd_, saved_, file_;
+};
+
+// True once `pid` no longer exists (polls a pidfd, up to `timeout`).
+bool wait_gone(pid_t pid, std::chrono::milliseconds timeout);
+// State letter from /proc/<pid>/stat ('Z' for a zombie), or 0 if gone.
+char proc_state(pid_t pid);
+
+// Seconds that f() took.
+template <class F>
+double seconds(F f) {
+  auto t0 = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// A test run once per start method: opts() makes a Process use it.
+class StartMethodTest : public ::testing::TestWithParam<mpxx::StartMethod> {
+ protected:
+  mpxx::ProcessOptions opts(std::string name = {}) {
+    return mpxx::ProcessOptions{.name = std::move(name), .context = &mpxx::get_context(GetParam())};
+  }
+};
+
+inline std::string start_method_name(const ::testing::TestParamInfo<mpxx::StartMethod>& info) {
+  return std::string(mpxx::to_string(info.param));
+}
+
+}  // namespace mpxx_test
+
+// Instantiates a StartMethodTest suite for fork, spawn and forkserver.
+#define MPXX_FOR_EACH_START_METHOD(Suite)                                                   \
+  INSTANTIATE_TEST_SUITE_P(AllStartMethods, Suite,                                         \
+                           ::testing::Values(mpxx::StartMethod::fork, mpxx::StartMethod::spawn, \
+                                             mpxx::StartMethod::forkserver),              \
+                           ::mpxx_test::start_method_name)
