@@ -27,12 +27,14 @@
 //       print "end"
 //
 // `with lock:` is std::scoped_lock; acquire/try/finally/release is spelled
-// out as in the seed. The tour then prints file.txt (the seed shows its
-// content as the result) and removes it.
+// out as in the seed. Not in the seed: main removes any stale file.txt
+// first, and at the end joins the writers, prints file.txt (the seed shows
+// its content as the result) and removes it.
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <mutex>
+#include <string>
 
 #include <mpxx/mpxx.hpp>
 

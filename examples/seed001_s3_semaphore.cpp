@@ -14,7 +14,9 @@
 //           p.start()
 //
 // One second of the seed is 100 ms here. At most two workers hold the
-// semaphore at once; the third acquires when the first releases.
+// semaphore at once; the third acquires when the first releases. As in the
+// seed, main does not join: mpxx joins the children at program exit, as
+// Python does.
 #include <chrono>
 #include <iostream>
 #include <thread>

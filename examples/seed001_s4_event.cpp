@@ -20,7 +20,8 @@
 //       e.set()
 //       print("main: event is set")
 //
-// One second of the seed is 100 ms here.
+// One second of the seed is 100 ms here. As in the seed, main does not join:
+// mpxx joins the children at program exit, as Python does.
 #include <chrono>
 #include <iostream>
 #include <thread>

@@ -15,7 +15,8 @@
 //           ret.start()
 //
 // One second of the seed is 100 ms here. Each process prints its three
-// lines without another process's lines in between.
+// lines without another process's lines in between. As in the seed, main
+// does not join: mpxx joins the children at program exit, as Python does.
 #include <chrono>
 #include <iostream>
 #include <string>

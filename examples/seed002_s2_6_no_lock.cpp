@@ -12,7 +12,8 @@
 //           ret.start()
 //
 // One second of the seed is 100 ms here. The three processes' lines
-// interleave: that is the point of the demo.
+// interleave: that is the point of the demo. As in the seed, main does not
+// join: mpxx joins the children at program exit, as Python does.
 #include <chrono>
 #include <iostream>
 #include <string>
