@@ -1,6 +1,16 @@
 """The CPython side of ./run bench: the same workloads with CPython's
-multiprocessing. Usage: python3 cpython_bench.py WORKLOAD; prints one JSON
-line {"workload": ..., "value": ...} in the workload's unit."""
+multiprocessing.
+
+    python3 cpython_bench.py WORKLOAD [N...]
+
+prints one JSON line {"workload": ..., "value": ..., "args": [...]} in the
+workload's unit. The optional integers N are the workload's parameters, the
+same that bench/run.py passes to bench/mpxx_bench (for the process workloads:
+how many processes in the timed batch). A wrong result fails with an
+exception (exit status 1), so run.py never records it.
+
+Adding a workload: a function returning the value, and one line in WORKLOADS.
+"""
 import json
 import multiprocessing as mp
 import sys
@@ -15,13 +25,24 @@ def nothing():
     pass
 
 
+def start_join_one(ctx):
+    p = ctx.Process(target=nothing)
+    p.start()
+    p.join()
+    if p.exitcode != 0:
+        raise RuntimeError('child exit code %r' % p.exitcode)
+
+
 def start_join_us(method, n):
+    """Mean wall time of get_context(method).Process(target=nothing).start()
+    + join(), one process at a time, over a batch of n. One untimed process
+    first starts the forkserver (a one-time cost, as mpxx's side excludes
+    too) and warms up the imports."""
     ctx = mp.get_context(method)
+    start_join_one(ctx)
     t0 = time.perf_counter()
     for _ in range(n):
-        p = ctx.Process(target=nothing)
-        p.start()
-        p.join()
+        start_join_one(ctx)
     return (time.perf_counter() - t0) * 1e6 / n
 
 
@@ -182,23 +203,42 @@ def queue_100mib_gbps():
     return SHM_BYTES / s / 1e9
 
 
+# Seeds 002 §2.9.2 (process pool against one process per task) goes here
+# once mpxx::Pool exists: see the placeholder in bench/run.py.
+
+# name -> function(args): args are the optional integers after the name.
 WORKLOADS = {
-    'process_fork': lambda: start_join_us('fork', 100),
-    'process_spawn': lambda: start_join_us('spawn', 5),
-    'process_forkserver': lambda: start_join_us('forkserver', 30),
-    'lock_uncontended': lock_uncontended_ns,
-    'value_contended': value_contended_ns,
-    'shm_100mib': shm_gbps,
-    'pipe_pingpong': pipe_pingpong_us,
-    'pipe_100mib': pipe_100mib_gbps,
-    'queue_small': queue_small_items_per_s,
-    'queue_kib': queue_kib_gbps,
-    'queue_100mib': queue_100mib_gbps,
+    'process_fork': lambda a: start_join_us('fork', arg(a, 0, 200)),
+    'process_spawn': lambda a: start_join_us('spawn', arg(a, 0, 30)),
+    'process_forkserver': lambda a: start_join_us('forkserver', arg(a, 0, 30)),
+    'lock_uncontended': lambda a: lock_uncontended_ns(),
+    'value_contended': lambda a: value_contended_ns(),
+    'shm_100mib': lambda a: shm_gbps(),
+    'pipe_pingpong': lambda a: pipe_pingpong_us(),
+    'pipe_100mib': lambda a: pipe_100mib_gbps(),
+    'queue_small': lambda a: queue_small_items_per_s(),
+    'queue_kib': lambda a: queue_kib_gbps(),
+    'queue_100mib': lambda a: queue_100mib_gbps(),
 }
 
-if __name__ == '__main__':
-    if len(sys.argv) != 2 or sys.argv[1] not in WORKLOADS:
-        sys.exit('usage: cpython_bench.py WORKLOAD (%s)' % ', '.join(WORKLOADS))
+
+def arg(args, i, default):
+    return args[i] if i < len(args) else default
+
+
+def main():
+    try:
+        name = sys.argv[1]
+        args = [int(x) for x in sys.argv[2:]]
+        if name not in WORKLOADS or any(x <= 0 for x in args):
+            raise ValueError
+    except (IndexError, ValueError):
+        sys.exit('usage: cpython_bench.py WORKLOAD [N...] (N > 0)\nworkloads: %s'
+                 % ' '.join(WORKLOADS))
     mp.set_start_method('fork')
-    value = WORKLOADS[sys.argv[1]]()
-    print(json.dumps({'workload': sys.argv[1], 'value': value}))
+    value = WORKLOADS[name](args)
+    print(json.dumps({'workload': name, 'value': value, 'args': args}))
+
+
+if __name__ == '__main__':
+    main()

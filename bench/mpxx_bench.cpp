@@ -1,10 +1,18 @@
 // The mpxx side of ./run bench, and the machine's limits.
 //
-//   mpxx_bench WORKLOAD
+//   mpxx_bench WORKLOAD [N...]
 //
 // runs one measurement of WORKLOAD and prints one JSON line
-// {"workload": ..., "value": ...} in the workload's unit (see bench/run.py,
-// which runs this and bench/cpython_bench.py interleaved and compares).
+// {"workload": ..., "value": ..., "args": [...]} in the workload's unit (see
+// bench/run.py, which runs this and bench/cpython_bench.py interleaved and
+// compares). The optional integers N are the workload's parameters (for the
+// process workloads: how many processes in the timed batch); without them
+// each workload uses its default. A wrong result (a child that did not exit
+// with 0, a wrong count) is reported on stderr with exit status 1, so that
+// run.py never records a number it cannot trust.
+//
+// Adding a workload: a function returning the value, and one line in the
+// table in main().
 #include <pthread.h>
 #include <linux/futex.h>
 #include <sys/mman.h>
@@ -13,8 +21,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -29,29 +39,49 @@ using Clock = std::chrono::steady_clock;
 
 double elapsed(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
+[[noreturn]] void fail(const char* what, long detail) {
+  std::fprintf(stderr, "mpxx_bench: %s (%ld)\n", what, detail);
+  std::exit(1);
+}
+
 void nothing() {}
 
 // ------------------------------------------------------- process start+join
 
-double start_join_us(mpxx::StartMethod m, int n) {
+void start_join_one(const mpxx::Context& ctx) {
+  mpxx::Process p({.context = &ctx}, nothing);
+  p.start();
+  p.join();
+  if (p.exitcode() != 0) fail("child exit code", p.exitcode().value_or(-1000));
+}
+
+// Mean wall time of Process(nothing).start() + join(), one process at a
+// time, over a batch of n. One untimed process first: it starts the
+// forkserver (a one-time cost, as CPython's side excludes too) and faults in
+// the code paths.
+double start_join_us(mpxx::StartMethod m, long n) {
   const mpxx::Context& ctx = mpxx::get_context(m);
+  start_join_one(ctx);
   auto t0 = Clock::now();
-  for (int i = 0; i < n; ++i) {
-    mpxx::Process p({.context = &ctx}, nothing);
-    p.start();
-    p.join();
-  }
+  for (long i = 0; i < n; ++i) start_join_one(ctx);
   return elapsed(t0) * 1e6 / n;
 }
 
-double raw_fork_us(int n) {
+void raw_fork_one() {
+  pid_t pid = ::fork();
+  if (pid < 0) fail("fork failed, errno", errno);
+  if (pid == 0) ::_exit(0);
+  int st = 0;
+  if (::waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    fail("raw child status", st);
+}
+
+// The machine's limit for start+join: fork() a child that _exit(0)s at once,
+// waitpid() for it. Same binary, so the same address space to copy.
+double raw_fork_us(long n) {
+  raw_fork_one();
   auto t0 = Clock::now();
-  for (int i = 0; i < n; ++i) {
-    pid_t pid = ::fork();
-    if (pid == 0) ::_exit(0);
-    int st;
-    ::waitpid(pid, &st, 0);
-  }
+  for (long i = 0; i < n; ++i) raw_fork_one();
   return elapsed(t0) * 1e6 / n;
 }
 
@@ -322,34 +352,56 @@ double queue_100mib_gbps() {
   return kShmBytes / s / 1e9;
 }
 
+// Seeds 002 §2.9.2 (process pool against one process per task) goes here
+// once mpxx::Pool exists: see the placeholder in bench/run.py.
+
+using Args = std::vector<long>;
+
+// args[i], or `def` when run.py passed fewer parameters.
+long arg(const Args& a, std::size_t i, long def) { return i < a.size() ? a[i] : def; }
+
 }  // namespace
 
 int main(int argc, char** argv) {
   mpxx::init(argc, argv);
-  const std::map<std::string, std::function<double()>> workloads = {
-      {"process_fork", [] { return start_join_us(mpxx::StartMethod::fork, 300); }},
-      {"process_spawn", [] { return start_join_us(mpxx::StartMethod::spawn, 40); }},
-      {"process_forkserver", [] { return start_join_us(mpxx::StartMethod::forkserver, 100); }},
-      {"raw_fork", [] { return raw_fork_us(300); }},
-      {"lock_uncontended", lock_uncontended_ns},
-      {"value_contended", value_contended_ns},
-      {"pthread_contended", pthread_contended_ns},
-      {"shm_100mib", shm_gbps},
-      {"memcpy_100mib", memcpy_gbps},
-      {"pipe_pingpong", pipe_pingpong_us},
-      {"futex_pingpong", futex_pingpong_us},
-      {"pipe_100mib", pipe_100mib_gbps},
-      {"queue_small", queue_small_items_per_s},
-      {"queue_kib", queue_kib_gbps},
-      {"queue_100mib", queue_100mib_gbps},
+  using mpxx::StartMethod;
+  // name -> measurement; parameters (argv[2...]) are optional.
+  const std::map<std::string, std::function<double(const Args&)>> workloads = {
+      {"process_fork", [](const Args& a) { return start_join_us(StartMethod::fork, arg(a, 0, 200)); }},
+      {"process_spawn", [](const Args& a) { return start_join_us(StartMethod::spawn, arg(a, 0, 30)); }},
+      {"process_forkserver",
+       [](const Args& a) { return start_join_us(StartMethod::forkserver, arg(a, 0, 30)); }},
+      {"raw_fork", [](const Args& a) { return raw_fork_us(arg(a, 0, 200)); }},
+      {"lock_uncontended", [](const Args&) { return lock_uncontended_ns(); }},
+      {"value_contended", [](const Args&) { return value_contended_ns(); }},
+      {"pthread_contended", [](const Args&) { return pthread_contended_ns(); }},
+      {"shm_100mib", [](const Args&) { return shm_gbps(); }},
+      {"memcpy_100mib", [](const Args&) { return memcpy_gbps(); }},
+      {"pipe_pingpong", [](const Args&) { return pipe_pingpong_us(); }},
+      {"futex_pingpong", [](const Args&) { return futex_pingpong_us(); }},
+      {"pipe_100mib", [](const Args&) { return pipe_100mib_gbps(); }},
+      {"queue_small", [](const Args&) { return queue_small_items_per_s(); }},
+      {"queue_kib", [](const Args&) { return queue_kib_gbps(); }},
+      {"queue_100mib", [](const Args&) { return queue_100mib_gbps(); }},
   };
-  if (argc != 2 || !workloads.count(argv[1])) {
-    std::fprintf(stderr, "usage: mpxx_bench WORKLOAD\nworkloads:");
+  Args args;
+  bool ok = argc >= 2 && workloads.count(argv[1]);
+  for (int i = 2; ok && i < argc; ++i) {
+    char* end = nullptr;
+    errno = 0;
+    long v = std::strtol(argv[i], &end, 10);
+    ok = errno == 0 && end != argv[i] && *end == '\0' && v > 0;
+    args.push_back(v);
+  }
+  if (!ok) {
+    std::fprintf(stderr, "usage: mpxx_bench WORKLOAD [N...]   (N > 0)\nworkloads:");
     for (auto& [name, f] : workloads) std::fprintf(stderr, " %s", name.c_str());
     std::fprintf(stderr, "\n");
     return 2;
   }
-  double v = workloads.at(argv[1])();
-  std::printf("{\"workload\": \"%s\", \"value\": %.6g}\n", argv[1], v);
+  double v = workloads.at(argv[1])(args);
+  std::printf("{\"workload\": \"%s\", \"value\": %.6g, \"args\": [", argv[1], v);
+  for (std::size_t i = 0; i < args.size(); ++i) std::printf("%s%ld", i ? ", " : "", args[i]);
+  std::printf("]}\n");
   return 0;
 }

@@ -1,82 +1,186 @@
 #!/usr/bin/env python3
 """./run bench: mpxx against CPython's multiprocessing, in one run.
 
-Each workload is measured by bench/mpxx_bench (C++) and bench/cpython_bench.py
-(the python3 on PATH), and, where the machine has a limit worth knowing
-(raw fork()+waitpid, a raw robust pthread mutex, memcpy), by the limit's own
-measurement. Repetitions of the sides are interleaved, after one discarded
-warm-up round, so that both see the same noise on a shared machine. The
-table shows median, min and max per side and the ratio of medians, which is
-always > 1 when mpxx is better. bench/results.json keeps everything.
+    python3 bench/run.py --build-dir build/release [--reps N] [--list] [FILTER]
 
-    python3 bench/run.py --build-dir build/release [--reps N] [FILTER]
+Each workload is measured by bench/mpxx_bench (C++, built with the library)
+and bench/cpython_bench.py (run by the python3 on PATH) and, where the
+machine has a limit worth knowing (raw fork()+waitpid, a raw robust pthread
+mutex, memcpy, a futex ping-pong), by the limit's own measurement in C
+inside bench/mpxx_bench. One measurement is one fresh process printing one
+JSON line; the sides take turns within each repetition (and the order
+alternates between repetitions) so that all of them share the machine's
+noise, and a first warm-up round is discarded. FILTER (a regular
+expression, or a plain substring when it is not a valid one) selects
+workloads by name or key.
+
+The table shows median [min-max] per side and the ratio of medians, which is
+> 1 whenever mpxx is better (for lower-is-better units it is CPython/mpxx).
+"vs limit" is the same ratio against the machine's limit. Targets are
+checked on medians. bench/results.json keeps everything: a list of
+  {"workload", "key", "unit", "better", "args",
+   "mpxx": {"median", "min", "max", "runs"}, "cpython": {...} | null,
+   "ratio": float | null, "limit": {"name", "median", ...} | null,
+   "vs_limit": float | null, "target": str, "checks": [...],
+   "met": true | false | null, "error": str (only when a run failed)}
+
+Adding a workload: a function and one table line in mpxx_bench.cpp and in
+cpython_bench.py, and one Workload(...) line below.
+
+Exit status: 0 when every run produced a number (missed targets included),
+1 when a run failed (crash, wrong result, timeout), 2 on bad usage.
 """
 import argparse
 import json
 import os
+import platform
 import re
 import statistics
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+# ----------------------------------------------------------------- numbers
+
+def si(x):
+    """3 significant digits; k, M, G from 100 000 up."""
+    for div, suffix in ((1e9, 'G'), (1e6, 'M'), (1e5, 'k')):
+        if abs(x) >= div:
+            return num(x / (1e3 if suffix == 'k' else div)) + suffix
+    return num(x)
+
+
+def num(x):
+    if abs(x) >= 100:
+        return '%.0f' % x
+    if abs(x) >= 10:
+        return '%.1f' % x
+    return '%.2f' % x
+
+
+# ------------------------------------------------------------------ targets
+# A target is a text and a test on one result row; a workload's verdict is
+# met when all of its targets are. Each test returns (observed, ok).
+
+class Target:
+    def __init__(self, text, test):
+        self.text, self.test = text, test
+
+
+def vs_cpython(k):
+    """mpxx at least k times better than CPython (ratio of medians)."""
+    return Target('>= %gx CPython' % k, lambda r: ('%.1fx' % r['ratio'], r['ratio'] >= k))
+
+
+def near_limit(k):
+    """mpxx no more than k times worse than the machine's limit."""
+    def test(r):
+        worse = 1 / r['vs_limit']
+        return '%.2fx the limit' % worse, worse <= k
+    return Target('within %gx of {limit}' % k, test)
+
+
+def at_most(v, unit):
+    return Target('<= %s %s' % (si(v) if v >= 1e5 else '%g' % v, unit),
+                  lambda r: ('%s' % si(r['mpxx']['median']), r['mpxx']['median'] <= v))
+
+
+def at_least(v, unit):
+    return Target('>= %s %s' % (si(v) if v >= 1e5 else '%g' % v, unit),
+                  lambda r: ('%s' % si(r['mpxx']['median']), r['mpxx']['median'] >= v))
+
+
+# ---------------------------------------------------------------- workloads
+
 class Workload:
-    def __init__(self, name, unit, better, mpxx, cpython=None, limit=None, target='',
-                 check=None):
-        self.name, self.unit, self.better = name, unit, better
-        self.mpxx, self.cpython, self.limit = mpxx, cpython, limit
-        self.target, self.check = target, check
+    """name: shown in the table; key: the workload's name in mpxx_bench and
+    cpython_bench.py; cpython: False when CPython has no counterpart;
+    args: integer parameters passed to both sides and to the limit (when
+    empty each side uses its own defaults); limit: (key in mpxx_bench, what
+    it is) of the machine's limit."""
+
+    def __init__(self, name, unit, better, key, *, cpython=True, args=(), limit=None,
+                 targets=()):
+        assert better in ('lower', 'higher')
+        self.name, self.unit, self.better, self.key = name, unit, better, key
+        self.cpython, self.args, self.limit = cpython, [str(a) for a in args], limit
+        self.targets = list(targets)
+
+    def target_text(self):
+        limit = self.limit[1] if self.limit else 'the limit'
+        return ', '.join(t.text.format(limit=limit) for t in self.targets)
 
 
-def ratio(better, ours, theirs):
-    """> 1 when `ours` is better than `theirs`."""
-    if better == 'lower':
-        return theirs / ours
-    return ours / theirs
+US = 'us per process'
+RAW_FORK = ('raw_fork', 'raw fork()+waitpid')
 
-
-# Each check gets (mpxx median, cpython median or None, limit median or None).
 WORKLOADS = [
-    Workload('process start+join (fork)', 'us/process', 'lower', 'process_fork', 'process_fork',
-             'raw_fork',
-             'within 1.5x of raw fork()+waitpid, >= 10x CPython',
-             lambda m, c, l: m <= 1.5 * l and c / m >= 10),
-    Workload('process start+join (spawn)', 'us/process', 'lower', 'process_spawn', 'process_spawn',
-             None, '>= 30x CPython', lambda m, c, l: c / m >= 30),
-    Workload('process start+join (forkserver)', 'us/process', 'lower', 'process_forkserver',
-             'process_forkserver', None, '', None),
+    # Process start+join: the mean over a batch of processes started and
+    # joined one at a time (one untimed process first on each side).
+    Workload('process start+join (fork)', US, 'lower', 'process_fork', args=[200],
+             limit=RAW_FORK, targets=[near_limit(1.5), vs_cpython(10)]),
+    Workload('process start+join (spawn)', US, 'lower', 'process_spawn', args=[30],
+             targets=[vs_cpython(30)]),
+    Workload('process start+join (forkserver)', US, 'lower', 'process_forkserver', args=[30]),
+
+    # Seeds 002 §2.9.2, process pool against one process per task: 100
+    # Processes running func(i), all started and then all joined, against
+    # Pool(4) with 20 apply_async(func, (i,)), close(), join(). It waits for
+    # mpxx::Pool; then, e.g. (func must not print: stdout carries the result)
+    #   Workload('seeds 2.9.2: 100 Processes, started then joined', 'ms', 'lower',
+    #            'seed_processes', args=[100]),
+    #   Workload('seeds 2.9.2: Pool(4), 20 apply_async + close + join', 'ms', 'lower',
+    #            'seed_pool', args=[4, 20]),
+    # with 'seed_processes' and 'seed_pool' in both bench programs.
+
     Workload('Lock acquire+release, uncontended', 'ns', 'lower', 'lock_uncontended',
-             'lock_uncontended', None, '<= 50 ns', lambda m, c, l: m <= 50),
+             targets=[at_most(50, 'ns')]),
     Workload('2 processes: value += 1 under its lock', 'ns/increment', 'lower', 'value_contended',
-             'value_contended', 'pthread_contended',
-             'within 1.5x of a robust pthread mutex, >= 8x CPython',
-             lambda m, c, l: m <= 1.5 * l and c / m >= 8),
+             limit=('pthread_contended', 'a robust pthread mutex'),
+             targets=[near_limit(1.5), vs_cpython(8)]),
     Workload('100 MiB into shared memory, read by a child', 'GB/s', 'higher', 'shm_100mib',
-             'shm_100mib', 'memcpy_100mib', 'within 1.5x of memcpy',
-             lambda m, c, l: l <= 1.5 * m),
+             limit=('memcpy_100mib', 'memcpy'), targets=[near_limit(1.5)]),
     Workload('Pipe ping-pong round trip (both sides busy)', 'us', 'lower', 'pipe_pingpong',
-             'pipe_pingpong', 'futex_pingpong', '<= 5 us', lambda m, c, l: m <= 5),
-    Workload('100 MiB through a Pipe', 'GB/s', 'higher', 'pipe_100mib', 'pipe_100mib', None,
-             '>= 3 GB/s', lambda m, c, l: m >= 3),
+             limit=('futex_pingpong', 'a futex ping-pong'), targets=[at_most(5, 'us')]),
+    Workload('100 MiB through a Pipe', 'GB/s', 'higher', 'pipe_100mib',
+             targets=[at_least(3, 'GB/s')]),
     Workload('Queue, 1 producer 1 consumer, small items', 'items/s', 'higher', 'queue_small',
-             'queue_small', None, '>= 10 M/s and >= 50x CPython',
-             lambda m, c, l: m >= 10e6 and m / c >= 50),
-    Workload('Queue, 1 KiB items', 'GB/s', 'higher', 'queue_kib', 'queue_kib', None, '>= 2 GB/s',
-             lambda m, c, l: m >= 2),
-    Workload('100 MiB through a Queue', 'GB/s', 'higher', 'queue_100mib', 'queue_100mib', None,
-             '>= 3 GB/s', lambda m, c, l: m >= 3),
+             targets=[at_least(10e6, 'items/s'), vs_cpython(50)]),
+    Workload('Queue, 1 KiB items', 'GB/s', 'higher', 'queue_kib', targets=[at_least(2, 'GB/s')]),
+    Workload('100 MiB through a Queue', 'GB/s', 'higher', 'queue_100mib',
+             targets=[at_least(3, 'GB/s')]),
 ]
 
 
-def run_one(cmd):
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600).stdout
-    for line in out.splitlines():
+# ------------------------------------------------------------------ running
+
+class RunFailed(Exception):
+    pass
+
+
+def run_one(cmd, timeout):
+    """Runs one measurement; its value, or RunFailed saying why not."""
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RunFailed('%s: no result within %gs' % (' '.join(cmd), timeout))
+    value = None
+    for line in p.stdout.splitlines():
         line = line.strip()
         if line.startswith('{'):
-            return float(json.loads(line)['value'])
-    raise RuntimeError('no result from %s: %r' % (' '.join(cmd), out))
+            try:
+                value = float(json.loads(line)['value'])
+            except (ValueError, KeyError):
+                pass
+    if p.returncode != 0 or value is None:
+        why = ('killed by signal %d' % -p.returncode if p.returncode < 0
+               else 'exit status %d' % p.returncode)
+        tail = (p.stderr.strip() or p.stdout.strip())[-600:]
+        raise RunFailed('%s: %s%s' % (' '.join(cmd), why, ('\n' + tail) if tail else ''))
+    return value
 
 
 def summarize(values):
@@ -84,95 +188,159 @@ def summarize(values):
             'runs': values}
 
 
-def fmt(x):
-    if x >= 100:
-        return '%.0f' % x
-    if x >= 10:
-        return '%.1f' % x
-    return '%.2f' % x
+def ratio(better, ours, theirs):
+    """> 1 when `ours` is better than `theirs`."""
+    return theirs / ours if better == 'lower' else ours / theirs
 
+
+def measure(w, exe, python, pyscript, reps, timeout):
+    sides = {'mpxx': [], 'cpython': [], 'limit': []}
+    cmds = [('mpxx', [exe, w.key] + w.args)]
+    if w.cpython:
+        cmds.append(('cpython', [python, pyscript, w.key] + w.args))
+    if w.limit:
+        cmds.append(('limit', [exe, w.limit[0]] + w.args))
+    r = {'workload': w.name, 'key': w.key, 'unit': w.unit, 'better': w.better,
+         'args': [int(a) for a in w.args], 'mpxx': None, 'cpython': None, 'ratio': None,
+         'limit': None, 'vs_limit': None, 'target': w.target_text(), 'checks': [],
+         'met': None}
+    try:
+        for rep in range(reps + 1):  # round 0 is the warm-up
+            for side, cmd in (cmds if rep % 2 == 0 else cmds[::-1]):
+                v = run_one(cmd, timeout)
+                if rep > 0:
+                    sides[side].append(v)
+    except RunFailed as e:
+        r['error'] = str(e)
+        r['met'] = False if w.targets else None
+        return r
+    r['mpxx'] = summarize(sides['mpxx'])
+    m = r['mpxx']['median']
+    if sides['cpython']:
+        r['cpython'] = summarize(sides['cpython'])
+        r['ratio'] = ratio(w.better, m, r['cpython']['median'])
+    if sides['limit']:
+        r['limit'] = dict(name=w.limit[1], **summarize(sides['limit']))
+        r['vs_limit'] = ratio(w.better, m, r['limit']['median'])
+    if w.targets:
+        for t in w.targets:
+            observed, ok = t.test(r)
+            r['checks'].append({'target': t.text.format(limit=w.limit[1] if w.limit else ''),
+                                'observed': observed, 'met': bool(ok)})
+        r['met'] = all(c['met'] for c in r['checks'])
+    return r
+
+
+# ----------------------------------------------------------------- printing
+
+def cell(s):
+    return '-' if not s else '%s [%s-%s]' % (si(s['median']), si(s['min']), si(s['max']))
+
+
+def verdict(r):
+    if 'error' in r:
+        return 'ERROR'
+    return {True: 'met', False: 'MISSED', None: ''}[r['met']]
+
+
+def print_table(results):
+    head = ('workload', 'unit', 'mpxx', 'CPython', 'ratio', 'limit', 'vs limit', 'target')
+    rows = [(r['workload'], r['unit'], cell(r['mpxx']), cell(r['cpython']),
+             '-' if r['ratio'] is None else '%.1fx' % r['ratio'], cell(r['limit']),
+             '-' if r['vs_limit'] is None else '%.2fx' % r['vs_limit'], verdict(r))
+            for r in results]
+    widths = [max(len(x[i]) for x in rows + [head]) for i in range(len(head))]
+    right = {4, 6}  # ratios
+
+    def line(cols):
+        return '  '.join(c.rjust(wd) if i in right else c.ljust(wd)
+                         for i, (c, wd) in enumerate(zip(cols, widths))).rstrip()
+    print(line(head))
+    print(line(['-' * wd for wd in widths]))
+    for x in rows:
+        print(line(x))
+    print('\nmedian [min-max] of each side; ratio = how many times better mpxx is than '
+          'CPython\n(> 1: mpxx better), vs limit = the same against the machine\'s limit:')
+    for r in results:
+        if r['limit']:
+            print('  %s: %s' % (r['workload'], r['limit']['name']))
+    print('\ntargets (on medians):')
+    for r in results:
+        if 'error' in r:
+            print('  ERROR   %s: %s' % (r['workload'], r['error'].replace('\n', '\n          ')))
+        elif r['checks']:
+            print('  %-7s %s: %s' % (verdict(r), r['workload'],
+                                     '; '.join('%s: %s %s' % (c['target'], c['observed'],
+                                                              'ok' if c['met'] else 'MISSED')
+                                               for c in r['checks'])))
+
+
+# --------------------------------------------------------------------- main
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--build-dir', default='build/release')
-    ap.add_argument('--reps', type=int, default=5)
-    ap.add_argument('--python', default='python3')
+    ap.add_argument('--reps', type=int, default=5, help='measured repetitions (>= 1; default 5)')
+    ap.add_argument('--python', default='python3', help='the CPython to compare with')
+    ap.add_argument('--timeout', type=float, default=300, help='seconds per run')
+    ap.add_argument('--out', default=os.path.join(HERE, 'results.json'))
+    ap.add_argument('--list', action='store_true', help='list the workloads and exit')
     ap.add_argument('filter', nargs='?', default='')
     args = ap.parse_args()
+    if args.reps < 1:
+        ap.error('--reps must be >= 1')
+
+    try:
+        pattern = re.compile(args.filter, re.I)
+        match = lambda w: pattern.search(w.name) or pattern.search(w.key)
+    except re.error:
+        match = lambda w: args.filter.lower() in (w.name + ' ' + w.key).lower()
+    chosen = [w for w in WORKLOADS if match(w)]
+    if args.list:
+        for w in chosen:
+            print('%-20s %s' % (w.key, w.name))
+        return 0
+    if not chosen:
+        print('bench: no workload matches %r (--list shows them)' % args.filter, file=sys.stderr)
+        return 2
 
     exe = os.path.join(args.build_dir, 'bench', 'mpxx_bench')
-    if not os.path.exists(exe):
-        sys.exit('bench: %s not found (build the release preset first)' % exe)
+    if not os.access(exe, os.X_OK):
+        print('bench: %s not found (build with -DMPXX_BUILD_BENCH=ON first)' % exe,
+              file=sys.stderr)
+        return 2
     pyscript = os.path.join(HERE, 'cpython_bench.py')
     version = subprocess.run([args.python, '--version'], capture_output=True,
                              text=True).stdout.strip()
-    chosen = [w for w in WORKLOADS if re.search(args.filter, w.name) or args.filter in w.name]
-    print('mpxx vs CPython multiprocessing (%s), %d reps after 1 warm-up, %d CPUs'
-          % (version, args.reps, os.cpu_count()))
+    print('mpxx vs CPython multiprocessing (%s): %d reps after 1 warm-up, %d CPUs, '
+          'Linux %s, load %.2f' % (version, args.reps, os.cpu_count(), platform.release(),
+                                   os.getloadavg()[0]))
 
     results = []
-    for w in chosen:
-        sides = {'mpxx': [], 'cpython': [], 'limit': []}
-        for rep in range(args.reps + 1):
-            runs = [('mpxx', [exe, w.mpxx])]
-            if w.cpython:
-                runs.append(('cpython', [args.python, pyscript, w.cpython]))
-            if w.limit:
-                runs.append(('limit', [exe, w.limit]))
-            if rep % 2:
-                runs.reverse()  # alternate the order as well
-            for side, cmd in runs:
-                v = run_one(cmd)
-                if rep > 0:
-                    sides[side].append(v)
-        r = {'workload': w.name, 'unit': w.unit, 'better': w.better,
-             'mpxx': summarize(sides['mpxx'])}
-        m = r['mpxx']['median']
-        c = l = None
-        if sides['cpython']:
-            r['cpython'] = summarize(sides['cpython'])
-            c = r['cpython']['median']
-            r['ratio'] = ratio(w.better, m, c)
-        if sides['limit']:
-            r['limit'] = summarize(sides['limit'])
-            l = r['limit']['median']
-            r['vs_limit'] = ratio(w.better, m, l)
-        r['target'] = w.target
-        r['met'] = bool(w.check(m, c, l)) if w.check else None
+    t_all = time.monotonic()
+    for i, w in enumerate(chosen, 1):
+        t0 = time.monotonic()
+        print('[%d/%d] %s ...' % (i, len(chosen), w.name), end=' ', flush=True)
+        r = measure(w, exe, args.python, pyscript, args.reps, args.timeout)
+        print('%s %.1fs' % ('ERROR' if 'error' in r else 'done', time.monotonic() - t0),
+              flush=True)
         results.append(r)
-        print_row(r)
+    print('(%.0fs)\n' % (time.monotonic() - t_all))
+    print_table(results)
 
-    out = os.path.join(HERE, 'results.json')
-    with open(out, 'w') as f:
+    with open(args.out, 'w') as f:
         json.dump(results, f, indent=2)
-    print('\nwrote %s' % os.path.relpath(out))
-    missed = [r['workload'] for r in results if r['met'] is False]
+        f.write('\n')
+    print('\nwrote %s' % os.path.relpath(args.out))
+    missed = [r['workload'] for r in results if r['met'] is False and 'error' not in r]
     if missed:
         print('targets missed in this run: %s' % '; '.join(missed))
-
-
-HEADER = False
-
-
-def print_row(r):
-    global HEADER
-    if not HEADER:
-        print('\n%-44s %-13s %-22s %-22s %8s  %-22s %8s  %s'
-              % ('workload', 'unit', 'mpxx med [min-max]', 'CPython med [min-max]', 'ratio',
-                 'limit med', 'vs limit', 'target'))
-        HEADER = True
-
-    def cell(s):
-        if not s:
-            return '-'
-        return '%s [%s-%s]' % (fmt(s['median']), fmt(s['min']), fmt(s['max']))
-    verdict = {True: 'met', False: 'MISSED', None: ''}[r['met']]
-    print('%-44s %-13s %-22s %-22s %8s  %-22s %8s  %s %s'
-          % (r['workload'], r['unit'], cell(r['mpxx']), cell(r.get('cpython')),
-             ('%.1fx' % r['ratio']) if 'ratio' in r else '-', cell(r.get('limit')),
-             ('%.2fx' % r['vs_limit']) if 'vs_limit' in r else '-', r['target'], verdict))
-    sys.stdout.flush()
+    failed = [r['workload'] for r in results if 'error' in r]
+    if failed:
+        print('runs failed: %s' % '; '.join(failed))
+        return 1
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())
