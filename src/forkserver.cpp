@@ -15,7 +15,6 @@
 // and its children but not the server; children restore the default.
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -118,7 +117,10 @@ void stop_forkserver() noexcept {
 }
 
 void forkserver_main(int ctl, pid_t expected_parent) noexcept {
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // No PR_SET_PDEATHSIG here: Linux ties it to the *thread* that started
+  // the server (a Pool's handler thread, say), not to the program. The
+  // server ends instead when its control socket reads EOF, which happens
+  // however the program ends, SIGKILL included (the kernel closes its fds).
   if (::getppid() != expected_parent) ::_exit(0);
   ::signal(SIGINT, SIG_IGN);
   self().name = "ForkServer";

@@ -11,9 +11,9 @@
 //     ...
 //   }
 //
-// mpxx::SystemExit is the one exception outside the hierarchy: like Python's
-// SystemExit it is not an error but a request to end a child process with a
-// given exit code, so `catch (const std::exception&)` does not swallow it.
+// mpxx::SystemExit and mpxx::KeyboardInterrupt stand outside the hierarchy,
+// as Python's BaseException subclasses do: they are not errors but requests
+// to stop, so `catch (const std::exception&)` does not swallow them.
 #pragma once
 
 #include <stdexcept>
@@ -109,6 +109,13 @@ class WorkerLostError : public Error {
   long task_index_;
 };
 
+// A task was cancelled (AsyncResult::cancel) or its pool terminated before
+// it finished (concurrent.futures.CancelledError).
+class CancelledError : public Error {
+ public:
+  using Error::Error;
+};
+
 class Empty : public Error {  // queue.Empty
  public:
   Empty() : Error("queue is empty") {}
@@ -161,6 +168,15 @@ class SystemExit {
 
  private:
   int code_;
+};
+
+// Ctrl-C (SIGINT) arrived while this thread waited for Pool results: the
+// pool's workers have been stopped. Left uncaught, the program ends as an
+// interrupted program does (killed by SIGINT, "KeyboardInterrupt" on
+// stderr). Deliberately not a std::exception.
+class KeyboardInterrupt {
+ public:
+  const char* what() const noexcept { return "KeyboardInterrupt"; }
 };
 
 }  // namespace mpxx

@@ -1,0 +1,148 @@
+// mpxx/detail/pool_core.hpp - the type-independent part of Pool.
+//
+// The typed front end (pool.hpp) turns each call into a task: the encoded
+// call (callable.hpp) plus a completion that decodes the result. PoolCore
+// owns the workers (through a Transport, src/pool/transport.hpp), knows
+// which task is on which worker, and runs every completion on its handler
+// thread, one at a time, in order of arrival. Internal: users never name
+// these types.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "mpxx/context.hpp"
+#include "mpxx/detail/buffer.hpp"
+
+namespace mpxx::detail {
+
+// What a completion receives: the encoded result, or the error.
+struct TaskOutcome {
+  std::span<const std::byte> payload;  // valid only during the call
+  std::exception_ptr error;            // set when the task failed
+};
+using Completion = std::function<void(const TaskOutcome&)>;
+
+struct TaskSpec {
+  wire::Writer call;                            // [entry id][callable][args]
+  std::optional<std::chrono::nanoseconds> timeout;  // from when the task starts
+  long index = 0;                               // reported in WorkerLostError
+  Completion done;                              // runs exactly once
+};
+
+struct PoolConfig {
+  int processes = 0;
+  std::uint64_t maxtasksperchild = 0;
+  const Context* context = nullptr;
+  // The initializer, encoded as a call (empty: none), and the same call in
+  // memory for fork workers when it cannot be encoded.
+  std::vector<std::byte> init_call;
+  std::function<void()> local_init;
+  std::string init_why_not;  // why init cannot cross, when only local_init is set
+};
+
+class PoolCore {
+ public:
+  // Starts the handler thread, which starts the workers.
+  static std::shared_ptr<PoolCore> create(PoolConfig cfg);
+  virtual ~PoolCore() = default;
+
+  // Queues tasks (in order) and returns their ids. ValueError when the pool
+  // is not running; the initializer's error when it failed.
+  virtual std::vector<std::uint64_t> submit(std::vector<TaskSpec> tasks) = 0;
+  // Cancels tasks not yet finished: queued ones are dropped, a running one's
+  // worker is killed and replaced. Their completions get CancelledError.
+  // True if any was cancelled.
+  virtual bool cancel(std::span<const std::uint64_t> ids) = 0;
+  virtual void close() = 0;
+  virtual void terminate() = 0;
+  // Waits until the handler thread and every worker have ended.
+  virtual void join() = 0;
+  virtual int processes() const noexcept = 0;
+  virtual bool running() const noexcept = 0;
+  // The pids of the current workers (tests, diagnostics).
+  virtual std::vector<int> worker_pids() const = 0;
+};
+
+// While alive, a thread is blocked waiting for pool results: a Ctrl-C
+// (SIGINT) then becomes a KeyboardInterrupt for the waiter instead of ending
+// the program (see pool.hpp).
+class InterruptibleWait {
+ public:
+  InterruptibleWait() noexcept;
+  ~InterruptibleWait();
+  InterruptibleWait(const InterruptibleWait&) = delete;
+  InterruptibleWait& operator=(const InterruptibleWait&) = delete;
+};
+
+// A tqdm-like progress bar on stderr.
+class ProgressBar {
+ public:
+  // total < 0: unknown. Draws only when enabled.
+  ProgressBar(std::string desc, long total, bool enabled);
+  ~ProgressBar();
+  void advance(long n);  // thread-safe; redraws at most ~10 times a second
+  void finish();         // draws the final state and a newline
+  bool enabled() const noexcept { return enabled_; }
+  // The line drawn for a state (exposed for tests).
+  static std::string render(const std::string& desc, long done, long total, double seconds,
+                            int width);
+
+ private:
+  void draw(bool final);
+  std::string desc_;
+  long total_;
+  bool enabled_;
+  bool finished_ = false;
+  long done_ = 0;
+  std::chrono::steady_clock::time_point start_, last_draw_;
+  std::mutex mu_;
+};
+
+// stderr is a terminal (the default condition for drawing a bar).
+bool stderr_is_tty() noexcept;
+
+// The waiting half of an AsyncResult, shared with the task's completion.
+class ResultBase {
+ public:
+  virtual ~ResultBase() = default;
+  // Blocks until ready; false on timeout. Ctrl-C meanwhile terminates the
+  // pool, which makes the result ready with KeyboardInterrupt.
+  bool wait_for(std::chrono::nanoseconds timeout);
+  bool ready() const noexcept { return ready_.load(std::memory_order_acquire); }
+  // Rethrows the error, if any; call only when ready.
+  void rethrow_if_failed() const;
+  bool failed() const noexcept { return error_ != nullptr; }
+  // Cancels the tasks this result waits for.
+  bool cancel();
+  // The first completion to claim the result publishes it (a map's chunks
+  // race to report the first error).
+  bool claim() noexcept { return !claimed_.exchange(true, std::memory_order_acq_rel); }
+  void publish_error(std::exception_ptr e);
+  void attach(std::weak_ptr<PoolCore> core, std::vector<std::uint64_t> ids);
+
+ protected:
+  // Marks the result ready (caller holds mu_) and wakes the waiters.
+  void publish_locked();
+  mutable std::mutex mu_;
+  std::exception_ptr error_;
+
+ private:
+  std::condition_variable cv_;
+  std::atomic<bool> ready_{false};
+  std::atomic<bool> claimed_{false};
+  std::weak_ptr<PoolCore> core_;
+  std::vector<std::uint64_t> ids_;
+};
+
+}  // namespace mpxx::detail

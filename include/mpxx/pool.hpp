@@ -1,0 +1,769 @@
+// mpxx/pool.hpp - Pool, AsyncResult, imap ranges.
+//
+// A pool of worker processes, as Python's multiprocessing.Pool:
+//
+//   int square(int x) { return x * x; }
+//
+//   mpxx::Pool pool(4);                                   // Pool(processes=4)
+//   std::vector<int> v = pool.map(square, std::views::iota(0, 100));
+//   mpxx::AsyncResult<int> r = pool.apply_async(square, 7);
+//   int y = r.get(std::chrono::seconds(1));               // TimeoutError if late
+//   for (int x : pool.imap(square, std::views::iota(0), {.chunksize = 64})) ...  // lazy
+//   pool.apply_async(square, std::tuple{7}, {.callback = print, .timeout = 2s});
+//   pool.close(); pool.join();                            // or let the destructor terminate
+//
+// What crosses: tasks always travel to the workers as bytes, as in Python
+// (workers are started once and then fed), so a task is a function, a
+// captureless lambda, a serializable function object or mpxx::partial, with
+// arguments and a result that can be serialized (task.hpp); anything else
+// is a compile error that says why. The initializer may be any callable
+// under the fork start method (it is inherited), and must be transferable
+// under spawn and forkserver.
+//
+// When a worker dies in the middle of a task (a crash, abort(), SIGKILL, the
+// OOM killer), exactly the task it was running fails with WorkerLostError
+// (the worker's pid, its exit code or signal, the task's index), the tasks
+// it held but had not started run elsewhere, and a new worker takes its
+// place. With {.timeout = d}, a task still running d after it started fails
+// with TimeoutError and its worker is killed and replaced; cancel() drops a
+// queued task or kills the worker running it. An initializer that throws
+// fails the pool at once with that error, instead of respawning forever.
+//
+// Ctrl-C: while a thread is blocked on a pool result (get, wait, map, imap
+// iteration), SIGINT stops the workers (they ignore SIGINT themselves, so
+// one report is printed, not one per worker) and the waiting call throws
+// mpxx::KeyboardInterrupt within milliseconds; uncaught, it ends the program
+// as Ctrl-C would. When no thread waits on a pool, SIGINT keeps its default
+// action. A program that installed its own SIGINT handler keeps it.
+//
+// Callbacks (callback, error_callback) run in the parent, on the pool's
+// handler thread, in order of completion, never two at once, before get()
+// returns; keep them short. The destructor terminates the pool (as Python's
+// `with Pool() as p:` does); call close() and join() to let it finish.
+//
+// Thread safety: a Pool may be used from several threads at once, except
+// that close/terminate/join and the destructor must not race each other.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <ranges>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "mpxx/context.hpp"
+#include "mpxx/detail/callable.hpp"
+#include "mpxx/detail/pool_core.hpp"
+#include "mpxx/errors.hpp"
+#include "mpxx/process.hpp"
+
+namespace mpxx {
+
+struct PoolOptions {
+  int processes = 0;                    // default: process_cpu_count()
+  std::uint64_t maxtasksperchild = 0;   // 0: workers live as long as the pool
+  const Context* context = nullptr;     // default: get_context()
+};
+
+// Whether map/imap draw a progress bar on stderr: `.progress = true` draws
+// it when stderr is a terminal; Progress::always() draws it regardless.
+class Progress {
+ public:
+  Progress() = default;
+  Progress(bool on) : mode_(on ? Mode::tty : Mode::off) {}  // NOLINT: `.progress = true`
+  static Progress always() {
+    Progress p;
+    p.mode_ = Mode::always;
+    return p;
+  }
+  bool enabled() const { return mode_ == Mode::always || (mode_ == Mode::tty && detail::stderr_is_tty()); }
+
+ private:
+  enum class Mode { off, tty, always };
+  Mode mode_ = Mode::off;
+};
+
+struct MapOptions {
+  // Items per task. map/starmap: 0 picks CPython's heuristic (about four
+  // tasks per worker); imap: 0 means 1, as in Python.
+  std::size_t chunksize = 0;
+  Progress progress{};
+  // Per task (chunk), counted from when a worker starts it.
+  std::optional<std::chrono::nanoseconds> timeout{};
+  // imap: tasks submitted ahead of the consumer (0: 4 per worker + 4).
+  std::size_t max_inflight = 0;
+};
+
+namespace detail {
+template <class T>
+struct callback_type {
+  using type = std::function<void(const T&)>;
+};
+template <>
+struct callback_type<void> {
+  using type = std::function<void()>;
+};
+}  // namespace detail
+
+// Python's callback / error_callback for the *_async calls.
+template <class T>
+struct Callbacks {
+  typename detail::callback_type<T>::type callback{};
+  std::function<void(const Error&)> error_callback{};
+};
+
+// apply_async's keyword arguments.
+template <class T>
+struct AsyncOptions {
+  typename detail::callback_type<T>::type callback{};
+  std::function<void(const Error&)> error_callback{};
+  std::optional<std::chrono::nanoseconds> timeout{};
+};
+
+namespace detail {
+
+template <class T>
+class ResultState : public ResultBase {
+ public:
+  void publish_value(T v) {
+    std::lock_guard lk(mu_);
+    value_.emplace(std::move(v));
+    publish_locked();
+  }
+  const T& value() const { return *value_; }
+  T take() { return std::move(*value_); }
+
+ private:
+  std::optional<T> value_;
+};
+template <>
+class ResultState<void> : public ResultBase {
+ public:
+  void publish_value() {
+    std::lock_guard lk(mu_);
+    publish_locked();
+  }
+};
+
+inline void call_error_callback(const std::function<void(const Error&)>& ecb, std::exception_ptr e) {
+  if (!ecb) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const Error& err) {
+    ecb(err);
+  } catch (...) {  // KeyboardInterrupt: not an error to report
+  }
+}
+
+template <class T>
+void deliver(ResultState<T>& st, const Callbacks<T>& cb, std::optional<T>&& value, std::exception_ptr err) {
+  if (!st.claim()) return;
+  if (err) {
+    call_error_callback(cb.error_callback, err);
+    st.publish_error(err);
+    return;
+  }
+  if (cb.callback) cb.callback(*value);
+  st.publish_value(std::move(*value));
+}
+inline void deliver(ResultState<void>& st, const Callbacks<void>& cb, std::exception_ptr err) {
+  if (!st.claim()) return;
+  if (err) {
+    call_error_callback(cb.error_callback, err);
+    st.publish_error(err);
+    return;
+  }
+  if (cb.callback) cb.callback();
+  st.publish_value();
+}
+
+template <class R>
+R decode_result(std::span<const std::byte> payload) {
+  wire::Reader r(payload);
+  R v = wire::decode<R>(r);
+  r.expect_done("a pool task's result");
+  return v;
+}
+
+// map's unit of work, run in the worker: f(x) for each item x of a chunk,
+// or f(*x) for starmap.
+template <class F, bool Star>
+struct ChunkCall {
+  F f{};
+  template <class A>
+  decltype(auto) one(const A& x) const {
+    if constexpr (Star)
+      return std::apply(f, x);
+    else
+      return std::invoke(f, x);
+  }
+  template <class A>
+  auto operator()(const std::vector<A>& xs) const {
+    using R = decltype(one(xs.front()));
+    if constexpr (std::is_void_v<R>) {
+      for (const A& x : xs) one(x);
+      return static_cast<std::uint64_t>(xs.size());
+    } else {
+      std::vector<std::decay_t<R>> out;
+      out.reserve(xs.size());
+      for (const A& x : xs) out.push_back(one(x));
+      return out;
+    }
+  }
+};
+template <class F, bool Star>
+struct CallableCodec<ChunkCall<F, Star>> {
+  static constexpr bool transferable = CallableCodec<F>::transferable;
+  static void encode(wire::Writer& w, const ChunkCall<F, Star>& c) { CallableCodec<F>::encode(w, c.f); }
+  static ChunkCall<F, Star> decode(wire::Reader& r) { return ChunkCall<F, Star>{CallableCodec<F>::decode(r)}; }
+};
+
+template <class F, class... A>
+TaskSpec make_task(const F& f, const A&... a) {
+  TaskSpec t;
+  t.call.pod(std::uint64_t{0});  // the task id, filled in by the core
+  encode_call(t.call, f, a...);
+  return t;
+}
+
+template <class T>
+inline constexpr bool is_tuple_v = false;
+template <class... T>
+inline constexpr bool is_tuple_v<std::tuple<T...>> = true;
+
+template <class F, class Tup>
+struct tuple_call_result;
+template <class F, class... A>
+struct tuple_call_result<F, std::tuple<A...>> {
+  using type = std::invoke_result_t<const F&, A&...>;
+};
+
+template <class R>
+inline constexpr bool result_ok_v = std::is_void_v<R> || wire::transferable_v<R>;
+
+// The element a chunk carries for an input range's items.
+template <class Rg>
+using item_t = arg_t<std::ranges::range_value_t<Rg>>;
+
+// Chunk's result: vector<R>, or a count for functions returning void.
+template <class R>
+using chunk_result_t = std::conditional_t<std::is_void_v<R>, std::uint64_t, std::vector<R>>;
+
+template <class F, class A, bool Star>
+struct map_result {
+  using type = std::invoke_result_t<const F&, const A&>;
+};
+template <class F, class A>
+struct map_result<F, A, true> {
+  using type = decltype(std::apply(std::declval<const F&>(), std::declval<const A&>()));
+};
+
+template <class F, class Rg, bool Star>
+struct map_of {
+  using Fn = std::decay_t<F>;
+  using A = item_t<Rg>;
+  using R = typename map_result<Fn, A, Star>::type;
+  using result = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
+};
+
+// The range behind imap / imap_unordered: hands out results as they are
+// ready, pulling more input only as results are consumed.
+template <class R>
+struct ImapState {
+  struct Chunk {
+    std::vector<R> values;
+    std::exception_ptr error;
+  };
+  std::mutex mu;
+  std::condition_variable cv;
+  bool ordered = true;
+  std::map<long, Chunk> ready;  // by chunk index
+  long submitted = 0, yielded = 0, next = 0;
+  bool exhausted = false;
+  std::size_t max_inflight = 8;
+  std::function<bool()> feed;  // submits the next chunk; false at the end of input
+  std::unique_ptr<ProgressBar> bar;
+
+  // The next chunk in order (or completion order), or nullopt at the end.
+  std::optional<Chunk> next_chunk() {
+    InterruptibleWait interruptible;
+    std::unique_lock lk(mu);
+    for (;;) {
+      while (!exhausted && static_cast<std::size_t>(submitted - yielded) < max_inflight) {
+        lk.unlock();
+        bool more = false;
+        try {
+          more = feed();
+        } catch (...) {
+          lk.lock();
+          exhausted = true;
+          throw;
+        }
+        lk.lock();
+        if (more)
+          ++submitted;
+        else
+          exhausted = true;
+      }
+      auto it = ordered ? ready.find(next) : ready.begin();
+      if (it != ready.end()) {
+        Chunk c = std::move(it->second);
+        ready.erase(it);
+        ++next;
+        ++yielded;
+        return c;
+      }
+      if (exhausted && yielded == submitted) {
+        if (bar) bar->finish();
+        return std::nullopt;
+      }
+      cv.wait(lk);
+    }
+  }
+};
+
+}  // namespace detail
+
+// The result of an *_async call (multiprocessing.pool.AsyncResult).
+template <class T>
+class AsyncResult {
+ public:
+  AsyncResult() = default;
+  explicit AsyncResult(std::shared_ptr<detail::ResultState<T>> st) : st_(std::move(st)) {}
+
+  // The value, once ready; the task's error (RemoteError, WorkerLostError,
+  // TimeoutError, CancelledError, KeyboardInterrupt) is rethrown.
+  T get() {
+    wait();
+    return value();
+  }
+  // TimeoutError if not ready within the timeout.
+  template <class Rep, class Period>
+  T get(std::chrono::duration<Rep, Period> timeout) {
+    if (!wait(timeout))
+      throw TimeoutError("mpxx: the result was not ready within " +
+                         std::to_string(std::chrono::duration<double>(timeout).count()) + " s");
+    return value();
+  }
+  void wait() { state().wait_for(std::chrono::nanoseconds::max()); }
+  // True if ready within the timeout.
+  template <class Rep, class Period>
+  bool wait(std::chrono::duration<Rep, Period> timeout) {
+    auto ns = timeout <= timeout.zero() ? std::chrono::nanoseconds::zero()
+                                        : std::chrono::ceil<std::chrono::nanoseconds>(timeout);
+    return state().wait_for(ns);
+  }
+  bool ready() const { return state().ready(); }
+  // Whether the task succeeded; ValueError while not ready (as Python).
+  bool successful() const {
+    if (!ready()) throw ValueError("mpxx: AsyncResult is not ready");
+    return !state().failed();
+  }
+  // Cancels the task(s) unless finished: queued ones never run, a running
+  // one's worker is killed and replaced. get() then throws CancelledError.
+  bool cancel() { return state().cancel(); }
+
+ protected:
+  T take() {
+    state().rethrow_if_failed();
+    if constexpr (!std::is_void_v<T>) return st_->take();
+  }
+
+ private:
+  detail::ResultState<T>& state() const {
+    if (!st_) throw ValueError("mpxx: empty AsyncResult");
+    return *st_;
+  }
+  T value() {
+    state().rethrow_if_failed();
+    if constexpr (!std::is_void_v<T>) return st_->value();
+  }
+  std::shared_ptr<detail::ResultState<T>> st_;
+};
+
+// An input range over imap's results: for (auto& r : pool.imap(f, xs)).
+// Iterating throws a task's error at its position and may go on after it.
+template <class R>
+class ImapRange {
+ public:
+  class iterator {
+   public:
+    using value_type = R;
+    using difference_type = std::ptrdiff_t;
+    iterator() = default;
+    R& operator*() const { return range_->chunk_->values[range_->pos_]; }
+    R* operator->() const { return &**this; }
+    iterator& operator++() {
+      range_->advance();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    friend bool operator==(const iterator& it, std::default_sentinel_t) { return it.at_end(); }
+
+   private:
+    friend class ImapRange;
+    explicit iterator(ImapRange* r) : range_(r) {}
+    bool at_end() const { return !range_->chunk_; }
+    ImapRange* range_ = nullptr;
+  };
+
+  explicit ImapRange(std::shared_ptr<detail::ImapState<R>> st) : st_(std::move(st)) {}
+  ImapRange(ImapRange&&) = default;
+  ImapRange& operator=(ImapRange&&) = default;
+
+  // Single pass: begin() fetches the first result.
+  iterator begin() {
+    if (!started_) {
+      started_ = true;
+      advance();
+    }
+    return iterator(this);
+  }
+  std::default_sentinel_t end() const { return {}; }
+
+ private:
+  void advance() {
+    if (chunk_ && ++pos_ < chunk_->values.size()) return;
+    for (;;) {
+      chunk_ = st_->next_chunk();
+      pos_ = 0;
+      if (!chunk_) return;
+      if (chunk_->error) {
+        auto e = chunk_->error;
+        chunk_->values.clear();
+        std::rethrow_exception(e);
+      }
+      if (!chunk_->values.empty()) return;
+    }
+  }
+
+  std::shared_ptr<detail::ImapState<R>> st_;
+  std::optional<typename detail::ImapState<R>::Chunk> chunk_;
+  std::size_t pos_ = 0;
+  bool started_ = false;
+};
+
+class Pool {
+ public:
+  // Pool(), Pool(4), Pool({.processes = 4, .maxtasksperchild = 100}).
+  Pool() : Pool(PoolOptions{}) {}
+  explicit Pool(int processes) : Pool(PoolOptions{.processes = processes}) {}
+  explicit Pool(PoolOptions opts) : Pool(std::move(opts), detail::Target{}) {}
+  // With an initializer: initializer(initargs...) runs in each worker
+  // before its first task.
+  template <class F, class... A>
+    requires std::is_invocable_v<std::decay_t<F>&, detail::arg_t<A>&...>
+  Pool(PoolOptions opts, F&& initializer, A&&... initargs)
+      : Pool(std::move(opts),
+             detail::make_target(std::forward<F>(initializer), std::forward<A>(initargs)...)) {}
+
+  Pool(Pool&&) noexcept = default;
+  Pool& operator=(Pool&&) noexcept = default;
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+  // Terminates the workers and waits for them (like leaving a `with` block).
+  ~Pool();
+
+  // ------------------------------------------------------------ apply
+  // apply(f, args...): f(args...) in a worker; blocks for the result.
+  template <class F, class... A>
+  auto apply(F&& f, A&&... a) {
+    return apply_async(std::forward<F>(f), std::forward<A>(a)...).get();
+  }
+
+  // apply_async(f, args...) -> AsyncResult.
+  template <class F, class... A>
+    requires(!(sizeof...(A) == 1 && (detail::is_tuple_v<std::decay_t<A>> && ...) &&
+               !std::is_invocable_v<const std::decay_t<F>&, detail::arg_t<A>&...>))
+  auto apply_async(F&& f, A&&... a) {
+    using Fn = std::decay_t<F>;
+    return submit_call<std::invoke_result_t<const Fn&, detail::arg_t<A>&...>>(
+        {}, Fn(std::forward<F>(f)), detail::arg_t<A>(std::forward<A>(a))...);
+  }
+
+  // Python's form: apply_async(f, std::tuple{args...}, {.callback = ...,
+  // .error_callback = ..., .timeout = ...}).
+  template <class F, class... A>
+  auto apply_async(F&& f, std::tuple<A...> args,
+                   AsyncOptions<typename detail::tuple_call_result<std::decay_t<F>, std::tuple<A...>>::type>
+                       opts = {}) {
+    using Fn = std::decay_t<F>;
+    using R = typename detail::tuple_call_result<Fn, std::tuple<A...>>::type;
+    return std::apply(
+        [&](A&... xs) {
+          return submit_call<R>(std::move(opts), Fn(std::forward<F>(f)), detail::arg_t<A>(xs)...);
+        },
+        args);
+  }
+
+  // -------------------------------------------------------------- map
+  // map(f, range): [f(x) for x in range], in order; blocks. The first task
+  // error is rethrown. A function returning void makes map return void.
+  template <class F, std::ranges::input_range Rg>
+  auto map(F&& f, Rg&& input, MapOptions opts = {}) {
+    return map_async(std::forward<F>(f), std::forward<Rg>(input), std::move(opts)).take_all();
+  }
+  template <class F, std::ranges::input_range Rg>
+  auto map_async(F&& f, Rg&& input, MapOptions opts = {},
+                 Callbacks<typename detail::map_of<F, Rg, false>::result> cb = {}) {
+    return map_impl<false>(std::forward<F>(f), std::forward<Rg>(input), std::move(opts), std::move(cb));
+  }
+  // starmap(f, range of tuples): [f(*args) for args in range].
+  template <class F, std::ranges::input_range Rg>
+  auto starmap(F&& f, Rg&& input, MapOptions opts = {}) {
+    return starmap_async(std::forward<F>(f), std::forward<Rg>(input), std::move(opts)).take_all();
+  }
+  template <class F, std::ranges::input_range Rg>
+  auto starmap_async(F&& f, Rg&& input, MapOptions opts = {},
+                     Callbacks<typename detail::map_of<F, Rg, true>::result> cb = {}) {
+    return map_impl<true>(std::forward<F>(f), std::forward<Rg>(input), std::move(opts), std::move(cb));
+  }
+
+  // ------------------------------------------------------------- imap
+  // Lazy: input is pulled only as results are consumed (at most
+  // opts.max_inflight tasks ahead), so an endless range works.
+  template <class F, std::ranges::input_range Rg>
+  auto imap(F&& f, Rg&& input, MapOptions opts = {}) {
+    return imap_impl<false>(std::forward<F>(f), std::forward<Rg>(input), std::move(opts), true);
+  }
+  template <class F, std::ranges::input_range Rg>
+  auto imap_unordered(F&& f, Rg&& input, MapOptions opts = {}) {
+    return imap_impl<false>(std::forward<F>(f), std::forward<Rg>(input), std::move(opts), false);
+  }
+
+  // --------------------------------------------------------- lifetime
+  // No more tasks; workers exit once the queued ones are done.
+  void close();
+  // Stops the workers now; unfinished tasks fail with CancelledError.
+  void terminate();
+  // Waits for the workers to exit; ValueError before close()/terminate().
+  void join();
+
+  int processes() const;
+  // The current workers' pids (they change as workers are replaced).
+  std::vector<pid_t> worker_pids() const;
+
+ private:
+  // map_async's handle: an AsyncResult plus the eager map's fast path.
+  template <class T>
+  class MapAsync : public AsyncResult<T> {
+   public:
+    using AsyncResult<T>::AsyncResult;
+    T take_all() {
+      this->wait();
+      return this->take();
+    }
+  };
+
+  Pool(PoolOptions opts, detail::Target init);
+  detail::PoolCore& core() const;
+
+  template <class R, class Fn, class... Args>
+  AsyncResult<R> submit_call(AsyncOptions<R> opts, const Fn& f, const Args&... a) {
+    static_assert(detail::call_transferable_v<Fn, Args...>,
+                  "mpxx::Pool: a task travels to a worker process as bytes: use a function, a "
+                  "captureless lambda, a serializable function object or mpxx::partial, with "
+                  "arguments that can be serialized (see mpxx/task.hpp)");
+    static_assert(detail::result_ok_v<R>,
+                  "mpxx::Pool: the task's result type cannot be serialized (see mpxx/task.hpp)");
+    auto st = std::make_shared<detail::ResultState<R>>();
+    detail::TaskSpec t = detail::make_task(f, a...);
+    t.timeout = opts.timeout;
+    t.done = [st, cb = Callbacks<R>{std::move(opts.callback), std::move(opts.error_callback)}](
+                 const detail::TaskOutcome& o) {
+      if constexpr (std::is_void_v<R>) {
+        detail::deliver(*st, cb, o.error);
+      } else {
+        std::optional<R> v;
+        std::exception_ptr err = o.error;
+        if (!err) {
+          try {
+            v.emplace(detail::decode_result<R>(o.payload));
+          } catch (...) {
+            err = std::current_exception();
+          }
+        }
+        detail::deliver(*st, cb, std::move(v), err);
+      }
+    };
+    std::vector<detail::TaskSpec> one;
+    one.push_back(std::move(t));
+    auto ids = core().submit(std::move(one));
+    st->attach(core_, std::move(ids));
+    return AsyncResult<R>(st);
+  }
+
+  // CPython's default: about four chunks per worker.
+  std::size_t default_chunksize(std::size_t n) const {
+    const std::size_t div = static_cast<std::size_t>(processes()) * 4;
+    std::size_t c = n / div;
+    if (n % div) ++c;
+    return c == 0 ? 1 : c;
+  }
+
+  template <bool Star, class F, class Rg, class T>
+  MapAsync<T> map_impl(F&& f, Rg&& input, MapOptions opts, Callbacks<T> cb) {
+    using M = detail::map_of<F, Rg, Star>;
+    using Fn = typename M::Fn;
+    using A = typename M::A;
+    using R = typename M::R;
+    using Chunk = detail::ChunkCall<Fn, Star>;
+    using CR = detail::chunk_result_t<R>;
+    static_assert(detail::call_transferable_v<Chunk, std::vector<A>>,
+                  "mpxx::Pool::map: the function and the items travel to worker processes as bytes: "
+                  "use a function, a captureless lambda, a serializable function object or "
+                  "mpxx::partial, over items that can be serialized (see mpxx/task.hpp)");
+    static_assert(detail::result_ok_v<R>, "mpxx::Pool::map: the result type cannot be serialized");
+
+    std::vector<A> items;
+    if constexpr (std::ranges::sized_range<Rg>) items.reserve(std::ranges::size(input));
+    for (auto&& x : input) items.emplace_back(std::forward<decltype(x)>(x));
+    const std::size_t n = items.size();
+    const std::size_t cs = opts.chunksize ? opts.chunksize : default_chunksize(n);
+    const std::size_t nchunks = (n + cs - 1) / cs;
+
+    struct Shared {
+      std::vector<CR> parts;
+      std::atomic<std::size_t> left;
+      std::unique_ptr<detail::ProgressBar> bar;
+    };
+    auto st = std::make_shared<detail::ResultState<T>>();
+    auto sh = std::make_shared<Shared>();
+    sh->parts.resize(nchunks);
+    sh->left = nchunks;
+    sh->bar = std::make_unique<detail::ProgressBar>(Star ? "starmap" : "map", static_cast<long>(n),
+                                                    opts.progress.enabled());
+    auto finish = [st, sh, cb]() {
+      sh->bar->finish();
+      if constexpr (std::is_void_v<T>) {
+        detail::deliver(*st, cb, nullptr);
+      } else {
+        T all;
+        std::size_t total = 0;
+        for (auto& p : sh->parts) total += p.size();
+        all.reserve(total);
+        for (auto& p : sh->parts)
+          for (auto& v : p) all.push_back(std::move(v));
+        detail::deliver(*st, cb, std::optional<T>(std::move(all)), nullptr);
+      }
+    };
+    if (nchunks == 0) {
+      finish();
+      return MapAsync<T>(st);
+    }
+
+    const Fn fn(std::forward<F>(f));
+    std::vector<detail::TaskSpec> tasks;
+    tasks.reserve(nchunks);
+    for (std::size_t k = 0; k < nchunks; ++k) {
+      const std::size_t lo = k * cs, hi = std::min(n, lo + cs);
+      std::vector<A> chunk(std::make_move_iterator(items.begin() + static_cast<std::ptrdiff_t>(lo)),
+                           std::make_move_iterator(items.begin() + static_cast<std::ptrdiff_t>(hi)));
+      detail::TaskSpec t = detail::make_task(Chunk{fn}, chunk);
+      t.timeout = opts.timeout;
+      t.index = static_cast<long>(lo);
+      t.done = [st, sh, cb, k, count = static_cast<long>(hi - lo), finish](const detail::TaskOutcome& o) {
+        std::exception_ptr err = o.error;
+        if (!err) {
+          try {
+            sh->parts[k] = detail::decode_result<CR>(o.payload);
+          } catch (...) {
+            err = std::current_exception();
+          }
+        }
+        if (err) {
+          if constexpr (std::is_void_v<T>)
+            detail::deliver(*st, cb, err);
+          else
+            detail::deliver(*st, cb, std::optional<T>{}, err);
+          return;
+        }
+        sh->bar->advance(count);
+        if (sh->left.fetch_sub(1) == 1) finish();
+      };
+      tasks.push_back(std::move(t));
+    }
+    items = {};
+    auto ids = core().submit(std::move(tasks));
+    st->attach(core_, std::move(ids));
+    return MapAsync<T>(st);
+  }
+
+  template <bool Star, class F, class Rg>
+  auto imap_impl(F&& f, Rg&& input, MapOptions opts, bool ordered) {
+    using M = detail::map_of<F, Rg, Star>;
+    using Fn = typename M::Fn;
+    using A = typename M::A;
+    using R = typename M::R;
+    using Chunk = detail::ChunkCall<Fn, false>;
+    static_assert(!std::is_void_v<R>, "mpxx::Pool::imap: the function must return a value");
+    static_assert(detail::call_transferable_v<Chunk, std::vector<A>>,
+                  "mpxx::Pool::imap: the function and the items travel to worker processes as "
+                  "bytes (see mpxx/task.hpp)");
+    static_assert(detail::result_ok_v<R>, "mpxx::Pool::imap: the result type cannot be serialized");
+    using V = std::views::all_t<Rg>;
+    struct Feeder {
+      V view;
+      std::ranges::iterator_t<V> it;
+      explicit Feeder(V v) : view(std::move(v)), it(std::ranges::begin(view)) {}
+    };
+
+    auto st = std::make_shared<detail::ImapState<R>>();
+    st->ordered = ordered;
+    st->max_inflight = opts.max_inflight ? opts.max_inflight : static_cast<std::size_t>(processes()) * 4 + 4;
+    long total = -1;
+    if constexpr (std::ranges::sized_range<Rg>) total = static_cast<long>(std::ranges::size(input));
+    st->bar = std::make_unique<detail::ProgressBar>(ordered ? "imap" : "imap_unordered", total,
+                                                    opts.progress.enabled());
+    auto feeder = std::make_shared<Feeder>(std::views::all(std::forward<Rg>(input)));
+    const std::size_t cs = opts.chunksize ? opts.chunksize : 1;
+    std::weak_ptr<detail::ImapState<R>> weak = st;
+    st->feed = [core = core_, feeder, weak, cs, fn = Fn(std::forward<F>(f)), timeout = opts.timeout,
+                index = 0L, chunk_no = 0L]() mutable -> bool {
+      std::vector<A> chunk;
+      while (chunk.size() < cs && feeder->it != std::ranges::end(feeder->view)) {
+        chunk.emplace_back(*feeder->it);
+        ++feeder->it;
+      }
+      if (chunk.empty()) return false;
+      detail::TaskSpec t = detail::make_task(Chunk{fn}, chunk);
+      t.timeout = timeout;
+      t.index = index;
+      index += static_cast<long>(chunk.size());
+      t.done = [weak, k = chunk_no++, count = static_cast<long>(chunk.size())](const detail::TaskOutcome& o) {
+        auto s = weak.lock();
+        if (!s) return;
+        typename detail::ImapState<R>::Chunk c;
+        c.error = o.error;
+        if (!c.error) {
+          try {
+            c.values = detail::decode_result<std::vector<R>>(o.payload);
+          } catch (...) {
+            c.error = std::current_exception();
+          }
+        }
+        s->bar->advance(count);
+        std::lock_guard lk(s->mu);
+        s->ready.emplace(k, std::move(c));
+        s->cv.notify_all();
+      };
+      std::vector<detail::TaskSpec> one;
+      one.push_back(std::move(t));
+      core->submit(std::move(one));
+      return true;
+    };
+    return ImapRange<R>(st);
+  }
+
+  std::shared_ptr<detail::PoolCore> core_;
+};
+
+}  // namespace mpxx

@@ -1,0 +1,53 @@
+// Pool's non-template members (include/mpxx/pool.hpp).
+#include "mpxx/pool.hpp"
+
+namespace mpxx {
+
+Pool::Pool(PoolOptions opts, detail::Target init) {
+  detail::PoolConfig cfg;
+  cfg.processes = opts.processes ? opts.processes : process_cpu_count();
+  if (opts.processes < 0 || cfg.processes < 1)
+    throw ValueError("mpxx: Number of processes must be at least 1, got " +
+                     std::to_string(opts.processes));
+  cfg.maxtasksperchild = opts.maxtasksperchild;
+  cfg.context = opts.context;
+  if (init.local) {
+    cfg.local_init = std::move(init.local);
+    if (init.encode) {
+      detail::wire::Writer w;
+      init.encode(w);
+      cfg.init_call.assign(w.data(), w.data() + w.size());
+    } else {
+      cfg.init_why_not = init.why_not;
+    }
+  }
+  core_ = detail::PoolCore::create(std::move(cfg));
+}
+
+Pool::~Pool() {
+  if (!core_) return;
+  try {
+    core_->terminate();
+    core_->join();
+  } catch (...) {
+  }
+}
+
+detail::PoolCore& Pool::core() const {
+  if (!core_) throw ValueError("mpxx: this Pool was moved from");
+  return *core_;
+}
+
+void Pool::close() { core().close(); }
+void Pool::terminate() {
+  core().terminate();
+  core().join();
+}
+void Pool::join() { core().join(); }
+int Pool::processes() const { return core().processes(); }
+std::vector<pid_t> Pool::worker_pids() const {
+  auto v = core().worker_pids();
+  return {v.begin(), v.end()};
+}
+
+}  // namespace mpxx

@@ -1,0 +1,625 @@
+// The pool's dispatcher: which task runs where, and what a result, a death,
+// a timeout or a cancel means. See include/mpxx/pool.hpp for the guarantees.
+//
+// One mutex guards the state below; the transport is only touched under it,
+// except poll() and wake(), which the handler thread uses. Submitting
+// threads dispatch directly to a worker with room, so an apply() round trip
+// involves no thread hand-off on the way out; results come back through the
+// handler thread, which also runs every completion (and so every user
+// callback), outside the mutex, one at a time.
+//
+// Each worker holds at most `depth` tasks in order: the head is running, the
+// others wait in its ring. depth adapts to how long tasks take (about 100 us
+// of queued work, 1..32 tasks), so tiny tasks never wait for a round trip to
+// the parent while long ones never pile up behind each other. The head's
+// start time is known in the parent (when it was sent to an idle worker, or
+// when the result before it arrived), which is what per-task timeouts count
+// from. When a worker dies, the results it completed are in the ring before
+// the death is handled (the ring is drained first); its head task fails with
+// WorkerLostError and the tasks behind it, which never started, are queued
+// again at the front.
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <csignal>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "mpxx/detail/exception.hpp"
+#include "mpxx/errors.hpp"
+#include "mpxx/log.hpp"
+#include "mpxx/process.hpp"
+#include "pool/transport.hpp"
+
+namespace mpxx::detail {
+
+std::string describe_exitcode(int code);
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+using nanos = std::chrono::nanoseconds;
+using pool::MsgKind;
+using pool::WorkerMsg;
+
+constexpr nanos kBusyPoll = std::chrono::milliseconds(5);
+constexpr nanos kIdlePoll = std::chrono::milliseconds(50);
+constexpr nanos kHousekeeping = std::chrono::milliseconds(2);
+constexpr double kQueueAheadNs = 100e3;
+constexpr std::size_t kMaxDepth = 32;
+
+// ------------------------------------------------------------- Ctrl-C
+
+std::atomic<int> g_waiters{0};
+std::atomic<std::uint32_t> g_interrupts{0};
+std::atomic<bool> g_handler_installed{false};
+std::mutex g_sig_mu;
+
+extern "C" void on_sigint(int) {
+  if (g_waiters.load(std::memory_order_relaxed) == 0) {
+    // Nobody is waiting for a pool: Ctrl-C ends the program, as it would
+    // without mpxx.
+    ::signal(SIGINT, SIG_DFL);
+    ::raise(SIGINT);
+    return;
+  }
+  g_interrupts.fetch_add(1, std::memory_order_relaxed);
+}
+
+void install_sigint_handler() {
+  std::lock_guard lk(g_sig_mu);
+  if (g_handler_installed.load()) return;
+  struct sigaction old {};
+  if (::sigaction(SIGINT, nullptr, &old) != 0) return;
+  // A program that set its own SIGINT handling (or ignores SIGINT) keeps it.
+  if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler != SIG_DFL) return;
+  if ((old.sa_flags & SA_SIGINFO) && old.sa_sigaction != nullptr) return;
+  struct sigaction sa {};
+  sa.sa_handler = on_sigint;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  ::sigaction(SIGINT, &sa, nullptr);
+  g_handler_installed = true;
+}
+
+std::terminate_handler g_prev_terminate = nullptr;
+std::once_flag g_terminate_once;
+
+// An uncaught KeyboardInterrupt ends the program the way Ctrl-C would have.
+void on_terminate() {
+  if (auto e = std::current_exception()) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const KeyboardInterrupt&) {
+      static const char msg[] = "KeyboardInterrupt\n";
+      [[maybe_unused]] auto n = ::write(2, msg, sizeof msg - 1);
+      ::signal(SIGINT, SIG_DFL);
+      ::raise(SIGINT);
+    } catch (...) {
+    }
+  }
+  if (g_prev_terminate) g_prev_terminate();
+  std::abort();
+}
+
+// ------------------------------------------------------------- the core
+
+struct Task {
+  TaskSpec spec;
+  int slot = -1;                // the worker holding it, or -1 while pending
+  std::uint64_t generation = 0;
+};
+
+struct Slot {
+  std::uint64_t generation = 0;
+  bool alive = false;
+  bool ready = false;
+  bool dying = false;      // killed by the core (timeout, cancel, terminate)
+  bool stop_sent = false;
+  pid_t pid = 0;
+  std::uint64_t budget = 0;  // tasks it may still be sent (maxtasksperchild)
+  std::deque<std::uint64_t> inflight;  // front: running
+  clock::time_point head_start{};
+};
+
+struct Finished {
+  Completion done;
+  std::exception_ptr error;
+};
+
+class Core final : public PoolCore {
+ public:
+  explicit Core(PoolConfig cfg) : cfg_(std::move(cfg)), tr_(pool::make_local_transport(cfg_)) {
+    slots_.resize(static_cast<std::size_t>(cfg_.processes));
+    install_sigint_handler();
+    seen_interrupts_ = g_interrupts.load();
+    handler_ = std::thread([this] { handler_main(); });
+    // As in Python, the workers exist when the constructor returns.
+    std::unique_lock lk(mu_);
+    started_cv_.wait(lk, [&] { return started_; });
+  }
+
+  ~Core() override {
+    terminate();
+    join();
+  }
+
+  std::vector<std::uint64_t> submit(std::vector<TaskSpec> specs) override {
+    std::vector<std::uint64_t> ids;
+    ids.reserve(specs.size());
+    std::lock_guard lk(mu_);
+    if (broken_) std::rethrow_exception(broken_);
+    if (state_ != State::run) throw ValueError("mpxx: Pool not running (closed or terminated)");
+    for (TaskSpec& s : specs) {
+      if (s.call.size() < 8) throw ValueError("mpxx: malformed pool task");
+      std::uint64_t id = next_id_++;
+      std::memcpy(s.call.data(), &id, 8);
+      tasks_.emplace(id, Task{std::move(s)});
+      pending_.push_back(id);
+      ids.push_back(id);
+    }
+    pump();
+    return ids;
+  }
+
+  bool cancel(std::span<const std::uint64_t> ids) override {
+    std::vector<Finished> done;
+    bool any = false;
+    {
+      std::lock_guard lk(mu_);
+      for (std::uint64_t id : ids) {
+        auto it = tasks_.find(id);
+        if (it == tasks_.end()) continue;
+        Task& t = it->second;
+        if (t.slot >= 0) {
+          Slot& s = slots_[static_cast<std::size_t>(t.slot)];
+          if (s.inflight.empty()) continue;
+          if (s.inflight.front() == id) {
+            kill_slot(s, static_cast<std::uint32_t>(t.slot));
+          } else if (!tr_->skip(static_cast<std::uint32_t>(t.slot), id)) {
+            continue;  // cannot be stopped before it runs; let it finish
+          }
+        } else {
+          pending_.erase(std::find(pending_.begin(), pending_.end(), id));
+        }
+        done.push_back({std::move(t.spec.done),
+                        std::make_exception_ptr(CancelledError("mpxx: the task was cancelled"))});
+        tasks_.erase(it);
+        any = true;
+      }
+    }
+    run(done);
+    tr_->wake();
+    return any;
+  }
+
+  void close() override {
+    {
+      std::lock_guard lk(mu_);
+      if (state_ == State::run) state_ = State::close;
+      pump();
+    }
+    tr_->wake();
+  }
+
+  void terminate() override { stop_all(std::make_exception_ptr(
+      CancelledError("mpxx: the pool was terminated before the task finished"))); }
+
+  void join() override {
+    {
+      std::lock_guard lk(mu_);
+      if (state_ == State::run) throw ValueError("mpxx: Pool::join() before close() or terminate()");
+    }
+    if (std::this_thread::get_id() == handler_.get_id())
+      throw RuntimeError("mpxx: Pool::join() from a pool callback would wait for itself");
+    std::lock_guard jl(join_mu_);
+    if (handler_.joinable()) handler_.join();
+  }
+
+  int processes() const noexcept override { return cfg_.processes; }
+  bool running() const noexcept override {
+    std::lock_guard lk(mu_);
+    return state_ == State::run && !broken_;
+  }
+  std::vector<int> worker_pids() const override {
+    std::lock_guard lk(mu_);
+    std::vector<int> out;
+    for (const Slot& s : slots_)
+      if (s.alive) out.push_back(s.pid);
+    return out;
+  }
+
+ private:
+  enum class State { run, close, terminate };
+
+  // Fails every unfinished task with `why` and kills the workers.
+  void stop_all(std::exception_ptr why) {
+    std::vector<Finished> done;
+    {
+      std::lock_guard lk(mu_);
+      if (state_ == State::terminate) return;
+      state_ = State::terminate;
+      for (auto& [id, t] : tasks_) done.push_back({std::move(t.spec.done), why});
+      tasks_.clear();
+      pending_.clear();
+      for (std::size_t i = 0; i < slots_.size(); ++i)
+        if (slots_[i].alive) kill_slot(slots_[i], static_cast<std::uint32_t>(i));
+      tr_->wait_killed(std::chrono::seconds(5));
+    }
+    run(done);
+    tr_->wake();
+  }
+
+  void kill_slot(Slot& s, std::uint32_t slot) {
+    if (!s.dying) tr_->kill(slot);
+    s.dying = true;
+  }
+
+  static void run(std::vector<Finished>& done) {
+    for (Finished& f : done) {
+      if (!f.done) continue;
+      try {
+        f.done(TaskOutcome{{}, f.error});
+      } catch (...) {
+        report_callback_error();
+      }
+    }
+    done.clear();
+  }
+
+  static void report_callback_error() {
+    try {
+      throw;
+    } catch (const std::exception& e) {
+      get_logger().logf(log::ERROR, "mpxx: a pool callback raised: ", e.what());
+    } catch (...) {
+      get_logger().logf(log::ERROR, "mpxx: a pool callback raised a non-standard exception");
+    }
+  }
+
+  std::size_t depth() const noexcept {
+    if (ema_ns_ <= 0) return 1;
+    return std::clamp<std::size_t>(static_cast<std::size_t>(kQueueAheadNs / ema_ns_), 1, kMaxDepth);
+  }
+
+  // Sends pending tasks to workers with room (breadth first, so a short
+  // burst spreads over the workers), and stop requests once closed.
+  void pump() {
+    if (state_ == State::terminate || broken_) return;
+    const std::size_t d = depth();
+    const auto now = clock::now();
+    bool progress = true;
+    while (!pending_.empty() && progress) {
+      progress = false;
+      for (std::size_t i = 0; i < slots_.size() && !pending_.empty(); ++i) {
+        Slot& s = slots_[i];
+        if (!s.alive || s.dying || s.stop_sent || s.inflight.size() >= d) continue;
+        if (cfg_.maxtasksperchild && s.budget == 0) continue;
+        std::uint64_t id = pending_.front();
+        Task& t = tasks_.at(id);
+        tr_->send(static_cast<std::uint32_t>(i), t.spec.call.bytes());
+        pending_.pop_front();
+        t.slot = static_cast<int>(i);
+        t.generation = s.generation;
+        if (s.inflight.empty()) s.head_start = now;
+        s.inflight.push_back(id);
+        if (cfg_.maxtasksperchild) --s.budget;
+        progress = true;
+      }
+    }
+    if (state_ == State::close && pending_.empty()) {
+      static constexpr std::uint64_t stop = 0;
+      for (std::size_t i = 0; i < slots_.size(); ++i) {
+        Slot& s = slots_[i];
+        if (s.alive && !s.dying && !s.stop_sent && s.inflight.empty()) {
+          tr_->send(static_cast<std::uint32_t>(i),
+                    std::span(reinterpret_cast<const std::byte*>(&stop), sizeof stop));
+          s.stop_sent = true;
+        }
+      }
+    }
+  }
+
+  // Starts a fresh worker in slot i; a failure to start breaks the pool.
+  void start_slot(std::uint32_t i, std::vector<Finished>& failed) {
+    Slot& s = slots_[i];
+    s = Slot{s.generation + 1};
+    try {
+      s.pid = tr_->start(i, s.generation);
+    } catch (...) {
+      break_pool(std::current_exception(), failed);
+      return;
+    }
+    s.alive = true;
+    s.ready = !has_initializer();
+    s.budget = cfg_.maxtasksperchild;
+  }
+
+  bool has_initializer() const noexcept {
+    return !cfg_.init_call.empty() || static_cast<bool>(cfg_.local_init);
+  }
+
+  // Called for each message from a worker, on the handler thread.
+  void on_message(const WorkerMsg& m, std::span<const std::byte> payload) {
+    if (m.kind == MsgKind::poke) return;
+    Completion done;
+    std::vector<Finished> failed;
+    {
+      std::lock_guard lk(mu_);
+      if (m.slot >= slots_.size()) return;
+      Slot& s = slots_[m.slot];
+      const bool current = s.generation == m.generation && s.alive;
+      switch (m.kind) {
+        case MsgKind::ready:
+          if (current) s.ready = true;
+          return;
+        case MsgKind::init_failed: {
+          wire::Reader r(payload);
+          RemoteError e = decode_exception(r);
+          break_pool(std::make_exception_ptr(RemoteError(
+                         e.type_name(), "the pool's initializer raised: " + e.message(), e.backtrace())),
+                     failed);
+          break;
+        }
+        case MsgKind::skipped:
+          if (current) {
+            tr_->skipped(m.slot, m.task);
+            drop_inflight(s, m.task);
+            pump();
+          }
+          return;
+        case MsgKind::result:
+        case MsgKind::error: {
+          if (s.generation == m.generation) {
+            drop_inflight(s, m.task);
+            const double ns = static_cast<double>(m.exec_ns);
+            ema_ns_ = ema_ns_ <= 0 ? ns : ema_ns_ * 0.9 + ns * 0.1;
+            retire_if_spent(m.slot, failed);
+          }
+          auto it = tasks_.find(m.task);
+          if (it != tasks_.end() && it->second.slot == static_cast<int>(m.slot) &&
+              it->second.generation == m.generation) {
+            done = std::move(it->second.spec.done);
+            tasks_.erase(it);
+          }
+          pump();
+          break;
+        }
+        default:
+          return;
+      }
+    }
+    run(failed);
+    if (!done) return;
+    try {
+      if (m.kind == MsgKind::result) {
+        done(TaskOutcome{payload, nullptr});
+      } else {
+        wire::Reader r(payload);
+        done(TaskOutcome{{}, std::make_exception_ptr(decode_exception(r))});
+      }
+    } catch (...) {
+      report_callback_error();
+    }
+  }
+
+  void drop_inflight(Slot& s, std::uint64_t id) {
+    auto it = std::find(s.inflight.begin(), s.inflight.end(), id);
+    if (it == s.inflight.end()) return;
+    const bool was_head = it == s.inflight.begin();
+    s.inflight.erase(it);
+    if (was_head) s.head_start = clock::now();
+  }
+
+  // maxtasksperchild: a worker that has been sent its last task and has
+  // finished it exits by itself; its replacement starts at once.
+  void retire_if_spent(std::uint32_t i, std::vector<Finished>& failed) {
+    Slot& s = slots_[i];
+    if (!cfg_.maxtasksperchild || s.budget > 0 || !s.inflight.empty() || s.dying) return;
+    if (state_ != State::run && pending_.empty()) return;  // it simply leaves
+    start_slot(i, failed);
+  }
+
+  void break_pool(std::exception_ptr why, std::vector<Finished>& failed) {
+    if (broken_) return;
+    broken_ = why;
+    for (auto& [id, t] : tasks_) failed.push_back({std::move(t.spec.done), why});
+    tasks_.clear();
+    pending_.clear();
+    for (std::size_t i = 0; i < slots_.size(); ++i)
+      if (slots_[i].alive) kill_slot(slots_[i], static_cast<std::uint32_t>(i));
+  }
+
+  void drain() {
+    for (;;) {
+      std::size_t n = 0;
+      tr_->poll(nanos::zero(), [&](const WorkerMsg& m, std::span<const std::byte> p) {
+        ++n;
+        on_message(m, p);
+      });
+      if (n == 0) return;
+    }
+  }
+
+  // Deaths, deadlines and Ctrl-C.
+  void housekeeping() {
+    std::uint32_t irq = g_interrupts.load(std::memory_order_relaxed);
+    if (irq != seen_interrupts_) {
+      seen_interrupts_ = irq;
+      bool busy;
+      {
+        std::lock_guard lk(mu_);
+        busy = !tasks_.empty();
+      }
+      if (busy) {
+        std::call_once(g_terminate_once, [] { g_prev_terminate = std::set_terminate(on_terminate); });
+        stop_all(std::make_exception_ptr(KeyboardInterrupt{}));
+      }
+    }
+
+    std::vector<pool::WorkerExit> exits;
+    {
+      std::lock_guard lk(mu_);
+      exits = tr_->reap();
+    }
+    if (!exits.empty()) drain();  // whatever they finished counts
+
+    std::vector<Finished> failed;
+    {
+      std::lock_guard lk(mu_);
+      for (const pool::WorkerExit& e : exits) on_exit(e, failed);
+      check_deadlines(failed);
+      pump();
+    }
+    run(failed);
+  }
+
+  void on_exit(const pool::WorkerExit& e, std::vector<Finished>& failed) {
+    Slot& s = slots_[e.slot];
+    if (s.generation != e.generation || !s.alive) return;  // a retired worker
+    s.alive = false;
+    const bool was_ready = s.ready;
+    std::deque<std::uint64_t> held = std::move(s.inflight);
+    s.inflight.clear();
+    bool head = true;
+    std::vector<std::uint64_t> requeue;
+    for (std::uint64_t id : held) {
+      auto it = tasks_.find(id);
+      const bool running = head;
+      head = false;
+      if (it == tasks_.end()) continue;  // already failed (timeout, cancel)
+      if (running) {
+        std::string what = "mpxx: pool worker " + std::to_string(e.pid) + " died (" +
+                           describe_exitcode(e.exitcode) + ") while running task " +
+                           std::to_string(it->second.spec.index);
+        failed.push_back({std::move(it->second.spec.done),
+                          std::make_exception_ptr(WorkerLostError(e.pid, e.exitcode,
+                                                                  it->second.spec.index, what))});
+        tasks_.erase(it);
+      } else {
+        it->second.slot = -1;
+        requeue.push_back(id);
+      }
+    }
+    pending_.insert(pending_.begin(), requeue.begin(), requeue.end());
+    if (!was_ready && !s.dying && !broken_) {
+      break_pool(std::make_exception_ptr(WorkerLostError(
+                     e.pid, e.exitcode, -1,
+                     "mpxx: a pool worker died (" + describe_exitcode(e.exitcode) +
+                         ") while running the pool's initializer")),
+                 failed);
+      return;
+    }
+    if (broken_) return;
+    if (state_ == State::run || (state_ == State::close && !pending_.empty())) start_slot(e.slot, failed);
+  }
+
+  void check_deadlines(std::vector<Finished>& failed) {
+    const auto now = clock::now();
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      Slot& s = slots_[i];
+      if (!s.alive || s.dying || s.inflight.empty()) continue;
+      auto it = tasks_.find(s.inflight.front());
+      if (it == tasks_.end() || !it->second.spec.timeout) continue;
+      if (now - s.head_start < *it->second.spec.timeout) continue;
+      const double secs = std::chrono::duration<double>(*it->second.spec.timeout).count();
+      failed.push_back(
+          {std::move(it->second.spec.done),
+           std::make_exception_ptr(TimeoutError(
+               "mpxx: task " + std::to_string(it->second.spec.index) + " timed out after " +
+               std::to_string(secs) + " s; its worker (pid " + std::to_string(s.pid) +
+               ") was killed and is being replaced"))});
+      tasks_.erase(it);
+      kill_slot(s, static_cast<std::uint32_t>(i));
+    }
+  }
+
+  // How long the handler may sleep.
+  nanos next_wait() {
+    std::lock_guard lk(mu_);
+    if (tasks_.empty()) {
+      bool any_alive = false;
+      for (const Slot& s : slots_) any_alive |= s.alive;
+      return state_ != State::run && any_alive ? kBusyPoll : kIdlePoll;
+    }
+    nanos wait = kBusyPoll;
+    const auto now = clock::now();
+    for (const Slot& s : slots_) {
+      if (!s.alive || s.dying || s.inflight.empty()) continue;
+      auto it = tasks_.find(s.inflight.front());
+      if (it == tasks_.end() || !it->second.spec.timeout) continue;
+      auto left = std::chrono::duration_cast<nanos>(s.head_start + *it->second.spec.timeout - now);
+      wait = std::clamp(left, nanos::zero(), wait);
+    }
+    return wait;
+  }
+
+  bool finished() {
+    std::lock_guard lk(mu_);
+    if (state_ == State::run || !tasks_.empty()) return false;
+    for (const Slot& s : slots_)
+      if (s.alive) return false;
+    return true;
+  }
+
+  void handler_main() {
+    std::vector<Finished> failed;
+    {
+      // Workers are started here, so that PR_SET_PDEATHSIG ties them to a
+      // thread that lives exactly as long as the pool.
+      std::lock_guard lk(mu_);
+      for (std::uint32_t i = 0; i < slots_.size() && !broken_ && state_ != State::terminate; ++i)
+        start_slot(i, failed);
+      pump();
+      started_ = true;
+    }
+    started_cv_.notify_all();
+    run(failed);
+    auto last = clock::now();
+    while (!finished()) {
+      std::size_t n = 0;
+      tr_->poll(next_wait(), [&](const WorkerMsg& m, std::span<const std::byte> p) {
+        ++n;
+        on_message(m, p);
+      });
+      const auto now = clock::now();
+      if (n == 0 || now - last >= kHousekeeping) {
+        housekeeping();
+        last = now;
+      }
+    }
+    drain();
+  }
+
+  PoolConfig cfg_;
+  std::unique_ptr<pool::Transport> tr_;
+  mutable std::mutex mu_;
+  State state_ = State::run;
+  std::exception_ptr broken_;
+  std::unordered_map<std::uint64_t, Task> tasks_;
+  std::deque<std::uint64_t> pending_;
+  std::vector<Slot> slots_;
+  std::uint64_t next_id_ = 1;
+  double ema_ns_ = 0;
+  std::uint32_t seen_interrupts_ = 0;
+  bool started_ = false;
+  std::condition_variable started_cv_;
+  std::thread handler_;
+  std::mutex join_mu_;
+};
+
+}  // namespace
+
+std::shared_ptr<PoolCore> PoolCore::create(PoolConfig cfg) {
+  if (cfg.processes < 1)
+    throw ValueError("mpxx: Pool needs at least one process, got " + std::to_string(cfg.processes));
+  return std::make_shared<Core>(std::move(cfg));
+}
+
+InterruptibleWait::InterruptibleWait() noexcept { g_waiters.fetch_add(1, std::memory_order_relaxed); }
+InterruptibleWait::~InterruptibleWait() { g_waiters.fetch_sub(1, std::memory_order_relaxed); }
+
+}  // namespace mpxx::detail

@@ -1,0 +1,49 @@
+// The waiting side of AsyncResult (include/mpxx/pool.hpp).
+#include "mpxx/detail/pool_core.hpp"
+#include "mpxx/errors.hpp"
+#include "sync/futex.hpp"
+
+namespace mpxx::detail {
+
+bool ResultBase::wait_for(std::chrono::nanoseconds timeout) {
+  if (ready()) return true;
+  // A result that is about to arrive costs less to spin for than to sleep
+  // for: waking a sleeping thread takes tens of microseconds here.
+  if (spin_until([&] { return ready(); }, 2000)) return true;
+  InterruptibleWait interruptible;
+  std::unique_lock lk(mu_);
+  if (timeout == std::chrono::nanoseconds::max()) {
+    cv_.wait(lk, [&] { return ready(); });
+    return true;
+  }
+  return cv_.wait_for(lk, timeout, [&] { return ready(); });
+}
+
+void ResultBase::rethrow_if_failed() const {
+  if (error_) std::rethrow_exception(error_);
+}
+
+bool ResultBase::cancel() {
+  if (ready()) return false;
+  std::shared_ptr<PoolCore> core = core_.lock();
+  return core && core->cancel(ids_);
+}
+
+void ResultBase::publish_error(std::exception_ptr e) {
+  std::lock_guard lk(mu_);
+  error_ = std::move(e);
+  publish_locked();
+}
+
+void ResultBase::attach(std::weak_ptr<PoolCore> core, std::vector<std::uint64_t> ids) {
+  std::lock_guard lk(mu_);
+  core_ = std::move(core);
+  ids_ = std::move(ids);
+}
+
+void ResultBase::publish_locked() {
+  ready_.store(true, std::memory_order_release);
+  cv_.notify_all();
+}
+
+}  // namespace mpxx::detail
