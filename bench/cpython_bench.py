@@ -203,8 +203,67 @@ def queue_100mib_gbps():
     return SHM_BYTES / s / 1e9
 
 
-# Seeds 002 §2.9.2 (process pool against one process per task) goes here
-# once mpxx::Pool exists: see the placeholder in bench/run.py.
+def identity(x):
+    return x
+
+
+def seed_func(i):
+    pass    # the seeds' func(i), without its print
+
+
+def pool_map_ms(n, chunksize):
+    with mp.Pool(2) as pool:
+        pool.map(identity, range(1000))   # warm
+        t0 = time.perf_counter()
+        v = pool.map(identity, range(n), chunksize)
+        s = time.perf_counter() - t0
+    assert len(v) == n and v[-1] == n - 1
+    return s * 1e3
+
+
+def pool_apply_us(n):
+    with mp.Pool(2) as pool:
+        for i in range(100):
+            pool.apply_async(identity, (i,)).get()
+        t0 = time.perf_counter()
+        for i in range(n):
+            assert pool.apply_async(identity, (i,)).get() == i
+        return (time.perf_counter() - t0) * 1e6 / n
+
+
+def pool_lifecycle_us(n):
+    def once():
+        pool = mp.Pool(2)
+        assert pool.apply(identity, (7,)) == 7
+        pool.close()
+        pool.join()
+    once()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        once()
+    return (time.perf_counter() - t0) * 1e6 / n
+
+
+def seed_processes_ms(n):
+    t0 = time.perf_counter()
+    ps = []
+    for i in range(n):
+        p = mp.Process(target=seed_func, args=(i,))
+        ps.append(p)
+        p.start()
+    for p in ps:
+        p.join()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def seed_pool_ms(procs, tasks):
+    t0 = time.perf_counter()
+    p = mp.Pool(procs)
+    for i in range(tasks):
+        p.apply_async(seed_func, args=(i,))
+    p.close()
+    p.join()
+    return (time.perf_counter() - t0) * 1e3
 
 # name -> function(args): args are the optional integers after the name.
 WORKLOADS = {
@@ -219,6 +278,12 @@ WORKLOADS = {
     'queue_small': lambda a: queue_small_items_per_s(),
     'queue_kib': lambda a: queue_kib_gbps(),
     'queue_100mib': lambda a: queue_100mib_gbps(),
+    'pool_map': lambda a: pool_map_ms(arg(a, 0, 1_000_000), None),
+    'pool_map_chunk1': lambda a: pool_map_ms(arg(a, 0, 100_000), 1),
+    'pool_apply': lambda a: pool_apply_us(arg(a, 0, 2000)),
+    'pool_lifecycle': lambda a: pool_lifecycle_us(arg(a, 0, 20)),
+    'seed_processes': lambda a: seed_processes_ms(arg(a, 0, 100)),
+    'seed_pool': lambda a: seed_pool_ms(arg(a, 0, 4), arg(a, 1, 20)),
 }
 
 

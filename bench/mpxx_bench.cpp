@@ -28,6 +28,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <ranges>
 #include <string>
 #include <vector>
 
@@ -352,8 +353,68 @@ double queue_100mib_gbps() {
   return kShmBytes / s / 1e9;
 }
 
-// Seeds 002 §2.9.2 (process pool against one process per task) goes here
-// once mpxx::Pool exists: see the placeholder in bench/run.py.
+// ------------------------------------------------------------------- Pool
+
+long identity(long x) { return x; }
+void seed_func(long) {}  // the seeds' func(i), without its print
+
+// map(identity, range(n)) on a warm Pool(2): ms for the whole map.
+double pool_map_ms(long n, long chunksize) {
+  mpxx::Pool pool(2);
+  pool.map(identity, std::views::iota(0L, 1000L));  // warm
+  auto t0 = Clock::now();
+  auto v = pool.map(identity, std::views::iota(0L, n), {.chunksize = static_cast<std::size_t>(chunksize)});
+  double s = elapsed(t0);
+  if (static_cast<long>(v.size()) != n || v[static_cast<std::size_t>(n - 1)] != n - 1) fail("map result", v.size());
+  return s * 1e3;
+}
+
+// Sequential apply_async(identity, i).get(): mean round trip in us.
+double pool_apply_us(long n) {
+  mpxx::Pool pool(2);
+  for (long i = 0; i < 100; ++i) pool.apply_async(identity, i).get();
+  auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i)
+    if (pool.apply_async(identity, i).get() != i) fail("apply result", i);
+  return elapsed(t0) * 1e6 / static_cast<double>(n);
+}
+
+// Pool(2) create + one task + close + join: mean us over n.
+double pool_lifecycle_us(long n) {
+  auto once = [] {
+    mpxx::Pool pool(2);
+    if (pool.apply(identity, 7L) != 7) fail("apply result", 0);
+    pool.close();
+    pool.join();
+  };
+  once();
+  auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) once();
+  return elapsed(t0) * 1e6 / static_cast<double>(n);
+}
+
+// Seeds 002 §2.9.2, first half: 100 Processes running func(i), all started,
+// then all joined. ms.
+double seed_processes_ms(long n) {
+  auto t0 = Clock::now();
+  std::vector<mpxx::Process> ps;
+  for (long i = 0; i < n; ++i) {
+    ps.emplace_back(seed_func, i);
+    ps.back().start();
+  }
+  for (auto& p : ps) p.join();
+  return elapsed(t0) * 1e3;
+}
+
+// ... second half: Pool(4), 20 apply_async(func, i), close, join. ms.
+double seed_pool_ms(long procs, long tasks) {
+  auto t0 = Clock::now();
+  mpxx::Pool pool(static_cast<int>(procs));
+  for (long i = 0; i < tasks; ++i) pool.apply_async(seed_func, i);
+  pool.close();
+  pool.join();
+  return elapsed(t0) * 1e3;
+}
 
 using Args = std::vector<long>;
 
@@ -383,6 +444,12 @@ int main(int argc, char** argv) {
       {"queue_small", [](const Args&) { return queue_small_items_per_s(); }},
       {"queue_kib", [](const Args&) { return queue_kib_gbps(); }},
       {"queue_100mib", [](const Args&) { return queue_100mib_gbps(); }},
+      {"pool_map", [](const Args& a) { return pool_map_ms(arg(a, 0, 1000000), 0); }},
+      {"pool_map_chunk1", [](const Args& a) { return pool_map_ms(arg(a, 0, 100000), 1); }},
+      {"pool_apply", [](const Args& a) { return pool_apply_us(arg(a, 0, 2000)); }},
+      {"pool_lifecycle", [](const Args& a) { return pool_lifecycle_us(arg(a, 0, 20)); }},
+      {"seed_processes", [](const Args& a) { return seed_processes_ms(arg(a, 0, 100)); }},
+      {"seed_pool", [](const Args& a) { return seed_pool_ms(arg(a, 0, 4), arg(a, 1, 20)); }},
   };
   Args args;
   bool ok = argc >= 2 && workloads.count(argv[1]);

@@ -128,13 +128,11 @@ WORKLOADS = [
 
     # Seeds 002 §2.9.2, process pool against one process per task: 100
     # Processes running func(i), all started and then all joined, against
-    # Pool(4) with 20 apply_async(func, (i,)), close(), join(). It waits for
-    # mpxx::Pool; then, e.g. (func must not print: stdout carries the result)
-    #   Workload('seeds 2.9.2: 100 Processes, started then joined', 'ms', 'lower',
-    #            'seed_processes', args=[100]),
-    #   Workload('seeds 2.9.2: Pool(4), 20 apply_async + close + join', 'ms', 'lower',
-    #            'seed_pool', args=[4, 20]),
-    # with 'seed_processes' and 'seed_pool' in both bench programs.
+    # Pool(4) with 20 apply_async + close + join.
+    Workload('seeds 2.9.2: 100 Processes, started then joined', 'ms', 'lower',
+             'seed_processes', args=[100]),
+    Workload('seeds 2.9.2: Pool(4), 20 apply_async + close + join', 'ms', 'lower',
+             'seed_pool', args=[4, 20]),
 
     Workload('Lock acquire+release, uncontended', 'ns', 'lower', 'lock_uncontended',
              targets=[at_most(50, 'ns')]),
@@ -152,6 +150,15 @@ WORKLOADS = [
     Workload('Queue, 1 KiB items', 'GB/s', 'higher', 'queue_kib', targets=[at_least(2, 'GB/s')]),
     Workload('100 MiB through a Queue', 'GB/s', 'higher', 'queue_100mib',
              targets=[at_least(3, 'GB/s')]),
+
+    Workload('Pool(2).map over 1M ints, default chunksize', 'ms', 'lower', 'pool_map',
+             args=[1000000], targets=[vs_cpython(20)]),
+    Workload('Pool(2).map over 100k ints, chunksize=1', 'ms', 'lower', 'pool_map_chunk1',
+             args=[100000], targets=[vs_cpython(20)]),
+    Workload('Pool(2) apply_async(f, x).get() round trip', 'us', 'lower', 'pool_apply',
+             args=[2000], targets=[at_most(10, 'us')]),
+    Workload('Pool(2) create + one task + close/join', 'us', 'lower', 'pool_lifecycle',
+             args=[20], targets=[at_most(1000, 'us')]),
 ]
 
 

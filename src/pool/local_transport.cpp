@@ -117,8 +117,13 @@ void worker_loop(WorkerArgs& a, const std::function<void()>& local_init) {
           flush();
         },
         std::chrono::nanoseconds::max());
-    if (stop) return;
-    if (a.maxtasks && ++handled >= a.maxtasks) return;
+    if (stop || (a.maxtasks && ++handled >= a.maxtasks)) {
+      // Lets the parent reap this worker at once instead of on its next
+      // periodic check (what Pool.join() would otherwise wait for).
+      begin(MsgKind::exiting, 0);
+      flush();
+      return;
+    }
   }
 }
 
@@ -248,6 +253,11 @@ class LocalTransport final : public Transport {
   void wait_killed(std::chrono::nanoseconds timeout) override {
     for (Slot& s : slots_)
       if (s.proc && s.killed && !s.reaped) s.proc->join(timeout);
+  }
+
+  void wait_exit(std::uint32_t slot, std::chrono::nanoseconds timeout) override {
+    Slot& s = slots_.at(slot);
+    if (s.proc && !s.reaped) s.proc->join(timeout);
   }
 
   pid_t pid(std::uint32_t slot) const override {

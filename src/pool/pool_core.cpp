@@ -326,7 +326,9 @@ class Core final : public PoolCore {
   // Starts a fresh worker in slot i; a failure to start breaks the pool.
   void start_slot(std::uint32_t i, std::vector<Finished>& failed) {
     Slot& s = slots_[i];
-    s = Slot{s.generation + 1};
+    const std::uint64_t generation = s.generation + 1;
+    s = Slot{};
+    s.generation = generation;
     try {
       s.pid = tr_->start(i, s.generation);
     } catch (...) {
@@ -355,6 +357,12 @@ class Core final : public PoolCore {
       switch (m.kind) {
         case MsgKind::ready:
           if (current) s.ready = true;
+          return;
+        case MsgKind::exiting:
+          if (current) {
+            tr_->wait_exit(m.slot, std::chrono::seconds(1));
+            reap_now_ = true;
+          }
           return;
         case MsgKind::init_failed: {
           wire::Reader r(payload);
@@ -586,7 +594,8 @@ class Core final : public PoolCore {
         on_message(m, p);
       });
       const auto now = clock::now();
-      if (n == 0 || now - last >= kHousekeeping) {
+      if (n == 0 || now - last >= kHousekeeping || reap_now_) {
+        reap_now_ = false;
         housekeeping();
         last = now;
       }
@@ -606,6 +615,7 @@ class Core final : public PoolCore {
   double ema_ns_ = 0;
   std::uint32_t seen_interrupts_ = 0;
   bool started_ = false;
+  bool reap_now_ = false;  // handler thread only
   std::condition_variable started_cv_;
   std::thread handler_;
   std::mutex join_mu_;

@@ -51,7 +51,7 @@ void ProgressBar::advance(long n) {
   std::lock_guard lk(mu_);
   done_ += n;
   auto now = std::chrono::steady_clock::now();
-  if (now - last_draw_ >= std::chrono::milliseconds(100) || (total_ >= 0 && done_ >= total_)) draw(false);
+  if (now - last_draw_ >= std::chrono::milliseconds(100)) draw(false);  // finish() draws the end
 }
 
 void ProgressBar::finish() {

@@ -32,6 +32,7 @@ enum class MsgKind : std::uint32_t {
   init_failed = 4,  // payload: the initializer's exception; the worker exits
   skipped = 5,      // a task cancelled before it started
   poke = 6,         // from the core itself: look at your state
+  exiting = 7,      // the worker is about to exit (stopped, or maxtasksperchild)
 };
 
 struct WorkerMsg {
@@ -74,6 +75,8 @@ class Transport {
   // Waits (bounded) until every killed worker has exited, so that nothing
   // of the pool is left running when its caller hears of it.
   virtual void wait_killed(std::chrono::nanoseconds timeout) = 0;
+  // Waits (bounded) for a worker that said it is exiting.
+  virtual void wait_exit(std::uint32_t slot, std::chrono::nanoseconds timeout) = 0;
   virtual pid_t pid(std::uint32_t slot) const = 0;
 };
 
