@@ -120,6 +120,29 @@ TEST(Queue, WrapsAroundTheRingManyTimes) {
   }
 }
 
+void put_kib_items(mpxx::Queue<std::vector<std::uint32_t>> q, int n) {
+  for (int i = 0; i < n; ++i) q.put(std::vector<std::uint32_t>(256, static_cast<std::uint32_t>(i)));
+}
+
+// A producer running far ahead of its consumer goes back to the ring's warm
+// start and into blocks the consumer has just released: every item must
+// arrive whole and in order (a block released while the next lap was
+// already being written there once zeroed live messages).
+TEST(Queue, AProducerFarAheadOfItsConsumerLosesNothing) {
+  mpxx::Queue<std::vector<std::uint32_t>> q;
+  constexpr int kItems = 120000;  // ~120 MiB, many passes over the warm start
+  mpxx::Process p(put_kib_items, q, kItems);
+  p.start();
+  for (int i = 0; i < kItems; ++i) {
+    auto v = q.get(std::chrono::seconds(30));
+    ASSERT_EQ(v.size(), 256u) << "item " << i;
+    ASSERT_EQ(v.front(), static_cast<std::uint32_t>(i));
+    ASSERT_EQ(v.back(), static_cast<std::uint32_t>(i));
+  }
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
 struct Unencodable {
   template <class A>
   void serialize(A&) {
