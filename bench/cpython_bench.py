@@ -213,7 +213,7 @@ def seed_func(i):
 
 def pool_map_ms(n, chunksize):
     with mp.Pool(2) as pool:
-        pool.map(identity, range(1000))   # warm
+        pool.map(identity, range(n), chunksize)   # warm, as mpxx's side
         t0 = time.perf_counter()
         v = pool.map(identity, range(n), chunksize)
         s = time.perf_counter() - t0

@@ -160,10 +160,16 @@ bool QueueCore::put(std::span<const std::byte> message, std::chrono::nanoseconds
   const std::uint64_t tail = h->tail.load(std::memory_order_relaxed);
   const std::uint64_t off = tail % cap;
   std::uint64_t skip = cap - off < need ? cap - off : 0;  // a WRAP record first
-  if (skip == 0 && off != 0 && off + need > kWarm && need <= kWarm &&
-      (h->maxsize == 0 || h->count.load(std::memory_order_acquire) < h->maxsize) &&
-      tail + (cap - off) + need - h->head.load(std::memory_order_acquire) <= cap)
-    skip = cap - off;  // back to the warm start of the ring while there is room there
+  if (skip == 0 && off + need > kWarm && off <= kWarm && need <= kWarm) {
+    // Back to the warm start of the ring instead of leaving its warm part,
+    // provided there is room there now. Until the consumers pass the WRAP
+    // record, the rest of the lap counts as used: the backlog the ring then
+    // takes is bounded by the warm part (16 MiB), never less.
+    const std::uint64_t head = h->head.load(std::memory_order_acquire);
+    if (tail + (cap - off) + need - head <= cap &&
+        (h->maxsize == 0 || h->count.load(std::memory_order_acquire) < h->maxsize))
+      skip = cap - off;
+  }
   auto room = [&] {
     if (h->maxsize > 0 && h->count.load(std::memory_order_acquire) >= h->maxsize) return false;
     return tail + skip + need - h->head.load(std::memory_order_acquire) <= cap;
@@ -218,7 +224,9 @@ bool QueueCore::get(const std::function<void(std::span<const std::byte>)>& consu
     std::memcpy(rec, q.ring + off, 8);
     if (rec[1] == kWrap && cap - off < tail - head) {
       h->head.store(head + (cap - off), std::memory_order_release);
-      release_blocks(q, head, head + (cap - off));
+      // Only the block holding the WRAP record was written; the rest of
+      // the lap was skipped.
+      release_blocks(q, head, (head + 8 + kPunchBlock - 1) / kPunchBlock * kPunchBlock);
       head += cap - off;
       continue;
     }

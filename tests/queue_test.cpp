@@ -143,6 +143,17 @@ TEST(Queue, AProducerFarAheadOfItsConsumerLosesNothing) {
   EXPECT_EQ(p.exitcode(), 0);
 }
 
+// Items left unread never shrink the room for the next producer to nothing.
+TEST(Queue, ItemsLeftUnreadLeaveRoomForMore) {
+  mpxx::Queue<std::string> q;
+  q.put("first");
+  EXPECT_EQ(q.get(), "first");
+  q.put("left unread");
+  for (int i = 0; i < 1000; ++i) q.put(std::string(1000, 'x'), std::chrono::seconds(1));
+  EXPECT_EQ(q.qsize(), 1001);
+  EXPECT_EQ(q.get(), "left unread");
+}
+
 struct Unencodable {
   template <class A>
   void serialize(A&) {

@@ -47,6 +47,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <map>
@@ -227,11 +228,15 @@ struct CallableCodec<ChunkCall<F, Star>> {
 };
 
 template <class F, class... A>
-TaskSpec make_task(const F& f, const A&... a) {
-  TaskSpec t;
+TaskSpec make_task(TaskSpec t, const F& f, const A&... a) {
+  t.call.clear();
   t.call.pod(std::uint64_t{0});  // the task id, filled in by the core
   encode_call(t.call, f, a...);
   return t;
+}
+template <class F, class... A>
+TaskSpec make_task(const F& f, const A&... a) {
+  return make_task(TaskSpec{}, f, a...);
 }
 
 template <class T>
@@ -623,75 +628,134 @@ class Pool {
                   "mpxx::partial, over items that can be serialized (see mpxx/task.hpp)");
     static_assert(detail::result_ok_v<R>, "mpxx::Pool::map: the result type cannot be serialized");
 
-    std::vector<A> items;
-    if constexpr (std::ranges::sized_range<Rg>) items.reserve(std::ranges::size(input));
-    for (auto&& x : input) items.emplace_back(std::forward<decltype(x)>(x));
-    const std::size_t n = items.size();
+    // Sized ranges are read once, chunk by chunk; others are collected
+    // first (as Python's map does with list(iterable)) to know their size.
+    std::vector<A> collected;
+    std::size_t n;
+    if constexpr (std::ranges::sized_range<Rg> && std::ranges::forward_range<Rg>) {
+      n = static_cast<std::size_t>(std::ranges::size(input));
+    } else {
+      for (auto&& x : input) collected.emplace_back(std::forward<decltype(x)>(x));
+      n = collected.size();
+    }
     const std::size_t cs = opts.chunksize ? opts.chunksize : default_chunksize(n);
     const std::size_t nchunks = (n + cs - 1) / cs;
-
+    // Results of trivially copyable types are copied straight from each
+    // chunk's message into their place; others are collected per chunk.
+    constexpr bool direct = !std::is_void_v<R> && detail::wire::raw_v<R> &&
+                            !std::is_same_v<R, bool> && std::is_default_constructible_v<R>;
     struct Shared {
+      std::shared_ptr<detail::ResultState<T>> st;
+      Callbacks<T> cb;
       std::vector<CR> parts;
+      std::conditional_t<direct, std::vector<std::conditional_t<direct, R, int>>, int> all{};
       std::atomic<std::size_t> left;
       std::unique_ptr<detail::ProgressBar> bar;
     };
     auto st = std::make_shared<detail::ResultState<T>>();
     auto sh = std::make_shared<Shared>();
-    sh->parts.resize(nchunks);
+    sh->st = st;
+    sh->cb = std::move(cb);
+    if constexpr (direct)
+      sh->all.resize(n);
+    else
+      sh->parts.resize(nchunks);
     sh->left = nchunks;
     sh->bar = std::make_unique<detail::ProgressBar>(Star ? "starmap" : "map", static_cast<long>(n),
                                                     opts.progress.enabled());
-    auto finish = [st, sh, cb]() {
-      sh->bar->finish();
+    // Every chunk's completion shares one state (it runs once per task:
+    // it captures only a pointer and three numbers).
+    static constexpr auto finish = [](Shared& sh) {
+      sh.bar->finish();
       if constexpr (std::is_void_v<T>) {
-        detail::deliver(*st, cb, nullptr);
+        detail::deliver(*sh.st, sh.cb, nullptr);
+      } else if constexpr (direct) {
+        detail::deliver(*sh.st, sh.cb, std::optional<T>(std::move(sh.all)), nullptr);
       } else {
         T all;
         std::size_t total = 0;
-        for (auto& p : sh->parts) total += p.size();
+        for (auto& p : sh.parts) total += p.size();
         all.reserve(total);
-        for (auto& p : sh->parts)
+        for (auto& p : sh.parts)
           for (auto& v : p) all.push_back(std::move(v));
-        detail::deliver(*st, cb, std::optional<T>(std::move(all)), nullptr);
+        detail::deliver(*sh.st, sh.cb, std::optional<T>(std::move(all)), nullptr);
       }
     };
     if (nchunks == 0) {
-      finish();
+      finish(*sh);
       return MapAsync<T>(st);
     }
 
     const Fn fn(std::forward<F>(f));
     std::vector<detail::TaskSpec> tasks;
     tasks.reserve(nchunks);
+    auto next = [&] {
+      if constexpr (std::ranges::sized_range<Rg> && std::ranges::forward_range<Rg>)
+        return std::ranges::begin(input);
+      else
+        return collected.begin();
+    }();
+    std::vector<A> chunk;
     for (std::size_t k = 0; k < nchunks; ++k) {
       const std::size_t lo = k * cs, hi = std::min(n, lo + cs);
-      std::vector<A> chunk(std::make_move_iterator(items.begin() + static_cast<std::ptrdiff_t>(lo)),
-                           std::make_move_iterator(items.begin() + static_cast<std::ptrdiff_t>(hi)));
-      detail::TaskSpec t = detail::make_task(Chunk{fn}, chunk);
+      detail::TaskSpec t;
+      if constexpr (detail::wire::raw_v<A> && !std::is_same_v<A, bool>) {
+        // Items of trivially copyable types go straight from the range into
+        // the message, laid out as the std::vector<A> the worker decodes.
+        t.call.reserve(64 + (hi - lo) * sizeof(A));
+        t.call.pod(std::uint64_t{0});
+        t.call.pod(detail::Entry<Chunk, std::vector<A>>::id);
+        detail::CallableCodec<Chunk>::encode(t.call, Chunk{fn});
+        t.call.pod(static_cast<std::uint64_t>(hi - lo));
+        std::byte* out = t.call.extend((hi - lo) * sizeof(A));
+        for (std::size_t i = lo; i < hi; ++i, ++next, out += sizeof(A)) {
+          const A item = *next;
+          std::memcpy(out, &item, sizeof(A));
+        }
+      } else {
+        chunk.clear();
+        chunk.reserve(hi - lo);
+        for (std::size_t i = lo; i < hi; ++i, ++next) {
+          if constexpr (std::ranges::sized_range<Rg> && std::ranges::forward_range<Rg>)
+            chunk.emplace_back(*next);  // the caller's range: copied, never moved from
+          else
+            chunk.emplace_back(std::move(*next));  // our own collected copy
+        }
+        t = detail::make_task(std::move(t), Chunk{fn}, chunk);
+      }
       t.timeout = opts.timeout;
       t.index = static_cast<long>(lo);
-      t.done = [st, sh, cb, k, count = static_cast<long>(hi - lo), finish](const detail::TaskOutcome& o) {
+      t.done = [sh, k, lo, count = static_cast<long>(hi - lo)](const detail::TaskOutcome& o) {
         std::exception_ptr err = o.error;
         if (!err) {
           try {
-            sh->parts[k] = detail::decode_result<CR>(o.payload);
+            if constexpr (direct) {
+              detail::wire::Reader r(o.payload);
+              const auto m = r.pod<std::uint64_t>();
+              if (m != static_cast<std::uint64_t>(count))
+                throw ProtocolError("mpxx: a map chunk came back with " + std::to_string(m) +
+                                    " results for " + std::to_string(count) + " items");
+              r.get(sh->all.data() + lo, static_cast<std::size_t>(count) * sizeof(R));
+              r.expect_done("a map chunk's results");
+            } else {
+              sh->parts[k] = detail::decode_result<CR>(o.payload);
+            }
           } catch (...) {
             err = std::current_exception();
           }
         }
         if (err) {
           if constexpr (std::is_void_v<T>)
-            detail::deliver(*st, cb, err);
+            detail::deliver(*sh->st, sh->cb, err);
           else
-            detail::deliver(*st, cb, std::optional<T>{}, err);
+            detail::deliver(*sh->st, sh->cb, std::optional<T>{}, err);
           return;
         }
         sh->bar->advance(count);
-        if (sh->left.fetch_sub(1) == 1) finish();
+        if (sh->left.fetch_sub(1) == 1) finish(*sh);
       };
       tasks.push_back(std::move(t));
     }
-    items = {};
     auto ids = core().submit(std::move(tasks));
     st->attach(core_, std::move(ids));
     return MapAsync<T>(st);
