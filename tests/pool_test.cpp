@@ -193,6 +193,20 @@ TEST_P(PoolTest, CallbacksRunInTheParentInCompletionOrderOneAtATime) {
   for (int v : results) sum += v;
   EXPECT_EQ(sum, 2470);
 
+  // Waiting on the same pool inside a callback would deadlock: an error.
+  std::string nested_error;
+  auto other = pool.apply_async(sleep_ms, 2000);
+  pool.apply_async(square, std::tuple{2}, {.callback = [&](const int&) {
+                                             try {
+                                               other.get();
+                                             } catch (const mpxx::RuntimeError& e) {
+                                               nested_error = e.what();
+                                             }
+                                           }})
+      .get();
+  EXPECT_NE(nested_error.find("callbacks"), std::string::npos) << nested_error;
+  other.cancel();
+
   std::vector<int> mapped;
   pool.map_async(square, std::views::iota(0, 5), {}, {.callback = [&](const std::vector<int>& v) { mapped = v; }})
       .wait();
@@ -439,6 +453,8 @@ namespace {
 // The body of the Ctrl-C tests: a program that maps slow tasks in its own
 // process group; reports its workers' pids on `out`.
 // noexcept: an exception leaving it is uncaught, as if it escaped main().
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wterminate"
 [[noreturn]] void interrupted_program(int out, bool catch_it) noexcept {
   ::setpgid(0, 0);
   mpxx::Pool pool(2);
@@ -459,6 +475,7 @@ namespace {
   }
   ::_exit(1);
 }
+#pragma GCC diagnostic pop
 
 struct InterruptRun {
   int status;

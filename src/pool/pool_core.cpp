@@ -107,6 +107,14 @@ void on_terminate() {
 
 // ------------------------------------------------------------- the core
 
+// The pool whose callback this thread is running, if any.
+thread_local const PoolCore* t_in_callback = nullptr;
+struct CallbackScope {
+  const PoolCore* prev;
+  explicit CallbackScope(const PoolCore* core) noexcept : prev(t_in_callback) { t_in_callback = core; }
+  ~CallbackScope() { t_in_callback = prev; }
+};
+
 struct Task {
   TaskSpec spec;
   int slot = -1;                // the worker holding it, or -1 while pending
@@ -258,7 +266,8 @@ class Core final : public PoolCore {
     s.dying = true;
   }
 
-  static void run(std::vector<Finished>& done) {
+  void run(std::vector<Finished>& done) const {
+    CallbackScope scope(this);
     for (Finished& f : done) {
       if (!f.done) continue;
       try {
@@ -402,6 +411,7 @@ class Core final : public PoolCore {
     }
     run(failed);
     if (!done) return;
+    CallbackScope scope(this);
     try {
       if (m.kind == MsgKind::result) {
         done(TaskOutcome{payload, nullptr});
@@ -628,6 +638,8 @@ std::shared_ptr<PoolCore> PoolCore::create(PoolConfig cfg) {
     throw ValueError("mpxx: Pool needs at least one process, got " + std::to_string(cfg.processes));
   return std::make_shared<Core>(std::move(cfg));
 }
+
+const PoolCore* pool_running_callback() noexcept { return t_in_callback; }
 
 InterruptibleWait::InterruptibleWait() noexcept { g_waiters.fetch_add(1, std::memory_order_relaxed); }
 InterruptibleWait::~InterruptibleWait() { g_waiters.fetch_sub(1, std::memory_order_relaxed); }

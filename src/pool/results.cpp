@@ -7,6 +7,13 @@ namespace mpxx::detail {
 
 bool ResultBase::wait_for(std::chrono::nanoseconds timeout) {
   if (ready()) return true;
+  if (const PoolCore* running = pool_running_callback()) {
+    std::lock_guard lk(mu_);
+    if (running == core_.lock().get())
+      throw RuntimeError(
+          "mpxx: waiting for a pool's result inside one of its callbacks would wait forever "
+          "(callbacks run on the thread that delivers results)");
+  }
   // A result that is about to arrive costs less to spin for than to sleep
   // for: waking a sleeping thread takes tens of microseconds here.
   if (spin_until([&] { return ready(); }, 2000)) return true;

@@ -74,6 +74,9 @@ class PoolCore {
   virtual std::vector<int> worker_pids() const = 0;
 };
 
+// The pool whose completion (callback) the calling thread is running, if any.
+const PoolCore* pool_running_callback() noexcept;
+
 // While alive, a thread is blocked waiting for pool results: a Ctrl-C
 // (SIGINT) then becomes a KeyboardInterrupt for the waiter instead of ending
 // the program (see pool.hpp).
