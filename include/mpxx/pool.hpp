@@ -688,7 +688,9 @@ class Pool {
 
     const Fn fn(std::forward<F>(f));
     std::vector<detail::TaskSpec> tasks;
-    tasks.reserve(nchunks);
+    std::vector<std::uint64_t> ids;
+    ids.reserve(nchunks);
+    std::size_t batch_bytes = 0;
     auto next = [&] {
       if constexpr (std::ranges::sized_range<Rg> && std::ranges::forward_range<Rg>)
         return std::ranges::begin(input);
@@ -754,9 +756,21 @@ class Pool {
         sh->bar->advance(count);
         if (sh->left.fetch_sub(1) == 1) finish(*sh);
       };
+      batch_bytes += t.call.size();
       tasks.push_back(std::move(t));
+      // Hand tasks over as they are encoded, in batches, so the workers
+      // start while the rest of the input is still being encoded.
+      if (tasks.size() >= 256 || batch_bytes >= (std::size_t{256} << 10)) {
+        auto got = core().submit(std::move(tasks));
+        ids.insert(ids.end(), got.begin(), got.end());
+        tasks.clear();
+        batch_bytes = 0;
+      }
     }
-    auto ids = core().submit(std::move(tasks));
+    if (!tasks.empty()) {
+      auto got = core().submit(std::move(tasks));
+      ids.insert(ids.end(), got.begin(), got.end());
+    }
     st->attach(core_, std::move(ids));
     return MapAsync<T>(st);
   }
