@@ -117,13 +117,25 @@ void handshake(Connection& c, std::chrono::milliseconds timeout, F f) {
   ConnAccess::set_deadline(c, std::nullopt);
 }
 
-sockaddr_un unix_addr(const std::string& path) {
+// A path starting with '@' names a socket in Linux's abstract namespace:
+// no file to clean up, gone with the last descriptor.
+struct UnixAddr {
   sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof a.sun_path)
+  socklen_t len = 0;
+  const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&a); }
+};
+UnixAddr unix_addr(const std::string& path) {
+  UnixAddr u;
+  u.a.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof u.a.sun_path)
     throw ValueError("mpxx: invalid Unix socket path '" + path + "'");
-  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
-  return a;
+  std::memcpy(u.a.sun_path, path.c_str(), path.size() + 1);
+  u.len = sizeof u.a;
+  if (path[0] == '@') {
+    u.a.sun_path[0] = '\0';
+    u.len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+  }
+  return u;
 }
 
 struct AddrInfo {
@@ -147,6 +159,14 @@ AddrInfo resolve(const Address& a, bool passive) {
 }
 
 }  // namespace
+
+void server_handshake(Connection& c, const std::string& authkey, std::chrono::milliseconds timeout) {
+  handshake(c, timeout, [&] {
+    deliver_challenge(c, authkey);
+    answer_challenge(c, authkey);
+  });
+}
+
 }  // namespace detail
 
 std::string Address::to_string() const {
@@ -165,10 +185,10 @@ Listener::Listener(Address address, std::optional<std::string> authkey, int back
     : st_(std::make_unique<State>()) {
   st_->authkey = std::move(authkey);
   if (address.is_unix()) {
-    sockaddr_un a = detail::unix_addr(address.host);
+    auto a = detail::unix_addr(address.host);
     st_->fd.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!st_->fd) sys::throw_errno("socket");
-    if (::bind(st_->fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) < 0)
+    if (::bind(st_->fd.get(), a.get(), a.len) < 0)
       sys::throw_errno("cannot listen on " + address.host);
   } else {
     auto ai = detail::resolve(address, true);
@@ -229,7 +249,7 @@ Connection Listener::accept() {
 void Listener::close() noexcept {
   if (!st_ || !st_->fd) return;
   st_->fd.reset();
-  if (st_->address.is_unix()) ::unlink(st_->address.host.c_str());
+  if (st_->address.is_unix() && st_->address.host[0] != '@') ::unlink(st_->address.host.c_str());
 }
 
 const Address& Listener::address() const noexcept { return st_->address; }
@@ -239,10 +259,10 @@ void Listener::set_handshake_timeout(std::chrono::milliseconds t) noexcept { st_
 Connection Client(const Address& address, std::optional<std::string> authkey) {
   sys::UniqueFd fd;
   if (address.is_unix()) {
-    sockaddr_un a = detail::unix_addr(address.host);
+    auto a = detail::unix_addr(address.host);
     fd.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!fd) sys::throw_errno("socket");
-    if (sys::retry([&] { return ::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a); }) < 0)
+    if (sys::retry([&] { return ::connect(fd.get(), a.get(), a.len); }) < 0)
       sys::throw_errno("cannot connect to " + address.host);
   } else {
     auto ai = detail::resolve(address, false);

@@ -128,6 +128,11 @@ struct Address {
   static Address tcp(std::string host, int port) { return {std::move(host), port}; }
   bool is_unix() const noexcept { return port < 0; }
   std::string to_string() const;
+  friend bool operator==(const Address&, const Address&) = default;
+  template <class A>
+  void serialize(A& a) {
+    a(host, port);
+  }
 };
 
 // multiprocessing.connection.Listener. With an authkey, every accepted

@@ -55,6 +55,19 @@ class IndexError : public Error {
   using Error::Error;
 };
 
+// A key missing from a manager's dict (Python's KeyError); what() is the
+// key's repr, as in Python.
+class KeyError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A missing attribute of a manager's Namespace (Python's AttributeError).
+class AttributeError : public Error {
+ public:
+  using Error::Error;
+};
+
 // A system call failed; carries errno. Messages say what was being done:
 // "mpxx: cannot fork Process-3: Resource temporarily unavailable".
 class OSError : public Error {

@@ -1,0 +1,51 @@
+// src/manager/protocol.hpp - what the manager's client, server and
+// BaseManager share. Internal.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mpxx/manager.hpp"
+
+namespace mpxx::detail::mgr {
+
+// This process shut the server at `a` down (dead) or started/connected to
+// one there again: decides whether dropped proxies report back.
+void mark_server_dead(const Address& a, bool dead);
+// Closes the calling thread's connection to a server, if it has one.
+void forget_connection(const Address& a, const std::string& authkey);
+
+// What a server process is started with.
+struct ServerConfig {
+  std::string host;
+  int port = -1;
+  std::string authkey;
+  std::vector<Registration> types;
+  template <class A>
+  void serialize(A& a) {
+    a(host, port, authkey, types);
+  }
+};
+
+// Binds the listening socket (raises OSError if the address is taken).
+std::shared_ptr<ServerState> make_server(const ServerConfig& cfg);
+// The bound address (the real port when 0 was asked for).
+const Address& server_address(const ServerState& s);
+// Accepts and serves clients until a shutdown request, then returns.
+void serve(const std::shared_ptr<ServerState>& s);
+
+// What the server process sends its starter once it listens: the address,
+// or why it could not.
+struct Ready {
+  bool ok = false;
+  std::string host_or_error;
+  int port = -1;
+  int error = 0;
+  template <class A>
+  void serialize(A& a) {
+    a(ok, host_or_error, port, error);
+  }
+};
+
+}  // namespace mpxx::detail::mgr
