@@ -268,6 +268,40 @@ def seed_pool_ms(procs, tasks):
     p.join()
     return (time.perf_counter() - t0) * 1e3
 
+def dict_ops_child(d, n, conn):
+    for i in range(100):
+        d['k'] = i
+        d['k']
+    t0 = time.perf_counter()
+    for i in range(n):
+        d['k'] = i
+        assert d['k'] == i
+    conn.send((time.perf_counter() - t0) * 1e6 / (2 * n))
+
+
+def manager_dict_op_us(n):
+    with mp.Manager() as m:
+        d = m.dict()
+        a, b = mp.Pipe()
+        p = mp.Process(target=dict_ops_child, args=(d, n, b))
+        p.start()
+        r = a.recv()
+        p.join()
+        return r
+
+
+def manager_lifecycle_us(n):
+    def once():
+        with mp.Manager() as m:
+            d = m.dict()
+            d['k'] = 1
+    once()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        once()
+    return (time.perf_counter() - t0) * 1e6 / n
+
+
 # name -> function(args): args are the optional integers after the name.
 WORKLOADS = {
     'process_fork': lambda a: start_join_us('fork', arg(a, 0, 200)),
@@ -287,6 +321,8 @@ WORKLOADS = {
     'pool_lifecycle': lambda a: pool_lifecycle_us(arg(a, 0, 20)),
     'seed_processes': lambda a: seed_processes_ms(arg(a, 0, 100)),
     'seed_pool': lambda a: seed_pool_ms(arg(a, 0, 4), arg(a, 1, 20)),
+    'manager_dict_op': lambda a: manager_dict_op_us(arg(a, 0, 5000)),
+    'manager_lifecycle': lambda a: manager_lifecycle_us(arg(a, 0, 20)),
 }
 
 

@@ -421,6 +421,45 @@ double seed_pool_ms(long procs, long tasks) {
   return elapsed(t0) * 1e3;
 }
 
+// A child sets and reads back a managed dict's item n times: us per
+// operation (a set or a get), measured in the child, sent back by Pipe.
+void dict_ops_child(mpxx::DictProxy<std::string, long> d, long n, mpxx::Connection conn) {
+  for (long i = 0; i < 100; ++i) {
+    d["k"] = i;
+    (void)d.at("k");
+  }
+  auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) {
+    d["k"] = i;
+    if (d.at("k") != i) fail("dict value", i);
+  }
+  conn.send(elapsed(t0) * 1e6 / static_cast<double>(2 * n));
+}
+
+double manager_dict_op_us(long n) {
+  auto m = mpxx::Manager();
+  auto d = m.dict<std::string, long>();
+  auto [a, b] = mpxx::Pipe();
+  mpxx::Process p(dict_ops_child, d, n, b);
+  p.start();
+  double r = a.recv<double>();
+  p.join();
+  return r;
+}
+
+// Manager() + dict() + one item + shutdown: mean us over n.
+double manager_lifecycle_us(long n) {
+  auto once = [] {
+    auto m = mpxx::Manager();
+    auto d = m.dict<std::string, long>();
+    d["k"] = 1;
+  };
+  once();
+  auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) once();
+  return elapsed(t0) * 1e6 / static_cast<double>(n);
+}
+
 using Args = std::vector<long>;
 
 // args[i], or `def` when run.py passed fewer parameters.
@@ -455,6 +494,8 @@ int main(int argc, char** argv) {
       {"pool_lifecycle", [](const Args& a) { return pool_lifecycle_us(arg(a, 0, 20)); }},
       {"seed_processes", [](const Args& a) { return seed_processes_ms(arg(a, 0, 100)); }},
       {"seed_pool", [](const Args& a) { return seed_pool_ms(arg(a, 0, 4), arg(a, 1, 20)); }},
+      {"manager_dict_op", [](const Args& a) { return manager_dict_op_us(arg(a, 0, 5000)); }},
+      {"manager_lifecycle", [](const Args& a) { return manager_lifecycle_us(arg(a, 0, 20)); }},
   };
   Args args;
   bool ok = argc >= 2 && workloads.count(argv[1]);

@@ -159,6 +159,13 @@ WORKLOADS = [
              args=[2000], targets=[at_most(10, 'us')]),
     Workload('Pool(2) create + one task + close/join', 'us', 'lower', 'pool_lifecycle',
              args=[20], targets=[at_most(1000, 'us')]),
+
+    # A child sets and reads back one item of a managed dict: the time of
+    # one operation (set or get), measured in the child.
+    Workload('Manager dict set/get from a child', 'us per op', 'lower', 'manager_dict_op',
+             args=[5000], targets=[at_most(10, 'us')]),
+    Workload('Manager() + dict() + one item + shutdown', 'us', 'lower', 'manager_lifecycle',
+             args=[20], targets=[vs_cpython(10)]),
 ]
 
 

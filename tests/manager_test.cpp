@@ -458,6 +458,23 @@ TEST_P(ManagerStartMethodTest, FetchAddUnderContentionIsExact) {
 
 MPXX_FOR_EACH_START_METHOD(ManagerStartMethodTest);
 
+void set_flag(StrIntDict d) { d["flag"] = 1; }
+
+TEST_F(ManagerTest, ABusyStarterDoesNotKeepOthersOut) {
+  // The starting thread never idles nor blocks: children still get in.
+  auto m = mpxx::Manager();
+  auto d = m.dict<std::string, int>();
+  mpxx::Process p(set_flag, d);
+  p.start();
+  auto t = seconds([&] {
+    while (!d.contains("flag")) {
+    }
+  });
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_LT(t, 10.0);
+}
+
 TEST_F(ManagerTest, LockedAndAtomicDecrementsFromManyProcesses) {
   auto m = mpxx::Manager();
   auto d = m.dict<std::string, int>({{"count", 100}});

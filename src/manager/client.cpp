@@ -1,11 +1,14 @@
 // The client side of managers: one connection per (process, thread, server),
 // requests and replies, reference counts, the typed-operation registry.
+#include <atomic>
 #include <mutex>
+#include <pthread.h>
 #include <set>
 #include <string>
 #include <unistd.h>
 #include <unordered_map>
 
+#include "manager/channel.hpp"
 #include "manager/protocol.hpp"
 #include "mpxx/detail/exception.hpp"
 #include "mpxx/manager.hpp"
@@ -50,7 +53,7 @@ thread_local bool t_cache_gone = false;
 
 struct ConnCache {
   pid_t pid = 0;
-  std::unordered_map<std::string, Connection> conns;
+  std::unordered_map<std::string, Channel> conns;
   ~ConnCache() { t_cache_gone = true; }
 };
 thread_local ConnCache t_cache;
@@ -77,15 +80,32 @@ DeadServers& dead_servers() {
   return *d;
 }
 
-Connection& connection(const Token& t) {
-  if (t_cache.pid != ::getpid()) {
+// getpid() is a system call on every request otherwise; a fork updates it.
+std::atomic<pid_t> g_pid{0};
+pid_t my_pid() {
+  static const bool registered = [] {
+    ::pthread_atfork(nullptr, nullptr, [] { g_pid.store(::getpid(), std::memory_order_relaxed); });
+    g_pid.store(::getpid(), std::memory_order_relaxed);
+    return true;
+  }();
+  (void)registered;
+  return g_pid.load(std::memory_order_relaxed);
+}
+
+void own_pid() {
+  pid_t me = my_pid();
+  if (t_cache.pid != me) {
     // A forked child: the inherited sockets belong to the parent's threads.
     t_cache.conns.clear();
-    t_cache.pid = ::getpid();
+    t_cache.pid = me;
   }
+}
+
+Channel& connection(const Token& t) {
+  own_pid();
   std::string key = key_of(t);
   auto it = t_cache.conns.find(key);
-  if (it != t_cache.conns.end() && !it->second.closed()) return it->second;
+  if (it != t_cache.conns.end()) return it->second;
   Connection c;
   try {
     c = Client(t.address(), t.authkey.empty() ? std::nullopt : std::optional<std::string>(t.authkey));
@@ -94,11 +114,11 @@ Connection& connection(const Token& t) {
   } catch (const AuthenticationError& e) {
     throw AuthenticationError("mpxx: " + where(t) + " refused this process's authkey: " + e.what());
   }
-  return t_cache.conns.insert_or_assign(std::move(key), std::move(c)).first->second;
+  return t_cache.conns.insert_or_assign(std::move(key), Channel(std::move(c))).first->second;
 }
 
 void drop(const Token& t) {
-  if (t_cache.pid == ::getpid()) t_cache.conns.erase(key_of(t));
+  if (t_cache.pid == my_pid()) t_cache.conns.erase(key_of(t));
 }
 
 [[noreturn]] void raise(wire::Reader& r) {
@@ -123,11 +143,11 @@ void drop(const Token& t) {
 }  // namespace
 
 std::string transact(const Token& t, const wire::Writer& request) {
-  Connection& c = connection(t);
+  Channel& c = connection(t);
   std::string reply;
   try {
-    c.send_bytes(request.bytes());
-    reply = c.recv_bytes();
+    c.send(request.bytes());
+    reply = c.recv();
   } catch (const EOFError&) {
     drop(t);
     throw EOFError("mpxx: lost " + where(t) + ": its server process is gone (shut down or died)");
@@ -147,7 +167,7 @@ std::string transact(const Token& t, const wire::Writer& request) {
 void notify(const Token& t, const wire::Writer& request) noexcept {
   if (t_cache_gone) return;
   try {
-    connection(t).send_bytes(request.bytes());
+    connection(t).send(request.bytes());
   } catch (...) {
     try {
       drop(t);
@@ -163,6 +183,15 @@ void mark_server_dead(const Address& a, bool dead) {
     d.addrs.emplace(a.host, a.port);
   else
     d.addrs.erase({a.host, a.port});
+}
+
+void adopt_connection(const Address& a, const std::string& authkey, Connection c) {
+  own_pid();
+  Token t;
+  t.host = a.host;
+  t.port = a.port;
+  t.authkey = authkey;
+  t_cache.conns.insert_or_assign(key_of(t), Channel(std::move(c)));
 }
 
 void forget_connection(const Address& a, const std::string& authkey) {

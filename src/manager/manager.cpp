@@ -2,6 +2,7 @@
 #include <atomic>
 #include <csignal>
 #include <random>
+#include <thread>
 #include <unistd.h>
 
 #include "manager/protocol.hpp"
@@ -39,8 +40,9 @@ void server_main(ServerConfig cfg, Connection ready) {
   }
   const Address& a = server_address(*s);
   ready.send(Ready{true, a.host, a.port, 0});
-  ready.close();
-  serve(s);
+  // The starter keeps using this connection: it is trusted (it came with
+  // the process), so its first request needs no connect and no handshake.
+  serve_process(s, std::move(ready));
 }
 
 }  // namespace
@@ -108,7 +110,7 @@ void BaseManager::add_registration(detail::mgr::Registration r) {
 void BaseManager::start() {
   auto& s = state(st_);
   if (s.connected) throw ProcessError("mpxx: this manager has already been started or connected");
-  auto [rx, tx] = Pipe(false);
+  auto [rx, tx] = Pipe(true);
   detail::mgr::ServerConfig cfg{s.address.host, s.address.port, s.authkey, s.types};
   static std::atomic<int> counter{0};
   ProcessOptions po{.name = "SyncManager-" + std::to_string(counter.fetch_add(1) + 1), .daemon = true,
@@ -147,6 +149,7 @@ void BaseManager::start() {
   s.address = Address{r.host_or_error, r.port};
   s.connected = true;
   detail::mgr::mark_server_dead(s.address, false);
+  detail::mgr::adopt_connection(s.address, s.authkey, std::move(rx));
 }
 
 void BaseManager::connect() {

@@ -13,6 +13,9 @@ namespace mpxx::detail::mgr {
 // This process shut the server at `a` down (dead) or started/connected to
 // one there again: decides whether dropped proxies report back.
 void mark_server_dead(const Address& a, bool dead);
+// Makes `c` (already connected and trusted) the calling thread's
+// connection to the server at `a`.
+void adopt_connection(const Address& a, const std::string& authkey, Connection c);
 // Closes the calling thread's connection to a server, if it has one.
 void forget_connection(const Address& a, const std::string& authkey);
 
@@ -34,6 +37,11 @@ std::shared_ptr<ServerState> make_server(const ServerConfig& cfg);
 const Address& server_address(const ServerState& s);
 // Accepts and serves clients until a shutdown request, then returns.
 void serve(const std::shared_ptr<ServerState>& s);
+// The body of a server process: serves, on the calling thread, the
+// connection handed over by the process that started it (no handshake),
+// accepts other clients on another thread, and returns once a client has
+// asked for shutdown.
+void serve_process(const std::shared_ptr<ServerState>& s, Connection trusted);
 
 // What the server process sends its starter once it listens: the address,
 // or why it could not.

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <poll.h>
 #include <sys/socket.h>
@@ -13,6 +14,7 @@
 #include <unordered_map>
 
 #include "connection_state.hpp"
+#include "manager/channel.hpp"
 #include "manager/protocol.hpp"
 #include "mpxx/detail/exception.hpp"
 #include "mpxx/log.hpp"
@@ -49,6 +51,7 @@ struct Ctx {
   int fd = -1;
   const std::atomic<bool>* stopping = nullptr;
   std::vector<std::weak_ptr<Obj>> held;  // locks taken, released if the client goes
+  std::function<void()>* before_block = nullptr;  // run once before a wait sleeps
 
   bool peer_gone() const {
     pollfd p{fd, POLLRDHUP, 0};
@@ -61,6 +64,12 @@ struct Ctx {
             Pred pred) {
     if (pred()) return true;
     if (timeout == 0) return false;
+    if (before_block) {
+      lk.unlock();
+      (*std::exchange(before_block, nullptr))();
+      lk.lock();
+      if (pred()) return true;
+    }
     auto deadline = timeout < 0 ? Clock::time_point::max() : Clock::now() + std::chrono::nanoseconds(timeout);
     for (;;) {
       auto slice = std::min(deadline, Clock::now() + std::chrono::milliseconds(100));
@@ -871,20 +880,36 @@ struct ServerState {
     throw ProtocolError("mpxx: unknown request kind " + std::to_string(static_cast<int>(op)));
   }
 
+  std::mutex stop_mu;
+  std::condition_variable stop_cv;
+  // Called once on the trusted connection's thread, after its first reply
+  // or when it stays idle: starts accepting other clients.
+  std::function<void()> start_accepting;
+
   void stop() {
     if (stopping.exchange(true)) return;
-    std::lock_guard g(mu);
-    for (auto& [_, fd] : clients) ::shutdown(fd, SHUT_RDWR);
+    {
+      std::lock_guard g(stop_mu);
+      stop_cv.notify_all();
+    }
+    {
+      std::lock_guard g(mu);
+      for (auto& [_, fd] : clients) ::shutdown(fd, SHUT_RDWR);
+    }
     // Wake the accept loop.
     try {
       Client(address);
     } catch (...) {
     }
   }
+  void wait_stopped() {
+    std::unique_lock lk(stop_mu);
+    stop_cv.wait(lk, [&] { return stopping.load(); });
+  }
 
-  void serve_client(Connection c) {
+  void serve_client(Connection conn, bool trusted) {
     Ctx ctx;
-    ctx.fd = c.fileno();
+    ctx.fd = conn.fileno();
     ctx.stopping = &stopping;
     {
       std::lock_guard g(mu);
@@ -893,10 +918,24 @@ struct ServerState {
     }
     ThrowTrace trace;
     try {
-      if (!authkey.empty()) server_handshake(c, authkey, std::chrono::milliseconds(5000));
+      if (!authkey.empty() && !trusted) server_handshake(conn, authkey, std::chrono::milliseconds(5000));
+      Channel c(std::move(conn));
       wire::Writer out;
+      // The trusted connection's thread starts the accepting thread (a new
+      // thread costs ~0.5 ms in a fresh process, the whole of a short-lived
+      // manager's work) only once it matters: when its client idles for a
+      // millisecond, is about to block, or 2 ms have passed.
+      std::function<void()> accept_others = [&] {
+        if (trusted && start_accepting) std::exchange(start_accepting, nullptr)();
+      };
+      if (trusted && start_accepting) ctx.before_block = &accept_others;
+      auto accept_by = Clock::now() + std::chrono::milliseconds(2);
       for (;;) {
-        std::string msg = c.recv_bytes();
+        if (trusted && start_accepting) {
+          pollfd p{ctx.fd, POLLIN, 0};
+          if (Clock::now() > accept_by || (!c.buffered() && ::poll(&p, 1, 1) == 0)) accept_others();
+        }
+        std::string_view msg = c.recv();
         out.clear();
         out.pod(std::uint8_t{0});
         bool reply = true, stop_now = false;
@@ -923,7 +962,7 @@ struct ServerState {
           put_str(out, info.message);
           encode_exception(out, info);
         }
-        if (reply) c.send_bytes(out.bytes());
+        if (reply) c.send(out.bytes());
         if (stop_now) {
           stop();
           break;
@@ -958,6 +997,13 @@ std::shared_ptr<ServerState> make_server(const ServerConfig& cfg) {
 
 const Address& server_address(const ServerState& s) { return s.address; }
 
+void serve_process(const std::shared_ptr<ServerState>& s, Connection trusted) {
+  s->start_accepting = [s] { std::thread([s] { serve(s); }).detach(); };
+  s->serve_client(std::move(trusted), true);
+  if (s->start_accepting) std::exchange(s->start_accepting, nullptr)();
+  s->wait_stopped();
+}
+
 void serve(const std::shared_ptr<ServerState>& s) {
   while (!s->stopping.load()) {
     Connection c;
@@ -970,7 +1016,7 @@ void serve(const std::shared_ptr<ServerState>& s) {
       continue;
     }
     if (s->stopping.load()) break;
-    std::thread([s, c = std::move(c)]() mutable { s->serve_client(std::move(c)); }).detach();
+    std::thread([s, c = std::move(c)]() mutable { s->serve_client(std::move(c), false); }).detach();
   }
   s->listener->close();
 }
