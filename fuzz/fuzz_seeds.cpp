@@ -12,6 +12,7 @@
 #include "mpxx/detail/callable.hpp"
 #include "mpxx/detail/exception.hpp"
 #include "mpxx/detail/frame.hpp"
+#include "mpxx/manager.hpp"
 
 namespace wire = mpxx::detail::wire;
 
@@ -69,6 +70,38 @@ void write_seeds(const std::string& dir) {
   }
   emit(8, stream);
   emit(9, stream);
+  // Manager requests: set and read a dict item, append to the list, use
+  // the queue and the lock (objects 1, 2, 13, 6 of the fuzzer's server).
+  namespace mgr = mpxx::detail::mgr;
+  wire::Writer reqs;
+  auto request = [&](mgr::Op op, std::uint64_t id, mgr::Method m, auto fill) {
+    wire::Writer one;
+    mgr::begin(one, op, id);
+    one.pod(m);
+    fill(one);
+    reqs.pod(static_cast<std::uint16_t>(one.size()));
+    reqs.put(one.data(), one.size());
+  };
+  request(mgr::Op::call, 1, mgr::Method::d_set, [](wire::Writer& w) {
+    mgr::put_value(w, std::string("key"));
+    mgr::put_value(w, 42);
+  });
+  request(mgr::Op::call, 1, mgr::Method::d_get, [](wire::Writer& w) { mgr::put_value(w, std::string("key")); });
+  request(mgr::Op::call, 1, mgr::Method::d_items, [](wire::Writer&) {});
+  request(mgr::Op::call, 2, mgr::Method::l_append, [](wire::Writer& w) { mgr::put_value(w, 7); });
+  request(mgr::Op::call, 2, mgr::Method::l_slice, [](wire::Writer& w) {
+    w.pod(std::int64_t{0});
+    w.pod(mgr::kNone);
+    w.pod(std::int64_t{-1});
+  });
+  request(mgr::Op::call, 13, mgr::Method::q_put, [](wire::Writer& w) {
+    mgr::put_value(w, 1.5);
+    w.pod(std::int64_t{0});
+  });
+  request(mgr::Op::call, 13, mgr::Method::q_get, [](wire::Writer& w) { w.pod(std::int64_t{0}); });
+  request(mgr::Op::call, 6, mgr::Method::a_acquire, [](wire::Writer& w) { w.pod(std::int64_t{0}); });
+  request(mgr::Op::call, 6, mgr::Method::a_release, [](wire::Writer&) {});
+  emit(10, reqs);
 }
 }  // namespace fuzz
 

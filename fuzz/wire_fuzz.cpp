@@ -1,6 +1,7 @@
 // libFuzzer target for every decoder that reads bytes from another process:
 // frame headers, tagged values of several shapes, calls (entry id, function
-// reference, arguments) and remote exceptions. The first input byte picks
+// reference, arguments), remote exceptions, and the requests a manager's
+// server answers. The first input byte picks
 // the decoder. Any mpxx::Error is an expected rejection; a crash, a leak, an
 // out-of-memory or any other exception is a bug.
 #include <cstddef>
@@ -17,6 +18,7 @@
 #include "mpxx/detail/exception.hpp"
 #include "mpxx/detail/frame.hpp"
 #include "mpxx/connection.hpp"
+#include "mpxx/detail/manager_core.hpp"
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -27,7 +29,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size == 0) return 0;
   std::span<const std::byte> in(reinterpret_cast<const std::byte*>(data) + 1, size - 1);
   try {
-    switch (data[0] % 10) {
+    switch (data[0] % 11) {
       case 0:
         wire::parse_header(in, 1 << 20);
         break;
@@ -77,13 +79,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         ::close(sv[1]);
         mpxx::Connection c(sv[0], true, false, true);
         for (int i = 0; i < 64; ++i) {
-          if (data[0] % 10 == 8)
+          if (data[0] % 11 == 8)
             c.recv<std::vector<std::string>>();
           else
             c.recv_bytes(1 << 20);
         }
         break;
       }
+      case 10:
+        // Requests to a manager's server, one after the other.
+        mpxx::detail::mgr::fuzz_requests(in);
+        break;
     }
   } catch (const mpxx::Error&) {
   }

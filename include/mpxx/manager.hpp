@@ -292,7 +292,7 @@ class DictProxy : public detail::mgr::ProxyBase {
   // Atomic on the server: d[k] += n (a missing key starts from V{});
   // returns the value before.
   V fetch_add(const K& k, V n)
-    requires std::is_arithmetic_v<V>
+    requires(std::is_arithmetic_v<V> && !std::is_same_v<V, bool>)
   {
     auto r = typed(detail::mgr::FetchAdd<V>::id, [&](auto& w) {
       detail::mgr::put_value(w, k);
@@ -585,7 +585,7 @@ class ValueProxy : public detail::mgr::ProxyBase {
   }
   // Atomic: returns the value before.
   T fetch_add(T n)
-    requires std::is_arithmetic_v<T>
+    requires(std::is_arithmetic_v<T> && !std::is_same_v<T, bool>)
   {
     auto r = typed(detail::mgr::FetchAdd<T>::id, [&](auto& w) { detail::wire::encode(w, n); });
     auto rd = detail::mgr::reader(r);

@@ -52,6 +52,7 @@ struct Ctx {
   const std::atomic<bool>* stopping = nullptr;
   std::vector<std::weak_ptr<Obj>> held;  // locks taken, released if the client goes
   std::function<void()>* before_block = nullptr;  // run once before a wait sleeps
+  bool never_block = false;                       // (the fuzzer's server)
 
   bool peer_gone() const {
     pollfd p{fd, POLLRDHUP, 0};
@@ -64,6 +65,7 @@ struct Ctx {
             Pred pred) {
     if (pred()) return true;
     if (timeout == 0) return false;
+    if (never_block) throw Abandoned{};
     if (before_block) {
       lk.unlock();
       (*std::exchange(before_block, nullptr))();
@@ -275,6 +277,7 @@ struct List : Obj {
       case Method::l_slice: {
         auto start = in.pod<std::int64_t>(), stop = in.pod<std::int64_t>(), step = in.pod<std::int64_t>();
         if (step == 0) fail(ErrKind::value, "slice step cannot be zero");
+        step = std::clamp<std::int64_t>(step, -(n + 1), n + 1);  // same slice, no overflow
         std::vector<std::size_t> idx;
         if (step > 0) {
           std::int64_t b = start == kNone ? 0 : clamp(start, n, 0, n);
@@ -996,6 +999,52 @@ std::shared_ptr<ServerState> make_server(const ServerConfig& cfg) {
 }
 
 const Address& server_address(const ServerState& s) { return s.address; }
+
+std::size_t fuzz_requests(std::span<const std::byte> input) {
+  // A server with no listener and one object of each built-in kind (ids 1
+  // to 14), fed the requests in `input`, each [u16 length][bytes].
+  ServerState st;
+  st.next_id = 1;
+  Kind kinds[] = {Kind::dict, Kind::list, Kind::ns, Kind::value, Kind::array, Kind::lock, Kind::rlock,
+                  Kind::semaphore, Kind::bounded_semaphore, Kind::condition, Kind::event, Kind::barrier,
+                  Kind::queue, Kind::joinable_queue};
+  for (Kind k : kinds) {
+    wire::Writer init;
+    if (k == Kind::value) put_str(init, "v");
+    if (k == Kind::semaphore || k == Kind::bounded_semaphore || k == Kind::queue || k == Kind::joinable_queue)
+      init.pod(std::int64_t{1});
+    if (k == Kind::condition) init.pod(std::uint64_t{0});
+    if (k == Kind::barrier) {
+      init.pod(std::int64_t{2});
+      init.pod(std::int64_t{-1});
+    }
+    wire::Reader r(init.bytes());
+    st.add(st.make(k, r));
+  }
+  Ctx ctx;
+  ctx.client = 1;
+  ctx.stopping = &st.stopping;
+  ctx.never_block = true;
+  std::size_t errors = 0;
+  wire::Reader all(input);
+  while (all.remaining() >= 2) {
+    auto n = all.pod<std::uint16_t>();
+    if (n > all.remaining()) break;
+    wire::Reader in(all.take(n));
+    wire::Writer out;
+    bool reply = true, stop = false;
+    try {
+      st.handle(ctx, in, out, reply, stop);
+    } catch (const Abandoned&) {
+      ++errors;
+    } catch (const ServerFail&) {
+      ++errors;
+    } catch (const Error&) {
+      ++errors;
+    }
+  }
+  return errors;
+}
 
 void serve_process(const std::shared_ptr<ServerState>& s, Connection trusted) {
   s->start_accepting = [s] { std::thread([s] { serve(s); }).detach(); };

@@ -228,19 +228,31 @@ struct OpDef {
 std::uint64_t register_op(const char* mangled, OpDef def) noexcept;
 const OpDef* find_op(std::uint64_t id) noexcept;
 
+// For the fuzzer: runs the requests in `input` ([u16 length][request]...)
+// against a fresh server holding one object of each built-in kind (ids 1
+// to 14); returns how many were refused.
+std::size_t fuzz_requests(std::span<const std::byte> input);
+
 template <class V>
 V slot_value(const std::string& slot, bool present) {
   if (!present) return V{};
   return decode_value<V>(std::as_bytes(std::span(slot.data(), slot.size())));
 }
 
-// d.fetch_add(key, n) / v.fetch_add(n): returns the value before.
+// d.fetch_add(key, n) / v.fetch_add(n): returns the value before. Integers
+// wrap around on overflow, as std::atomic's fetch_add does.
 template <class V>
 struct FetchAdd {
   static void run(std::string& slot, bool& present, wire::Reader& args, wire::Writer& out) {
     V n = wire::decode<V>(args);
     V old = slot_value<V>(slot, present);
-    V now = static_cast<V>(old + n);
+    V now;
+    if constexpr (std::is_integral_v<V>) {  // wraps around, as std::atomic does
+      using U = std::make_unsigned_t<V>;
+      now = static_cast<V>(static_cast<U>(static_cast<U>(old) + static_cast<U>(n)));
+    } else {
+      now = old + n;
+    }
     slot = encode_value(now);
     present = true;
     put_value(out, old);
