@@ -12,7 +12,7 @@
 #include "mpxx/detail/callable.hpp"
 #include "mpxx/detail/exception.hpp"
 #include "mpxx/detail/frame.hpp"
-#include "mpxx/manager.hpp"
+#include "mpxx/managers.hpp"
 
 namespace wire = mpxx::detail::wire;
 

@@ -6,7 +6,7 @@
 #include "mpxx/context.hpp"
 #include "mpxx/errors.hpp"
 #include "mpxx/log.hpp"
-#include "mpxx/manager.hpp"
+#include "mpxx/managers.hpp"
 #include "mpxx/pool.hpp"
 #include "mpxx/process.hpp"
 #include "mpxx/queue.hpp"

@@ -11,7 +11,7 @@
 #include "manager/channel.hpp"
 #include "manager/protocol.hpp"
 #include "mpxx/detail/exception.hpp"
-#include "mpxx/manager.hpp"
+#include "mpxx/managers.hpp"
 
 namespace mpxx::detail::mgr {
 

@@ -273,10 +273,4 @@ BarrierProxy BaseManager::barrier(int parties, std::int64_t timeout) {
   }));
 }
 
-SyncManager Manager(ManagerOptions opts) {
-  SyncManager m(std::move(opts));
-  m.start();
-  return m;
-}
-
 }  // namespace mpxx

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "mpxx/manager.hpp"
+#include "mpxx/managers.hpp"
 
 namespace mpxx::detail::mgr {
 

@@ -1,5 +1,5 @@
 // mpxx/detail/manager_core.hpp - how a proxy talks to its manager's server.
-// Internal: users name the types in mpxx/manager.hpp.
+// Internal: users name the types in mpxx/managers.hpp.
 //
 // One request, one reply, on a connection owned by the calling thread (each
 // (process, thread) pair gets its own, as in CPython, so a blocking call in

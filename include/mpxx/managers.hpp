@@ -1,4 +1,4 @@
-// mpxx/manager.hpp - Manager, BaseManager and their proxies
+// mpxx/managers.hpp - Manager, BaseManager and their proxies
 // (multiprocessing.managers).
 //
 // A manager is a server process that holds objects; other processes use
@@ -1110,8 +1110,13 @@ class SyncManager : public BaseManager {
   using BaseManager::BaseManager;
 };
 
-// multiprocessing.Manager(): a started SyncManager.
-//   auto m = mpxx::Manager();      // shut down when m goes out of scope
-SyncManager Manager(ManagerOptions opts = {});
+// multiprocessing.Manager(): a started SyncManager, shut down when it goes
+// out of scope (Python's `with Manager() as m:`).
+//   mpxx::Manager m;                               // or: auto m = mpxx::Manager();
+//   mpxx::Manager m({.context = &mpxx::get_context("spawn")});
+class Manager : public SyncManager {
+ public:
+  explicit Manager(ManagerOptions opts = {}) : SyncManager(std::move(opts)) { start(); }
+};
 
 }  // namespace mpxx
