@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <future>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -415,6 +416,95 @@ TEST_F(ManagerTest, QueueAndJoinableQueue) {
   EXPECT_TRUE(jq.join(1s));
   jq.join();
   EXPECT_THROW(jq.task_done(), mpxx::ValueError);
+}
+
+void consume_all(mpxx::JoinableQueueProxy<int> q, mpxx::ValueProxy<int> sum) {
+  for (;;) {
+    int v = q.get();
+    if (v < 0) {
+      q.task_done();
+      return;
+    }
+    sum.fetch_add(v);
+    q.task_done();
+  }
+}
+
+TEST_F(ManagerTest, JoinableQueueAcrossProcesses) {
+  mpxx::Manager m;
+  auto q = m.JoinableQueue<int>(4);
+  auto sum = m.Value<int>(0);
+  std::vector<mpxx::Process> ps;
+  for (int i = 0; i < 2; ++i) ps.emplace_back(consume_all, q, sum);
+  for (auto& p : ps) p.start();
+  for (int i = 1; i <= 100; ++i) q.put(i);
+  q.join();  // every item taken and marked done
+  EXPECT_EQ(sum.get(), 5050);
+  q.put(-1);
+  q.put(-1);
+  for (auto& p : ps) {
+    p.join();
+    EXPECT_EQ(p.exitcode(), 0);
+  }
+}
+
+void notify_waiter(mpxx::ConditionProxy c, mpxx::ValueProxy<int> ready, mpxx::ValueProxy<int> woken) {
+  std::scoped_lock g(c);
+  ready.fetch_add(1);  // under the lock, which wait() releases atomically
+  if (c.wait(20s)) woken.fetch_add(1);
+}
+
+TEST_F(ManagerTest, ConditionNotifyWakesExactlyN) {
+  mpxx::Manager m;
+  auto c = m.Condition();
+  auto ready = m.Value<int>(0);
+  auto woken = m.Value<int>(0);
+  std::vector<mpxx::Process> ps;
+  for (int i = 0; i < 3; ++i) ps.emplace_back(notify_waiter, c, ready, woken);
+  for (auto& p : ps) p.start();
+  auto until = [](auto pred) {
+    for (int i = 0; i < 2000 && !pred(); ++i) std::this_thread::sleep_for(5ms);
+    return pred();
+  };
+  // Once the lock is ours and all three have counted themselves, all three wait.
+  ASSERT_TRUE(until([&] {
+    std::scoped_lock g(c);
+    return ready.get() == 3;
+  }));
+  {
+    std::scoped_lock g(c);
+    c.notify(2);
+  }
+  ASSERT_TRUE(until([&] { return woken.get() == 2; }));
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(woken.get(), 2);  // the third still waits
+  {
+    std::scoped_lock g(c);
+    c.notify_all();
+  }
+  for (auto& p : ps) p.join();
+  EXPECT_EQ(woken.get(), 3);
+  EXPECT_THROW(c.notify(), mpxx::RuntimeError);  // without the lock
+}
+
+TEST_F(ManagerTest, NamedObjectsAreSharedByName) {
+  mpxx::Manager m;
+  auto a = m.named<StrIntDict>("config");
+  a["x"] = 1;
+  auto b = m.named<StrIntDict>("config");
+  EXPECT_TRUE(a == b);
+  EXPECT_EQ(b.at("x"), 1);
+  auto l1 = m.named_lock("guard");
+  auto l2 = m.named_lock("guard");
+  EXPECT_TRUE(l1.acquire(false));
+  EXPECT_FALSE(std::async(std::launch::async, [l2]() mutable { return l2.acquire(false); }).get());
+  l1.release();
+  auto v = m.named<mpxx::ValueProxy<int>>("counter");
+  EXPECT_EQ(v.fetch_add(2), 0);
+  EXPECT_EQ(m.named<mpxx::ValueProxy<int>>("counter").get(), 2);
+  // A name already used by another kind of object.
+  EXPECT_THROW(m.named<mpxx::ListProxy<int>>("config"), mpxx::ValueError);
+  EXPECT_THROW(m.named<StrIntDict>(""), mpxx::ValueError);
 }
 
 TEST_F(ManagerTest, QueueBetweenProcesses) {
