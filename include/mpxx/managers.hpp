@@ -808,8 +808,8 @@ class QueueProxy : public detail::mgr::ProxyBase {
   std::pair<std::int64_t, std::int64_t> sizes() const {
     auto r = call(M::q_qsize);
     auto rd = detail::mgr::reader(r);
-    auto n = rd.pod<std::int64_t>();
-    return {n, rd.pod<std::int64_t>()};
+    auto n = rd.template pod<std::int64_t>();
+    return {n, rd.template pod<std::int64_t>()};
   }
 };
 
