@@ -255,6 +255,7 @@ void Listener::close() noexcept {
 const Address& Listener::address() const noexcept { return st_->address; }
 const std::optional<Address>& Listener::last_accepted() const noexcept { return st_->last; }
 void Listener::set_handshake_timeout(std::chrono::milliseconds t) noexcept { st_->timeout = t; }
+int Listener::fileno() const noexcept { return st_ && st_->fd ? st_->fd.get() : -1; }
 
 Connection Client(const Address& address, std::optional<std::string> authkey) {
   sys::UniqueFd fd;

@@ -2,13 +2,16 @@
 // start method, remote managers, bad input, server and client deaths, and
 // the atomic updates under contention.
 #include <signal.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <future>
+#include <algorithm>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -657,6 +660,27 @@ TEST_F(ManagerTest, RegisteredTypes) {
   EXPECT_EQ(c.call<&Counter::get>(), 7);
 }
 
+void add_to_shared(mpxx::Address a, std::string key, int times) {
+  mpxx::BaseManager m(a, key);
+  m.connect();
+  auto c = m.create<Counter>("Shared");  // a new id for the same object each time
+  for (int i = 0; i < times; ++i) c.call<&Counter::add>(1);
+}
+
+TEST_F(ManagerTest, CallsToASharedRegisteredObjectNeverOverlap) {
+  mpxx::BaseManager m;
+  m.register_type<Counter>("Shared", shared_counter);
+  m.start();
+  std::vector<mpxx::Process> ps;
+  for (int i = 0; i < 3; ++i) ps.emplace_back(add_to_shared, m.address(), m.authkey(), 500);
+  for (auto& p : ps) p.start();
+  for (auto& p : ps) {
+    p.join();
+    EXPECT_EQ(p.exitcode(), 0);
+  }
+  EXPECT_EQ(m.create<Counter>("Shared").call<&Counter::get>(), 100 + 3 * 500);
+}
+
 // ---------------------------------------------------------- remote managers
 
 TEST_F(ManagerTest, RemoteManagerSharedByUnrelatedProcesses) {
@@ -806,6 +830,113 @@ TEST_F(ManagerTest, AClientThatDiesInAGetConsumesNothing) {
   std::this_thread::sleep_for(200ms);  // its server thread notices
   q.put(7);
   EXPECT_EQ(q.get(5s), 7);
+}
+
+void take_unit(mpxx::AcquirerProxy sem) { sem.acquire(); }
+
+TEST_F(ManagerTest, AClientThatDiesInAnAcquireTakesNoUnit) {
+  mpxx::Manager m;
+  auto sem = m.Semaphore(0);
+  mpxx::Process p(take_unit, sem);
+  p.start();
+  std::this_thread::sleep_for(200ms);  // blocked in acquire (either way, it must not keep a unit)
+  p.kill();
+  p.join();
+  sem.release();  // at once: its server thread may be woken by this before it notices
+  EXPECT_TRUE(sem.acquire(5s));
+}
+
+TEST_F(ManagerTest, BarrierAbortThenResetStartsAFreshRound) {
+  mpxx::Manager m;
+  auto b = m.Barrier(3);
+  std::atomic<int> broken{0};
+  std::vector<std::thread> ts;
+  for (int i = 0; i < 2; ++i)
+    ts.emplace_back([b, &broken]() mutable {
+      try {
+        b.wait(20s);
+      } catch (const mpxx::BrokenBarrierError&) {
+        ++broken;
+      }
+    });
+  while (b.n_waiting() < 2) std::this_thread::sleep_for(1ms);
+  b.abort();
+  b.reset();  // possibly before the waiters woke up: they must still fail
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(broken.load(), 2);
+  EXPECT_EQ(b.n_waiting(), 0);
+  EXPECT_FALSE(b.broken());
+  // A fresh round needs three parties again, and gives distinct indexes.
+  std::vector<int> idx(3, -1);
+  std::vector<std::thread> round;
+  for (int i = 0; i < 3; ++i) round.emplace_back([b, &idx, i]() mutable { idx[i] = b.wait(20s); });
+  for (auto& t : round) t.join();
+  std::sort(idx.begin(), idx.end());
+  EXPECT_EQ(idx, (std::vector<int>{0, 1, 2}));
+}
+
+TEST_F(ManagerTest, AProxyThatOutlivedItsServerDoesNotReachTheNextOne) {
+  auto addr = mpxx::Address::unix_socket("@mpxx-test-reuse-" + std::to_string(::getpid()));
+  StrIntDict old;
+  {
+    mpxx::Manager m1({.address = addr});
+    old = m1.dict<std::string, int>();
+  }
+  mpxx::Manager m2({.address = addr});
+  auto fresh = m2.dict<std::string, int>();
+  fresh["kept"] = 1;
+  EXPECT_THROW(old.set("x", 1), mpxx::Error);
+  EXPECT_EQ(fresh.size(), 1u);
+  old = StrIntDict();  // its last reference goes to the new server: nothing happens
+  EXPECT_EQ(fresh.at("kept"), 1);
+}
+
+TEST_F(ManagerTest, AManagerOutlivingItsThreadsConnectionsShutsDownCleanly) {
+  // Destroyed at thread exit after the thread's connection cache (which it
+  // needs for shutdown), as a static Manager is destroyed at program exit.
+  pid_t pid = 0;
+  std::thread([&] {
+    thread_local std::optional<mpxx::Manager> m;
+    m.emplace();
+    m->dict<int, int>().set(1, 1);
+    pid = *m->pid();
+  }).join();
+  ASSERT_GT(pid, 0);
+  EXPECT_TRUE(mpxx_test::wait_gone(pid, 5000ms));
+}
+
+void start_in_thread(std::optional<mpxx::Manager>& m) { m.emplace(); }
+
+TEST_F(ManagerTest, AManagerStartedByAThreadOutlivesTheThread) {
+  std::optional<mpxx::Manager> m;
+  std::thread(start_in_thread, std::ref(m)).join();
+  auto d = m->dict<int, int>();  // the server still runs
+  d.set(1, 2);
+  EXPECT_EQ(d.at(1), 2);
+  pid_t pid = *m->pid();
+  m.reset();
+  EXPECT_TRUE(mpxx_test::wait_gone(pid, 5000ms));
+}
+
+TEST_F(ManagerTest, TheServerEndsWhenItsStarterIsKilled) {
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::close(p[0]);
+    mpxx::Manager m;
+    auto d = m.dict<int, int>();
+    pid_t server = *m.pid();
+    [[maybe_unused]] auto n = ::write(p[1], &server, sizeof server);
+    for (;;) ::pause();
+  }
+  ::close(p[1]);
+  pid_t server = 0;
+  ASSERT_EQ(::read(p[0], &server, sizeof server), static_cast<ssize_t>(sizeof server));
+  ::close(p[0]);
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  EXPECT_TRUE(mpxx_test::wait_gone(server, 5000ms)) << "the manager outlived its starter";
 }
 
 TEST_F(ManagerTest, ShutdownAndScope) {

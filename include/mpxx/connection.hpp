@@ -163,6 +163,8 @@ class Listener {
   const std::optional<Address>& last_accepted() const noexcept;
   // How long an accepted peer may take over the handshake (default 5 s).
   void set_handshake_timeout(std::chrono::milliseconds t) noexcept;
+  // The listening socket, to poll for a pending connection (-1 if closed).
+  int fileno() const noexcept;
 
  private:
   struct State;

@@ -57,10 +57,21 @@
 // RLocks it held and abandons its blocked calls without consuming anything.
 //
 // Lifetime: an object lives while some process holds a proxy to it (each
-// process counts once, and a forked child shares its parent's count);
-// named objects live as long as the server. shutdown(), or the destructor
-// of the manager that started the server, stops it (Python's
-// `with Manager() as m:`).
+// process that received one counts once; a forked child shares its
+// parent's count, so the parent must keep its proxy - a Process object
+// does, for its arguments - while the child uses it). A proxy stored inside
+// another managed object is data: it does not keep its object alive
+// (CPython's nested proxies do). Named objects live as long as the server.
+// shutdown(), or the destructor of the manager that started the server,
+// stops it (Python's `with Manager() as m:`); the server also ends when the
+// process that started it ends, however it ends (it watches it through a
+// pidfd, so a manager started from a short-lived thread outlives the
+// thread).
+//
+// Security: a proxy carries its manager's authkey, so that a child or a
+// receiver can connect; whoever can read a proxy's bytes (sent through a
+// Queue, stored in another manager) can use that manager. CPython only
+// sends it to the children it spawns.
 #pragma once
 
 #include <chrono>

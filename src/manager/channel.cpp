@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <algorithm>
 #include <cstring>
 
 #include "sys/fd.hpp"
@@ -15,6 +16,7 @@ namespace mpxx::detail::mgr {
 namespace {
 constexpr auto kSpin = std::chrono::microseconds(50);
 constexpr std::size_t kInitial = 64 * 1024;
+constexpr std::size_t kKeep = 4 << 20;  // a buffer grown beyond this shrinks again
 }  // namespace
 
 Channel::Channel(Connection c) : conn_(std::move(c)), fd_(conn_.fileno()), buf_(kInitial) {}
@@ -107,6 +109,14 @@ std::string_view Channel::recv() {
         if (n > 0x7fffffff) throw ProtocolError("mpxx: a negative message length from the manager connection");
       }
       if (have >= head && have - head >= n) {
+        if (buf_.size() > kKeep && have <= kInitial) {
+          // A large message was read before: give its memory back.
+          std::vector<char> fresh(kInitial);
+          std::memcpy(fresh.data(), buf_.data() + begin_, have);
+          buf_ = std::move(fresh);
+          begin_ = 0;
+          end_ = have;
+        }
         std::string_view m(buf_.data() + begin_ + head, static_cast<std::size_t>(n));
         begin_ += head + static_cast<std::size_t>(n);
         return m;

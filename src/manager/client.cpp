@@ -2,6 +2,8 @@
 // requests and replies, reference counts, the typed-operation registry.
 #include <atomic>
 #include <mutex>
+#include <new>
+#include <optional>
 #include <pthread.h>
 #include <set>
 #include <string>
@@ -80,11 +82,16 @@ DeadServers& dead_servers() {
   return *d;
 }
 
-// getpid() is a system call on every request otherwise; a fork updates it.
+// getpid() is a system call on every request otherwise; a fork updates it
+// (and gives the child a fresh mutex, in case another thread held it).
 std::atomic<pid_t> g_pid{0};
 pid_t my_pid() {
   static const bool registered = [] {
-    ::pthread_atfork(nullptr, nullptr, [] { g_pid.store(::getpid(), std::memory_order_relaxed); });
+    dead_servers();
+    ::pthread_atfork(nullptr, nullptr, [] {
+      g_pid.store(::getpid(), std::memory_order_relaxed);
+      new (&dead_servers().mu) std::mutex;
+    });
     g_pid.store(::getpid(), std::memory_order_relaxed);
     return true;
   }();
@@ -101,24 +108,29 @@ void own_pid() {
   }
 }
 
-Channel& connection(const Token& t) {
-  own_pid();
-  std::string key = key_of(t);
-  auto it = t_cache.conns.find(key);
-  if (it != t_cache.conns.end()) return it->second;
-  Connection c;
+Channel connect(const Token& t) {
   try {
-    c = Client(t.address(), t.authkey.empty() ? std::nullopt : std::optional<std::string>(t.authkey));
+    return Channel(Client(t.address(), t.authkey.empty() ? std::nullopt : std::optional<std::string>(t.authkey)));
   } catch (const OSError& e) {
     throw OSError(e.code(), "mpxx: cannot reach " + where(t) + ": " + e.what());
   } catch (const AuthenticationError& e) {
     throw AuthenticationError("mpxx: " + where(t) + " refused this process's authkey: " + e.what());
   }
-  return t_cache.conns.insert_or_assign(std::move(key), Channel(std::move(c))).first->second;
+}
+
+// The calling thread's connection to t's server; once the thread's cache
+// has been destroyed (a static's destructor at exit), a one-off in `spare`.
+Channel& connection(const Token& t, std::optional<Channel>& spare) {
+  if (t_cache_gone) return spare.emplace(connect(t));
+  own_pid();
+  std::string key = key_of(t);
+  auto it = t_cache.conns.find(key);
+  if (it != t_cache.conns.end()) return it->second;
+  return t_cache.conns.insert_or_assign(std::move(key), connect(t)).first->second;
 }
 
 void drop(const Token& t) {
-  if (t_cache.pid == my_pid()) t_cache.conns.erase(key_of(t));
+  if (!t_cache_gone && t_cache.pid == my_pid()) t_cache.conns.erase(key_of(t));
 }
 
 [[noreturn]] void raise(wire::Reader& r) {
@@ -143,7 +155,8 @@ void drop(const Token& t) {
 }  // namespace
 
 std::string transact(const Token& t, const wire::Writer& request) {
-  Channel& c = connection(t);
+  std::optional<Channel> spare;
+  Channel& c = connection(t, spare);
   std::string reply;
   try {
     c.send(request.bytes());
@@ -154,6 +167,9 @@ std::string transact(const Token& t, const wire::Writer& request) {
   } catch (const OSError& e) {
     drop(t);
     throw OSError(e.code(), "mpxx: lost " + where(t) + ": " + e.what());
+  } catch (...) {  // whatever else broke, the stream is no longer in step
+    drop(t);
+    throw;
   }
   if (reply.empty()) throw ProtocolError("mpxx: empty reply from " + where(t));
   if (reply[0] == 0) {
@@ -167,7 +183,8 @@ std::string transact(const Token& t, const wire::Writer& request) {
 void notify(const Token& t, const wire::Writer& request) noexcept {
   if (t_cache_gone) return;
   try {
-    connection(t).send(request.bytes());
+    std::optional<Channel> spare;
+    connection(t, spare).send(request.bytes());
   } catch (...) {
     try {
       drop(t);
@@ -186,6 +203,7 @@ void mark_server_dead(const Address& a, bool dead) {
 }
 
 void adopt_connection(const Address& a, const std::string& authkey, Connection c) {
+  if (t_cache_gone) return;
   own_pid();
   Token t;
   t.host = a.host;

@@ -1,7 +1,9 @@
 // BaseManager: starting, connecting to and stopping a manager's server.
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <random>
+#include <sys/prctl.h>
 #include <thread>
 #include <unistd.h>
 
@@ -29,17 +31,26 @@ void server_main(ServerConfig cfg, Connection ready) {
   // outlive it so the program can handle the interrupt and shut it down.
   std::signal(SIGINT, SIG_IGN);
   std::shared_ptr<ServerState> s;
+  Ready r;
   try {
-    s = make_server(cfg);
+    s = make_server(cfg);  // also opens a pidfd of the starting process
+    r = Ready{true, server_address(*s).host, server_address(*s).port, 0};
   } catch (const OSError& e) {
-    ready.send(Ready{false, e.what(), -1, e.code()});
-    return;
+    if (e.code() == ESRCH) return;  // the starter is gone already: nobody to serve
+    r = Ready{false, e.what(), -1, e.code()};
   } catch (const std::exception& e) {
-    ready.send(Ready{false, e.what(), -1, 0});
-    return;
+    r = Ready{false, e.what(), -1, 0};
   }
-  const Address& a = server_address(*s);
-  ready.send(Ready{true, a.host, a.port, 0});
+  try {
+    ready.send(r);
+  } catch (const Error&) {
+    return;  // the starter gave up waiting
+  }
+  if (!r.ok) return;
+  // A child dies with the *thread* that started it (PR_SET_PDEATHSIG). A
+  // manager is a service that must outlive a worker thread that started
+  // it: with the starting process's pidfd open, it watches that instead.
+  ::prctl(PR_SET_PDEATHSIG, 0);
   // The starter keeps using this connection: it is trusted (it came with
   // the process), so its first request needs no connect and no handshake.
   serve_process(s, std::move(ready));
@@ -111,7 +122,7 @@ void BaseManager::start() {
   auto& s = state(st_);
   if (s.connected) throw ProcessError("mpxx: this manager has already been started or connected");
   auto [rx, tx] = Pipe(true);
-  detail::mgr::ServerConfig cfg{s.address.host, s.address.port, s.authkey, s.types};
+  detail::mgr::ServerConfig cfg{s.address.host, s.address.port, s.authkey, s.types, ::getpid()};
   static std::atomic<int> counter{0};
   ProcessOptions po{.name = "SyncManager-" + std::to_string(counter.fetch_add(1) + 1), .daemon = true,
                     .context = s.context};

@@ -25,9 +25,10 @@ struct ServerConfig {
   int port = -1;
   std::string authkey;
   std::vector<Registration> types;
+  pid_t parent = 0;  // the server ends with this process (0: no such watch)
   template <class A>
   void serialize(A& a) {
-    a(host, port, authkey, types);
+    a(host, port, authkey, types, parent);
   }
 };
 

@@ -7,6 +7,8 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <optional>
+#include <random>
 #include <poll.h>
 #include <sys/socket.h>
 #include <thread>
@@ -14,6 +16,7 @@
 #include <unordered_map>
 
 #include "connection_state.hpp"
+#include "sys/fd.hpp"
 #include "manager/channel.hpp"
 #include "manager/protocol.hpp"
 #include "mpxx/detail/exception.hpp"
@@ -50,9 +53,19 @@ struct Ctx {
   std::uint64_t client = 0;
   int fd = -1;
   const std::atomic<bool>* stopping = nullptr;
-  std::vector<std::weak_ptr<Obj>> held;  // locks taken, released if the client goes
-  std::function<void()>* before_block = nullptr;  // run once before a wait sleeps
+  // Locks this client took, released if it goes.
+  std::unordered_map<const Obj*, std::weak_ptr<Obj>> held;
+  std::function<void()>* before_block = nullptr;  // run once before a wait sleeps or user code runs
   bool never_block = false;                       // (the fuzzer's server)
+
+  void hold(const std::shared_ptr<Obj>& o) {
+    if (held.size() > 64)
+      std::erase_if(held, [](const auto& kv) { return kv.second.expired(); });
+    held.emplace(o.get(), o);
+  }
+  void ensure_acceptor() {
+    if (before_block) (*std::exchange(before_block, nullptr))();
+  }
 
   bool peer_gone() const {
     pollfd p{fd, POLLRDHUP, 0};
@@ -68,14 +81,25 @@ struct Ctx {
     if (never_block) throw Abandoned{};
     if (before_block) {
       lk.unlock();
-      (*std::exchange(before_block, nullptr))();
+      ensure_acceptor();
       lk.lock();
       if (pred()) return true;
     }
-    auto deadline = timeout < 0 ? Clock::time_point::max() : Clock::now() + std::chrono::nanoseconds(timeout);
+    // Beyond a century is forever (and a hostile value cannot overflow).
+    constexpr std::int64_t kCentury = 100LL * 365 * 24 * 3600 * 1000000000LL;
+    auto deadline = timeout < 0 || timeout > kCentury ? Clock::time_point::max()
+                                                      : Clock::now() + std::chrono::nanoseconds(timeout);
     for (;;) {
       auto slice = std::min(deadline, Clock::now() + std::chrono::milliseconds(100));
-      if (cv.wait_until(lk, slice, pred)) return true;
+      if (cv.wait_until(lk, slice, pred)) {
+        // Woken for a client that has gone: leave what woke it (a unit, an
+        // item, the lock) to the next waiter instead of consuming it.
+        if (peer_gone()) {
+          cv.notify_one();
+          throw Abandoned{};
+        }
+        return true;
+      }
       if (Clock::now() >= deadline) return false;
       if (stopping->load() || peer_gone()) throw Abandoned{};
     }
@@ -97,6 +121,12 @@ struct Obj : std::enable_shared_from_this<Obj> {
   }
   virtual void client_gone(std::uint64_t) {}
 };
+
+std::uint64_t random_id() {
+  std::random_device rd;
+  std::uint64_t v = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+  return (v >> 2) | (std::uint64_t{1} << 32);  // far from 0 and from wrapping
+}
 
 [[noreturn]] void bad_method(Method m, const char* what) {
   throw ProtocolError("mpxx: unknown method " + std::to_string(static_cast<int>(m)) + " for a " + what);
@@ -447,6 +477,7 @@ struct LockObj : Obj {
 
   bool acquire(Ctx& ctx, std::unique_lock<std::mutex>& lk, std::int64_t timeout) {
     if (recursive && count > 0 && owner == ctx.client) {
+      if (count == INT64_MAX) fail(ErrKind::runtime, "RLock acquired too many times");
       ++count;
       return true;
     }
@@ -457,7 +488,7 @@ struct LockObj : Obj {
   void take(Ctx& ctx, std::int64_t n) {
     owner = ctx.client;
     count = n;
-    ctx.held.push_back(weak_from_this());
+    ctx.hold(shared_from_this());
   }
   void release(Ctx& ctx) {
     if (count == 0) fail(ErrKind::runtime, recursive ? "cannot release un-acquired lock" : "release unlocked lock");
@@ -502,7 +533,8 @@ struct SemObj : Obj {
         return;
       }
       case Method::a_release:
-        if (max >= 0 && value >= max) fail(ErrKind::value, "Semaphore released too many times");
+        if ((max >= 0 && value >= max) || value == INT64_MAX)
+          fail(ErrKind::value, "Semaphore released too many times");
         ++value;
         cv.notify_one();
         return;
@@ -538,7 +570,12 @@ struct CondObj : Obj {
         bool got;
         try {
           got = ctx.wait(lk, cv, timeout, [&] { return w->notified; });
-        } catch (const Abandoned&) {
+        } catch (...) {
+          if (w->notified && !waiters.empty()) {  // a notify meant for someone: pass it on
+            waiters.front()->notified = true;
+            waiters.pop_front();
+            cv.notify_all();
+          }
           std::erase(waiters, w);
           throw;
         }
@@ -583,16 +620,19 @@ struct EventObj : Obj {
 };
 
 struct BarrierObj : Obj {
+  // One record per round; waiters hold theirs, so an abort or a reset ends
+  // exactly the round they are in, whatever happens after.
+  struct Round {
+    bool passed = false, broken = false;
+  };
   std::int64_t parties, timeout;
   std::int64_t count = 0;
-  std::uint64_t generation = 0;
-  bool broken = false;
-  std::deque<std::uint64_t> reset_gens;  // generations ended by reset(), recent ones
+  std::shared_ptr<Round> round = std::make_shared<Round>();
   std::condition_variable cv;
   BarrierObj(std::int64_t p, std::int64_t t) : Obj(Kind::barrier), parties(p), timeout(t) {}
 
-  void do_break() {
-    broken = true;
+  void break_round() {
+    round->broken = true;
     count = 0;
     cv.notify_all();
   }
@@ -602,45 +642,40 @@ struct BarrierObj : Obj {
       case Method::b_wait: {
         auto t = in.pod<std::int64_t>();
         if (t == -2) t = timeout;
-        if (broken) fail(ErrKind::broken_barrier, "barrier is broken");
-        std::uint64_t gen = generation;
+        if (round->broken) fail(ErrKind::broken_barrier, "barrier is broken");
+        auto mine = round;
         std::int64_t index = count++;
         if (count == parties) {
+          mine->passed = true;
+          round = std::make_shared<Round>();
           count = 0;
-          ++generation;
           cv.notify_all();
           out.pod(index);
           return;
         }
         bool ok;
         try {
-          ok = ctx.wait(lk, cv, t, [&] { return generation != gen || broken; });
-        } catch (const Abandoned&) {
-          if (generation == gen) do_break();
+          ok = ctx.wait(lk, cv, t, [&] { return mine->passed || mine->broken; });
+        } catch (...) {
+          if (!mine->passed && !mine->broken) break_round();  // a party left: nobody passes
           throw;
         }
-        bool was_reset = std::find(reset_gens.begin(), reset_gens.end(), gen) != reset_gens.end();
-        if (generation != gen && !was_reset) {
+        if (mine->passed) {
           out.pod(index);
           return;
         }
-        if (!ok && generation == gen) do_break();
+        if (!ok && !mine->broken) break_round();  // this party's timeout breaks it for all
         fail(ErrKind::broken_barrier, "barrier is broken");
       }
-      case Method::b_abort: do_break(); return;
+      case Method::b_abort: break_round(); return;
       case Method::b_reset:
-        if (count > 0) {
-          reset_gens.push_back(generation);
-          if (reset_gens.size() > 64) reset_gens.pop_front();
-          ++generation;
-          count = 0;
-          cv.notify_all();
-        }
-        broken = false;
+        if (count > 0) break_round();  // the current waiters get BrokenBarrierError
+        round = std::make_shared<Round>();
+        count = 0;
         return;
       case Method::b_parties: out.pod(parties); return;
       case Method::b_n_waiting: out.pod(count); return;
-      case Method::b_broken: in.pod<std::int64_t>(); put_u8(out, broken); return;
+      case Method::b_broken: in.pod<std::int64_t>(); put_u8(out, round->broken); return;
       default: bad_method(m, "Barrier");
     }
   }
@@ -671,10 +706,6 @@ struct QueueObj : Obj {
       case Method::q_get: {
         auto t = in.pod<std::int64_t>();
         if (!ctx.wait(lk, not_empty, t, [&] { return !items.empty(); })) fail(ErrKind::empty, "queue is empty");
-        if (t != 0 && ctx.peer_gone()) {  // leave the item for a client that can take it
-          not_empty.notify_one();
-          throw Abandoned{};
-        }
         put(out, items.front());
         items.pop_front();
         not_full.notify_one();
@@ -701,16 +732,16 @@ struct QueueObj : Obj {
 // ------------------------------------------------------- registered types
 
 struct UserObj : Obj {
-  std::mutex mu;
   std::shared_ptr<void> obj;
-  bool serialize;
-  UserObj(std::shared_ptr<void> o, std::uint64_t tag, bool ser) : Obj(Kind::user), obj(std::move(o)), serialize(ser) {
+  std::shared_ptr<std::mutex> mu;  // one per T object, however many ids name it; null: calls overlap
+  UserObj(std::shared_ptr<void> o, std::uint64_t tag, std::shared_ptr<std::mutex> m)
+      : Obj(Kind::user), obj(std::move(o)), mu(std::move(m)) {
     type_tag = tag;
   }
   void typed(Ctx& ctx, const OpDef& op, wire::Reader& in, wire::Writer& out) override {
     if (op.kind != OpKind::method || op.type_tag != type_tag) Obj::typed(ctx, op, in, out);
-    std::unique_lock lk(mu, std::defer_lock);
-    if (serialize) lk.lock();
+    std::unique_lock<std::mutex> lk;
+    if (mu) lk = std::unique_lock(*mu);
     op.method(obj.get(), in, out);
   }
 };
@@ -725,13 +756,29 @@ struct ServerState {
   std::unordered_map<std::string, Registration> types;
   std::optional<Listener> listener;
   std::atomic<bool> stopping{false};
+  sys::UniqueFd parent;  // a pidfd of the process that started this server, if any
 
   std::mutex mu;  // objects, names, clients
   std::unordered_map<std::uint64_t, std::shared_ptr<Obj>> objects;
   std::unordered_map<std::string, std::uint64_t> names;
-  std::uint64_t next_id = 1;
+  // Ids start at a random point, so a proxy that outlived its server does
+  // not name an object of a new server at the same address.
+  std::uint64_t next_id = random_id();
   std::unordered_map<std::uint64_t, int> clients;  // id -> fd
   std::uint64_t next_client = 1;
+  // The call mutex of each registered-type object (a factory may hand out
+  // one object under many ids).
+  std::unordered_map<const void*, std::weak_ptr<std::mutex>> call_mutexes;
+
+  std::shared_ptr<std::mutex> call_mutex(const void* obj) {
+    std::lock_guard g(mu);
+    if (call_mutexes.size() > 64)
+      std::erase_if(call_mutexes, [](const auto& kv) { return kv.second.expired(); });
+    auto& w = call_mutexes[obj];
+    auto m = w.lock();
+    if (!m) w = m = std::make_shared<std::mutex>();
+    return m;
+  }
 
   std::shared_ptr<Obj> find(std::uint64_t id) {
     std::lock_guard g(mu);
@@ -800,7 +847,8 @@ struct ServerState {
           throw ProtocolError("mpxx: the factory of '" + type_id + "' is not in this program");
         auto obj = op->factory(state, in);
         if (!obj) throw ValueError("mpxx: the factory of '" + type_id + "' returned a null pointer");
-        return std::make_shared<UserObj>(std::move(obj), op->type_tag, reg.serialize_calls);
+        auto m = reg.serialize_calls ? call_mutex(obj.get()) : nullptr;
+        return std::make_shared<UserObj>(std::move(obj), op->type_tag, std::move(m));
       }
     }
     throw ProtocolError("mpxx: unknown object kind " + std::to_string(static_cast<int>(kind)));
@@ -827,12 +875,15 @@ struct ServerState {
             return;
           }
         }
+        if (kind == Kind::user) ctx.ensure_acceptor();  // user code may wait for other clients
         auto obj = make(kind, in);
         in.expect_done("a create request");
         std::uint64_t tag = obj->type_tag;
         std::lock_guard g(mu);
         if (!name.empty()) {
           if (auto it = names.find(name); it != names.end()) {  // made meanwhile by another client
+            if (objects.at(it->second)->kind != kind)
+              fail(ErrKind::value, "mpxx: the manager's object '" + name + "' is of another kind");
             objects.at(it->second)->refs.fetch_add(1);
             out.pod(it->second);
             out.pod(objects.at(it->second)->type_tag);
@@ -861,6 +912,7 @@ struct ServerState {
         if (!def)
           throw ProtocolError("mpxx: unknown operation (id " + std::to_string(op_id) +
                               "): the manager's server program does not contain it");
+        ctx.ensure_acceptor();  // user code may wait for other clients
         obj->typed(ctx, *def, in, out);
         in.expect_done("a request");
         return;
@@ -919,17 +971,35 @@ struct ServerState {
       ctx.client = next_client++;
       clients.emplace(ctx.client, ctx.fd);
     }
+    // Leaves the table (where stop() finds fds to shut down) before the fd
+    // is closed, so stop() never touches a reused fd number.
+    struct Listed {
+      ServerState& s;
+      std::uint64_t id;
+      ~Listed() {
+        std::lock_guard g(s.mu);
+        s.clients.erase(id);
+      }
+    };
+    std::optional<Channel> channel;
+    Listed listed{*this, ctx.client};
     ThrowTrace trace;
     try {
       if (!authkey.empty() && !trusted) server_handshake(conn, authkey, std::chrono::milliseconds(5000));
-      Channel c(std::move(conn));
+      Channel& c = channel.emplace(std::move(conn));
       wire::Writer out;
       // The trusted connection's thread starts the accepting thread (a new
       // thread costs ~0.5 ms in a fresh process, the whole of a short-lived
       // manager's work) only once it matters: when its client idles for a
       // millisecond, is about to block, or 2 ms have passed.
       std::function<void()> accept_others = [&] {
-        if (trusted && start_accepting) std::exchange(start_accepting, nullptr)();
+        if (!trusted || !start_accepting) return;
+        try {
+          start_accepting();
+          start_accepting = nullptr;
+        } catch (const std::exception& e) {  // no thread to be had: try again later
+          get_logger().warning(std::string("mpxx: manager server: cannot start accepting: ") + e.what());
+        }
       };
       if (trusted && start_accepting) ctx.before_block = &accept_others;
       auto accept_by = Clock::now() + std::chrono::milliseconds(2);
@@ -974,11 +1044,9 @@ struct ServerState {
     } catch (...) {
       // The client left (EOF, a reset, a failed handshake): its thread ends.
     }
-    std::vector<std::weak_ptr<Obj>> held = std::move(ctx.held);
-    for (auto& w : held)
+    auto held = std::move(ctx.held);
+    for (auto& [_, w] : held)
       if (auto o = w.lock()) o->client_gone(ctx.client);
-    std::lock_guard g(mu);
-    clients.erase(ctx.client);
   }
 
   static void error(wire::Writer& out, ErrKind k, const std::string& msg) {
@@ -991,6 +1059,7 @@ struct ServerState {
 
 std::shared_ptr<ServerState> make_server(const ServerConfig& cfg) {
   auto s = std::make_shared<ServerState>();
+  if (cfg.parent > 0) s->parent = sys::pidfd_open(cfg.parent);  // ESRCH: it is gone already
   s->authkey = cfg.authkey;
   for (const auto& r : cfg.types) s->types.insert_or_assign(r.type_id, r);
   s->listener.emplace(Address{cfg.host, cfg.port}, std::nullopt, 128);
@@ -1049,12 +1118,33 @@ std::size_t fuzz_requests(std::span<const std::byte> input) {
 void serve_process(const std::shared_ptr<ServerState>& s, Connection trusted) {
   s->start_accepting = [s] { std::thread([s] { serve(s); }).detach(); };
   s->serve_client(std::move(trusted), true);
-  if (s->start_accepting) std::exchange(s->start_accepting, nullptr)();
+  while (s->start_accepting) {
+    try {
+      std::exchange(s->start_accepting, nullptr)();
+    } catch (const std::exception&) {
+      s->start_accepting = [s] { std::thread([s] { serve(s); }).detach(); };
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
   s->wait_stopped();
+  // The process ends next, maybe before the accepting thread closes the
+  // listener: a socket file must not outlive the server.
+  if (s->address.is_unix() && !s->address.host.empty() && s->address.host[0] != '@')
+    ::unlink(s->address.host.c_str());
 }
 
 void serve(const std::shared_ptr<ServerState>& s) {
   while (!s->stopping.load()) {
+    if (s->parent) {
+      // Wait for a client or for the end of the process that started the
+      // server, whichever comes first; the server does not outlive it.
+      pollfd p[2] = {{s->listener->fileno(), POLLIN, 0}, {s->parent.get(), POLLIN, 0}};
+      if (::poll(p, 2, -1) < 0) continue;
+      if (p[1].revents) {
+        s->stop();
+        break;
+      }
+    }
     Connection c;
     try {
       c = s->listener->accept();
@@ -1065,7 +1155,12 @@ void serve(const std::shared_ptr<ServerState>& s) {
       continue;
     }
     if (s->stopping.load()) break;
-    std::thread([s, c = std::move(c)]() mutable { s->serve_client(std::move(c), false); }).detach();
+    try {
+      std::thread([s, c = std::move(c)]() mutable { s->serve_client(std::move(c), false); }).detach();
+    } catch (const std::exception& e) {  // out of threads: this client is dropped, the server goes on
+      get_logger().warning(std::string("mpxx: manager server: cannot serve a new client: ") + e.what());
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
   }
   s->listener->close();
 }
