@@ -756,6 +756,7 @@ struct ServerState {
   std::unordered_map<std::string, Registration> types;
   std::optional<Listener> listener;
   std::atomic<bool> stopping{false};
+  std::atomic<bool> accepting{false};  // serve() runs
   sys::UniqueFd parent;  // a pidfd of the process that started this server, if any
 
   std::mutex mu;  // objects, names, clients
@@ -951,6 +952,7 @@ struct ServerState {
       std::lock_guard g(mu);
       for (auto& [_, fd] : clients) ::shutdown(fd, SHUT_RDWR);
     }
+    if (!accepting.load()) return;
     // Wake the accept loop.
     try {
       Client(address);
@@ -1118,7 +1120,7 @@ std::size_t fuzz_requests(std::span<const std::byte> input) {
 void serve_process(const std::shared_ptr<ServerState>& s, Connection trusted) {
   s->start_accepting = [s] { std::thread([s] { serve(s); }).detach(); };
   s->serve_client(std::move(trusted), true);
-  while (s->start_accepting) {
+  while (s->start_accepting && !s->stopping.load()) {
     try {
       std::exchange(s->start_accepting, nullptr)();
     } catch (const std::exception&) {
@@ -1134,6 +1136,7 @@ void serve_process(const std::shared_ptr<ServerState>& s, Connection trusted) {
 }
 
 void serve(const std::shared_ptr<ServerState>& s) {
+  s->accepting = true;
   while (!s->stopping.load()) {
     if (s->parent) {
       // Wait for a client or for the end of the process that started the
