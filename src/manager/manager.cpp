@@ -41,16 +41,17 @@ void server_main(ServerConfig cfg, Connection ready) {
   } catch (const std::exception& e) {
     r = Ready{false, e.what(), -1, 0};
   }
+  // A child dies with the *thread* that started it (PR_SET_PDEATHSIG). A
+  // manager is a service that must outlive a worker thread that started
+  // it: with the starting process's pidfd open, it watches that instead.
+  // (Before the reply: the starting thread may end as soon as it has it.)
+  if (r.ok) ::prctl(PR_SET_PDEATHSIG, 0);
   try {
     ready.send(r);
   } catch (const Error&) {
     return;  // the starter gave up waiting
   }
   if (!r.ok) return;
-  // A child dies with the *thread* that started it (PR_SET_PDEATHSIG). A
-  // manager is a service that must outlive a worker thread that started
-  // it: with the starting process's pidfd open, it watches that instead.
-  ::prctl(PR_SET_PDEATHSIG, 0);
   // The starter keeps using this connection: it is trusted (it came with
   // the process), so its first request needs no connect and no handshake.
   serve_process(s, std::move(ready));
