@@ -660,6 +660,21 @@ TEST_F(ManagerTest, RegisteredTypes) {
   EXPECT_EQ(c.call<&Counter::get>(), 7);
 }
 
+TEST_F(ManagerTest, OnlyExposedMethodsCanBeCalled) {
+  mpxx::BaseManager m;
+  m.register_type<Counter>("Counter", {.exposed = mpxx::exposed<&Counter::add, &Counter::get>()});
+  m.start();
+  auto c = m.create<Counter>("Counter");
+  EXPECT_EQ(c.call<&Counter::add>(2), 2);
+  try {
+    c.call<&Counter::fail>("x");
+    FAIL() << "an unexposed method ran";
+  } catch (const mpxx::RemoteError& e) {
+    EXPECT_NE(e.message().find("does not expose"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(c.call<&Counter::get>(), 2);
+}
+
 void add_to_shared(mpxx::Address a, std::string key, int times) {
   mpxx::BaseManager m(a, key);
   m.connect();

@@ -884,7 +884,17 @@ struct TypeOptions {
   // Calls to one object run one at a time (the default), or may overlap
   // (for types that block in a method and synchronize themselves).
   bool serialize_calls = true;
+  // Python's `exposed`: the only methods clients may call, as
+  // mpxx::exposed<&T::add, &T::get>(); empty (the default): any method the
+  // client names (it can name only public ones).
+  std::vector<std::uint64_t> exposed{};
 };
+
+// The methods a registered type exposes (TypeOptions::exposed).
+template <auto... Methods>
+std::vector<std::uint64_t> exposed() {
+  return {detail::mgr::CallMethod<Methods>::id...};
+}
 
 // ------------------------------------------------------------------ managers
 
@@ -905,9 +915,10 @@ struct Registration {
   std::string type_id;
   std::string factory;  // [factory op id][callable state]
   bool serialize_calls = true;
+  std::vector<std::uint64_t> exposed;  // method op ids; empty: all
   template <class A>
   void serialize(A& a) {
-    a(type_id, factory, serialize_calls);
+    a(type_id, factory, serialize_calls, exposed);
   }
 };
 }  // namespace detail::mgr
@@ -954,7 +965,7 @@ class BaseManager {
     w.pod(detail::mgr::Factory<T, Fn>::id);
     detail::CallableCodec<Fn>::encode(w, factory);
     add_registration({std::move(type_id), std::string(reinterpret_cast<const char*>(w.data()), w.size()),
-                      opts.serialize_calls});
+                      opts.serialize_calls, std::move(opts.exposed)});
   }
   template <class T>
   void register_type(std::string type_id, TypeOptions opts = {}) {

@@ -734,9 +734,14 @@ struct QueueObj : Obj {
 struct UserObj : Obj {
   std::shared_ptr<void> obj;
   std::shared_ptr<std::mutex> mu;  // one per T object, however many ids name it; null: calls overlap
-  UserObj(std::shared_ptr<void> o, std::uint64_t tag, std::shared_ptr<std::mutex> m)
-      : Obj(Kind::user), obj(std::move(o)), mu(std::move(m)) {
+  const Registration* reg;         // lives as long as the server
+  UserObj(std::shared_ptr<void> o, std::uint64_t tag, std::shared_ptr<std::mutex> m, const Registration* r)
+      : Obj(Kind::user), obj(std::move(o)), mu(std::move(m)), reg(r) {
     type_tag = tag;
+  }
+  void check_exposed(std::uint64_t op_id) const {
+    if (!reg->exposed.empty() && std::find(reg->exposed.begin(), reg->exposed.end(), op_id) == reg->exposed.end())
+      throw ProtocolError("mpxx: '" + reg->type_id + "' does not expose this method");
   }
   void typed(Ctx& ctx, const OpDef& op, wire::Reader& in, wire::Writer& out) override {
     if (op.kind != OpKind::method || op.type_tag != type_tag) Obj::typed(ctx, op, in, out);
@@ -849,7 +854,7 @@ struct ServerState {
         auto obj = op->factory(state, in);
         if (!obj) throw ValueError("mpxx: the factory of '" + type_id + "' returned a null pointer");
         auto m = reg.serialize_calls ? call_mutex(obj.get()) : nullptr;
-        return std::make_shared<UserObj>(std::move(obj), op->type_tag, std::move(m));
+        return std::make_shared<UserObj>(std::move(obj), op->type_tag, std::move(m), &reg);
       }
     }
     throw ProtocolError("mpxx: unknown object kind " + std::to_string(static_cast<int>(kind)));
@@ -913,6 +918,7 @@ struct ServerState {
         if (!def)
           throw ProtocolError("mpxx: unknown operation (id " + std::to_string(op_id) +
                               "): the manager's server program does not contain it");
+        if (obj->kind == Kind::user) static_cast<const UserObj&>(*obj).check_exposed(op_id);
         ctx.ensure_acceptor();  // user code may wait for other clients
         obj->typed(ctx, *def, in, out);
         in.expect_done("a request");
