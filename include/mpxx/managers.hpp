@@ -89,6 +89,7 @@
 #include "mpxx/context.hpp"
 #include "mpxx/detail/manager_core.hpp"
 #include "mpxx/errors.hpp"
+#include "mpxx/sync.hpp"
 
 namespace mpxx {
 
@@ -96,15 +97,10 @@ class BaseManager;
 
 namespace detail::mgr {
 
-inline std::chrono::nanoseconds ns_of(bool block) {
-  return block ? std::chrono::nanoseconds::max() : std::chrono::nanoseconds::zero();
-}
+inline std::chrono::nanoseconds ns_of(bool block) { return block ? kForever : nanos::zero(); }
 template <class Rep, class Period>
 std::chrono::nanoseconds ns_of(std::chrono::duration<Rep, Period> d) {
-  if (d <= std::chrono::duration<Rep, Period>::zero()) return std::chrono::nanoseconds::zero();
-  if (d >= std::chrono::duration_cast<std::chrono::duration<Rep, Period>>(std::chrono::hours(24 * 365 * 100)))
-    return std::chrono::nanoseconds::max();
-  return std::chrono::ceil<std::chrono::nanoseconds>(d);
+  return to_nanos(d);  // the sync primitives' rule: <= 0 no wait, a century or more forever
 }
 
 inline wire::Reader reader(const std::string& s) {
@@ -691,23 +687,17 @@ class ConditionProxy : public detail::mgr::ProxyBase {
   // Waits until pred() (evaluated here, with the lock held) is true.
   template <class Pred>
   bool wait_for(Pred pred) {
-    while (!pred()) wait();
-    return true;
+    return detail::wait_for_predicate(pred, detail::kForever, [this](detail::nanos t) { wait_ns(t); });
   }
   template <class Pred, class Rep, class Period>
   bool wait_for(Pred pred, std::chrono::duration<Rep, Period> timeout) {
-    auto deadline = std::chrono::steady_clock::now() + detail::mgr::ns_of(timeout);
-    bool ok = pred();
-    while (!ok) {
-      auto left = deadline - std::chrono::steady_clock::now();
-      if (left <= decltype(left)::zero()) break;
-      wait(left);
-      ok = pred();
-    }
-    return ok;
+    return detail::wait_for_predicate(pred, detail::to_nanos(timeout), [this](detail::nanos t) { wait_ns(t); });
   }
   void notify(int n = 1) { call(M::c_notify, [&](auto& w) { w.pod(std::int64_t{n}); }); }
   void notify_all() { call(M::c_notify, [](auto& w) { w.pod(std::int64_t{-1}); }); }
+
+ private:
+  bool wait_ns(std::chrono::nanoseconds t) { return call_bool(M::c_wait, detail::mgr::wire_timeout(t)); }
 };
 
 class EventProxy : public detail::mgr::ProxyBase {

@@ -60,6 +60,26 @@ nanos until(std::chrono::time_point<Clock, Duration> tp) {
   return to_nanos(tp - Clock::now());
 }
 
+// Condition::wait_for's loop (shared with the manager's ConditionProxy):
+// true once pred() is, false when `timeout` has passed first; wait(t)
+// waits for a notification, at most t.
+template <class Pred, class Wait>
+bool wait_for_predicate(Pred& pred, nanos timeout, Wait wait) {
+  if (timeout == kForever) {
+    while (!pred()) wait(kForever);
+    return true;
+  }
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  bool ok = pred();
+  while (!ok) {
+    auto left = deadline - std::chrono::steady_clock::now();
+    if (left <= decltype(left)::zero()) break;
+    wait(std::chrono::duration_cast<nanos>(left));
+    ok = pred();
+  }
+  return ok;
+}
+
 // The shared part of Lock and RLock.
 class LockBase {
  public:
@@ -226,20 +246,11 @@ class Condition {
   // Waits until pred() is true; returns its last value.
   template <class Pred>
   bool wait_for(Pred pred) {
-    while (!pred()) wait();
-    return true;
+    return detail::wait_for_predicate(pred, detail::kForever, [this](detail::nanos t) { wait_ns(t); });
   }
   template <class Pred, class Rep, class Period>
   bool wait_for(Pred pred, std::chrono::duration<Rep, Period> timeout) {
-    auto deadline = std::chrono::steady_clock::now() + detail::to_nanos(timeout);
-    bool ok = pred();
-    while (!ok) {
-      auto left = deadline - std::chrono::steady_clock::now();
-      if (left <= decltype(left)::zero()) break;
-      wait_ns(detail::to_nanos(left));
-      ok = pred();
-    }
-    return ok;
+    return detail::wait_for_predicate(pred, detail::to_nanos(timeout), [this](detail::nanos t) { wait_ns(t); });
   }
   // Wakes up to n waiters (notify_all: all of them).
   void notify(int n = 1);

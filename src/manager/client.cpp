@@ -205,18 +205,12 @@ void mark_server_dead(const Address& a, bool dead) {
 void adopt_connection(const Address& a, const std::string& authkey, Connection c) {
   if (t_cache_gone) return;
   own_pid();
-  Token t;
-  t.host = a.host;
-  t.port = a.port;
-  t.authkey = authkey;
+  Token t = Token::of(a, authkey);
   t_cache.conns.insert_or_assign(key_of(t), Channel(std::move(c)));
 }
 
 void forget_connection(const Address& a, const std::string& authkey) {
-  Token t;
-  t.host = a.host;
-  t.port = a.port;
-  t.authkey = authkey;
+  Token t = Token::of(a, authkey);
   drop(t);
 }
 

@@ -166,10 +166,7 @@ void BaseManager::start() {
 
 void BaseManager::connect() {
   auto& s = state(st_);
-  detail::mgr::Token t;
-  t.host = s.address.host;
-  t.port = s.address.port;
-  t.authkey = s.authkey;
+  detail::mgr::Token t = detail::mgr::Token::of(s.address, s.authkey);
   detail::mgr::mark_server_dead(s.address, false);
   detail::wire::Writer w;
   detail::mgr::begin(w, detail::mgr::Op::ping, 0);
@@ -191,10 +188,7 @@ void BaseManager::shutdown() {
   s.shut = true;
   detail::mgr::mark_server_dead(s.address, true);
   if (s.process->is_alive()) {
-    detail::mgr::Token t;
-    t.host = s.address.host;
-    t.port = s.address.port;
-    t.authkey = s.authkey;
+    detail::mgr::Token t = detail::mgr::Token::of(s.address, s.authkey);
     detail::wire::Writer w;
     detail::mgr::begin(w, detail::mgr::Op::shutdown, 0);
     try {
@@ -234,10 +228,7 @@ std::shared_ptr<detail::mgr::Ref> BaseManager::create_builtin(Kind kind, const s
   if (!s.connected)
     throw ProcessError("mpxx: the manager is not running: call start() or connect() first");
   if (s.shut) throw ProcessError("mpxx: the manager has been shut down");
-  detail::mgr::Token t;
-  t.host = s.address.host;
-  t.port = s.address.port;
-  t.authkey = s.authkey;
+  detail::mgr::Token t = detail::mgr::Token::of(s.address, s.authkey);
   t.kind = kind;
   detail::wire::Writer w;
   detail::mgr::begin(w, detail::mgr::Op::create, 0);

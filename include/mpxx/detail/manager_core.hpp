@@ -170,6 +170,14 @@ struct Token {
   std::uint64_t type_tag = 0;  // for registered types
   std::string authkey;         // empty: no authentication
   Address address() const { return Address{host, port}; }
+  // A token for requests that name no object (create, ping, shutdown).
+  static Token of(const Address& a, const std::string& authkey) {
+    Token t;
+    t.host = a.host;
+    t.port = a.port;
+    t.authkey = authkey;
+    return t;
+  }
   template <class A>
   void serialize(A& a) {
     a(host, port, id, kind, type_tag, authkey);
