@@ -170,6 +170,34 @@ class ProxyBase {
   Kind kind_;
 };
 
+// c[key] (a dict item, a list or array element) read and written through
+// the server: each use is one round trip, and a compound assignment is two
+// (read, then write), so not atomic, as in Python.
+template <class C, class K, class V>
+class ItemRef {
+ public:
+  ItemRef(C* c, K k) : c_(c), k_(std::move(k)) {}
+  operator V() const { return c_->at(k_); }
+  V get() const { return c_->at(k_); }
+  ItemRef& operator=(const V& v) {
+    c_->set(k_, v);
+    return *this;
+  }
+  ItemRef& operator=(const ItemRef& o) { return *this = o.get(); }
+  template <class X>
+  ItemRef& operator+=(const X& x) { return *this = static_cast<V>(get() + x); }
+  template <class X>
+  ItemRef& operator-=(const X& x) { return *this = static_cast<V>(get() - x); }
+  template <class X>
+  ItemRef& operator*=(const X& x) { return *this = static_cast<V>(get() * x); }
+  template <class X>
+  ItemRef& operator/=(const X& x) { return *this = static_cast<V>(get() / x); }
+
+ private:
+  C* c_;
+  K k_;
+};
+
 }  // namespace detail::mgr
 
 // --------------------------------------------------------------------- dict
@@ -213,31 +241,7 @@ class DictProxy : public detail::mgr::ProxyBase {
   }
 
   // d[k] read and written through the server; each use is a round trip.
-  class ItemRef {
-   public:
-    operator V() const { return d_->at(k_); }
-    V get() const { return d_->at(k_); }
-    ItemRef& operator=(const V& v) {
-      d_->set(k_, v);
-      return *this;
-    }
-    ItemRef& operator=(const ItemRef& o) { return *this = o.get(); }
-    // Two round trips (read, then write): not atomic, as in Python.
-    template <class X>
-    ItemRef& operator+=(const X& x) { return *this = static_cast<V>(get() + x); }
-    template <class X>
-    ItemRef& operator-=(const X& x) { return *this = static_cast<V>(get() - x); }
-    template <class X>
-    ItemRef& operator*=(const X& x) { return *this = static_cast<V>(get() * x); }
-    template <class X>
-    ItemRef& operator/=(const X& x) { return *this = static_cast<V>(get() / x); }
-
-   private:
-    friend class DictProxy;
-    ItemRef(DictProxy* d, K k) : d_(d), k_(std::move(k)) {}
-    DictProxy* d_;
-    K k_;
-  };
+  using ItemRef = detail::mgr::ItemRef<DictProxy, K, V>;
   ItemRef operator[](const K& k) { return ItemRef(this, k); }
   V operator[](const K& k) const { return at(k); }
 
@@ -394,28 +398,7 @@ class SequenceProxy : public ProxyBase {
       put_value(w, v);
     });
   }
-  class ItemRef {
-   public:
-    operator T() const { return s_->at(i_); }
-    T get() const { return s_->at(i_); }
-    ItemRef& operator=(const T& v) {
-      s_->set(i_, v);
-      return *this;
-    }
-    ItemRef& operator=(const ItemRef& o) { return *this = o.get(); }
-    template <class X>
-    ItemRef& operator+=(const X& x) { return *this = static_cast<T>(get() + x); }
-    template <class X>
-    ItemRef& operator-=(const X& x) { return *this = static_cast<T>(get() - x); }
-    template <class X>
-    ItemRef& operator*=(const X& x) { return *this = static_cast<T>(get() * x); }
-
-   private:
-    friend class SequenceProxy;
-    ItemRef(SequenceProxy* s, std::int64_t i) : s_(s), i_(i) {}
-    SequenceProxy* s_;
-    std::int64_t i_;
-  };
+  using ItemRef = detail::mgr::ItemRef<SequenceProxy, std::int64_t, T>;
   ItemRef operator[](std::int64_t i) { return ItemRef(this, i); }
   T operator[](std::int64_t i) const { return at(i); }
 
