@@ -134,6 +134,7 @@ def pipe_pingpong_us():
 
 def send_100mib(c):
     data = b'\x5a' * SHM_BYTES
+    c.send(0)   # ready: the value is built
     c.recv()
     c.send_bytes(data)
 
@@ -143,6 +144,7 @@ def pipe_100mib_gbps():
     p = mp.Process(target=send_100mib, args=(b,))
     p.start()
     b.close()
+    a.recv()    # the child has built its value: time the transfer alone
     t0 = time.perf_counter()
     a.send(1)
     data = a.recv_bytes()
@@ -183,17 +185,19 @@ def queue_kib_gbps():
     return 1024 * QUEUE_ITEMS / (time.perf_counter() - t0) / 1e9
 
 
-def put_100mib(q, go):
+def put_100mib(q, ready, go):
     data = b'\x5a' * SHM_BYTES
+    ready.set()
     go.wait()
     q.put(data)
 
 
 def queue_100mib_gbps():
     q = mp.Queue()
-    go = mp.Event()
-    p = mp.Process(target=put_100mib, args=(q, go))
+    ready, go = mp.Event(), mp.Event()
+    p = mp.Process(target=put_100mib, args=(q, ready, go))
     p.start()
+    ready.wait()   # the child has built its value: time the transfer alone
     t0 = time.perf_counter()
     go.set()
     data = q.get()

@@ -272,6 +272,7 @@ double futex_pingpong_us() {
 
 void send_100mib(mpxx::Connection c) {
   std::vector<unsigned char> v(kShmBytes, 0x5a);
+  c.send(0);      // ready: the value is built
   c.recv<int>();  // go
   c.send(v);
 }
@@ -282,6 +283,7 @@ double pipe_100mib_gbps() {
   mpxx::Process p(send_100mib, b);
   p.start();
   b.close();
+  a.recv<int>();  // the child has built its value: time the transfer alone
   auto t0 = Clock::now();
   a.send(1);
   auto v = a.recv<std::vector<unsigned char>>();
@@ -332,8 +334,9 @@ double queue_kib_gbps() {
   return 1024.0 * kKiBItems / elapsed(t0) / 1e9;
 }
 
-void put_100mib(mpxx::Queue<std::vector<unsigned char>> q, mpxx::Event go) {
+void put_100mib(mpxx::Queue<std::vector<unsigned char>> q, mpxx::Event ready, mpxx::Event go) {
   std::vector<unsigned char> v(kShmBytes, 0x5a);
+  ready.set();
   go.wait();
   q.put(v);
 }
@@ -341,9 +344,10 @@ void put_100mib(mpxx::Queue<std::vector<unsigned char>> q, mpxx::Event go) {
 // 100 MiB put by a child and taken by the parent: GB/s.
 double queue_100mib_gbps() {
   mpxx::Queue<std::vector<unsigned char>> q;
-  mpxx::Event go;
-  mpxx::Process p(put_100mib, q, go);
+  mpxx::Event ready, go;
+  mpxx::Process p(put_100mib, q, ready, go);
   p.start();
+  ready.wait();  // the child has built its value: time the transfer alone
   auto t0 = Clock::now();
   go.set();
   auto v = q.get();

@@ -1,10 +1,12 @@
 // Connection and Pipe: CPython's message framing over Unix stream sockets,
-// with fds, memfds for large values, and a short spin before sleeping.
+// with fds, a pipe of their own for large values, and a short spin before
+// sleeping.
 #include "mpxx/connection.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/mman.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -148,6 +150,83 @@ bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
   return true;
 }
 
+// Blocks SIGPIPE for the calling thread while it lives; a SIGPIPE raised
+// meanwhile (none was pending before) is consumed, never delivered.
+class NoSigpipe {
+ public:
+  NoSigpipe() {
+    ::sigemptyset(&pipe_only_);
+    ::sigaddset(&pipe_only_, SIGPIPE);
+    sigset_t pending;
+    ::sigpending(&pending);
+    was_pending_ = ::sigismember(&pending, SIGPIPE) == 1;
+    ::pthread_sigmask(SIG_BLOCK, &pipe_only_, &old_);
+  }
+  NoSigpipe(const NoSigpipe&) = delete;
+  NoSigpipe& operator=(const NoSigpipe&) = delete;
+  ~NoSigpipe() {
+    sigset_t pending;
+    ::sigpending(&pending);
+    if (!was_pending_ && ::sigismember(&pending, SIGPIPE) == 1) {
+      timespec zero{};
+      ::sigtimedwait(&pipe_only_, nullptr, &zero);
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+
+ private:
+  sigset_t pipe_only_, old_;
+  bool was_pending_ = false;
+};
+
+// Large payloads. The sender hands its (huge-page) encode buffer to a pipe
+// with vmsplice: the kernel references the pages instead of copying them,
+// and the receiver's read() makes the only copy, straight from the sender's
+// memory. No shared-memory file is filled on the way, so no fresh 4 KiB
+// pages are faulted in (that cost, not the copy, dominated large messages).
+// The last pipe-full goes with write(), a copy: when it returns the reader
+// has taken every referenced page, so the buffer may be reused at once.
+// Like CPython's send of a large message, this returns only once the
+// receiver has read all but the last pipe-full.
+//
+// A pipe has no MSG_NOSIGNAL: SIGPIPE is blocked while writing (NoSigpipe).
+// False if the reader is gone.
+bool splice_out(int fd, const std::byte* p, std::size_t n) {
+  ::fcntl(fd, F_SETPIPE_SZ, 1 << 20);  // fewer wakeups; the default 64 KiB works too
+  int cap = ::fcntl(fd, F_GETPIPE_SZ);
+  const std::size_t tail = std::min<std::size_t>(n, cap > 0 ? static_cast<std::size_t>(cap) : 65536);
+  NoSigpipe guard;
+  std::size_t done = 0;
+  while (done < n - tail) {
+    iovec iov{const_cast<std::byte*>(p + done), n - tail - done};
+    ssize_t r = ::vmsplice(fd, &iov, 1, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno == EPIPE) return false;
+    if (r < 0) break;  // vmsplice refused (seccomp, an unusual kernel): copy the rest
+    done += static_cast<std::size_t>(r);
+  }
+  return sys::write_full(fd, p + done, n - done);
+}
+
+// Reads a large payload of `size` bytes from its pipe into `out`, which
+// grows with what arrives (a peer cannot make us allocate by announcing).
+void splice_in(int fd, wire::Writer& out, std::uint64_t size, const std::optional<sys::Deadline>& deadline) {
+  std::uint64_t got = 0;
+  while (got < size) {
+    std::size_t room = static_cast<std::size_t>(
+        std::min<std::uint64_t>(size - got, std::max<std::uint64_t>(std::uint64_t{1} << 20, got)));
+    out.reserve(static_cast<std::size_t>(got) + room);
+    if (deadline && !sys::wait_readable(fd, *deadline))
+      throw TimeoutError("mpxx: the peer sent nothing in time (stalled in the middle of a message)");
+    ssize_t r = ::read(fd, out.data() + got, room);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) sys::throw_errno("read(message pipe)");
+    if (r == 0) throw EOFError("mpxx: the other end closed the connection in the middle of a message");
+    out.extend(static_cast<std::size_t>(r));
+    got += static_cast<std::uint64_t>(r);
+  }
+}
+
 std::string eof_message() { return "mpxx: the other end of the connection is closed"; }
 
 }  // namespace
@@ -166,28 +245,20 @@ Connection::Connection(int fd, bool readable, bool writable, bool mpxx_peer)
 void Connection::send_frame(detail::wire::Writer w) {
   ConnState& c = detail::live(st_, false, true);
   if (c.mpxx_peer && w.size() > detail::kExternalThreshold) {
-    // The payload goes into a memfd and only a small frame crosses the socket.
+    // The payload streams through a pipe of its own, sent with a small frame.
     const std::size_t payload = w.size() - detail::wire::kHeaderSize;
-    int mfd = ::memfd_create("mpxx:message", MFD_CLOEXEC);
-    if (mfd < 0) sys::throw_errno("memfd_create");
-    sys::UniqueFd guard(mfd);
-    const std::byte* p = w.data() + detail::wire::kHeaderSize;
-    std::size_t done = 0;
-    while (done < payload) {
-      ssize_t r = ::write(mfd, p + done, payload - done);
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        sys::throw_errno("write(memfd)");
-      }
-      done += static_cast<std::size_t>(r);
-    }
+    auto [rd, wr] = sys::make_pipe();
     auto kind = static_cast<detail::wire::FrameKind>(w.data()[5]);
     detail::wire::Writer small;
     detail::wire::write_header(small, kind, 8, detail::wire::kFlagExternal);
     small.pod(static_cast<std::uint64_t>(payload));
     std::vector<int> fds = w.fds();
-    fds.push_back(mfd);
+    fds.push_back(rd.get());
     detail::send_message(c, small.data(), small.size(), fds);
+    rd.reset();
+    if (!detail::splice_out(wr.get(), w.data() + detail::wire::kHeaderSize, payload))
+      throw OSError(EPIPE, "mpxx: send: the other end closed the connection before it had read "
+                           "the whole message");
     return;
   }
   detail::send_message(c, w.data(), w.size(), w.fds());
@@ -212,25 +283,16 @@ std::span<const std::byte> Connection::recv_frame(detail::wire::Writer& storage,
     if (all.size() - detail::wire::kHeaderSize != h.length)
       throw ProtocolError("mpxx: recv: frame length does not match the message");
     if (h.flags & detail::wire::kFlagExternal) {
-      if (fds.empty()) throw ProtocolError("mpxx: recv: external frame without its memfd");
+      if (fds.empty()) throw ProtocolError("mpxx: recv: external frame without its pipe");
       std::uint64_t size;
       std::memcpy(&size, all.data() + detail::wire::kHeaderSize, 8);
-      int mfd = fds.back();
+      sys::UniqueFd pipe(fds.back());
       fds.pop_back();
-      sys::UniqueFd guard(mfd);
       struct stat st {};
-      if (::fstat(mfd, &st) < 0 || static_cast<std::uint64_t>(st.st_size) < size)
-        throw ProtocolError("mpxx: recv: external payload is shorter than announced");
-      // Read the payload out of the memfd into storage (one copy).
+      if (::fstat(pipe.get(), &st) < 0 || !S_ISFIFO(st.st_mode))
+        throw ProtocolError("mpxx: recv: external frame without its pipe");
       detail::wire::Writer payload;
-      std::size_t got = 0;
-      std::byte* dst = payload.extend(size);
-      while (got < size) {
-        ssize_t r = ::pread(mfd, dst + got, size - got, static_cast<off_t>(got));
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) sys::throw_errno("read(memfd)");
-        got += static_cast<std::size_t>(r);
-      }
+      detail::splice_in(pipe.get(), payload, size, c.deadline);
       storage = std::move(payload);
       return {storage.data(), storage.size()};
     }

@@ -12,7 +12,7 @@ struct ConnState {
   sys::UniqueFd fd;
   bool readable = false;
   bool writable = false;
-  bool mpxx_peer = false;  // the other end is mpxx: values may travel in memfds
+  bool mpxx_peer = false;  // the other end is mpxx: large values may take a pipe of their own
   // While set (during an authentication handshake), a peer that sends
   // nothing before it is a TimeoutError instead of a wait forever.
   std::optional<sys::Deadline> deadline;

@@ -46,6 +46,11 @@ void send_after(mpxx::Connection c, int ms, std::string text) {
 
 void close_without_sending(mpxx::Connection c) { c.close(); }
 
+void sleep_then_close(mpxx::Connection c, int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  c.close();
+}
+
 }  // namespace conn_targets
 
 namespace {
@@ -205,6 +210,55 @@ TEST(PipeProcesses, PeerExitGivesEof) {
   b.close();
   EXPECT_THROW(a.recv<int>(), mpxx::EOFError);
   p.join();
+}
+
+// Large values stream through a pipe of their own, so a send waits for its
+// reader as in CPython. A reader that goes away must turn into an OSError in
+// the sender, never a SIGPIPE that kills it; a writer that dies half way
+// must turn into an EOFError in the reader.
+TEST(PipeProcesses, LargeSendToAReaderThatLeavesRaises) {
+  auto [a, b] = mpxx::Pipe();
+  mpxx::Process p(sleep_then_close, b, 200);
+  p.start();
+  b.close();
+  std::vector<std::uint8_t> big(16u << 20, 1);
+  try {
+    a.send(big);
+    ADD_FAILURE() << "send to a reader that left did not raise";
+  } catch (const mpxx::OSError& e) {
+    EXPECT_EQ(e.code(), EPIPE) << e.what();
+  }
+  sigset_t pending;
+  ::sigpending(&pending);
+  EXPECT_FALSE(::sigismember(&pending, SIGPIPE)) << "a SIGPIPE was left pending";
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST(PipeProcesses, LargeSenderKilledHalfWayGivesEof) {
+  auto [a, b] = mpxx::Pipe();
+  mpxx::Process p(send_big, b, std::size_t{64} << 20);
+  p.start();
+  b.close();
+  // The frame announcing the value arrives first; the sender then blocks
+  // until its payload is read. Kill it there.
+  ASSERT_TRUE(a.poll(10s));
+  std::this_thread::sleep_for(100ms);
+  p.kill();
+  p.join();
+  EXPECT_THROW(a.recv<std::vector<std::uint8_t>>(), mpxx::EOFError);
+}
+
+TEST(Pipe, LargeValueBetweenThreads) {
+  auto [a, b] = mpxx::Pipe();
+  std::vector<std::uint32_t> sent(3u << 20);
+  for (std::size_t i = 0; i < sent.size(); ++i) sent[i] = static_cast<std::uint32_t>(i * 2654435761u);
+  std::thread t([&, a = a] () mutable { a.send(sent); a.send(std::string(5u << 20, 'z')); });
+  auto got = b.recv<std::vector<std::uint32_t>>();
+  auto text = b.recv<std::string>();
+  t.join();
+  EXPECT_EQ(got, sent);
+  EXPECT_EQ(text, std::string(5u << 20, 'z'));
 }
 
 TEST(PipeProcesses, SignalsDoNotDisturbABlockedRecv) {

@@ -1,5 +1,6 @@
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -70,11 +71,50 @@ BufferCache& cache() {
   return *c;
 }
 
+// Buffers of kHugeMin bytes or more are mappings of their own (huge-page
+// advised), grown with mremap: a buffer that doubles its way to 100 MiB as
+// a message arrives moves page tables, never bytes. Smaller ones are malloc's.
+bool mapped(std::size_t cap) noexcept { return cap >= kHugeMin; }
+
+void free_buffer(void* p, std::size_t cap) noexcept {
+  if (mapped(cap)) ::munmap(p, cap);
+  else std::free(p);
+}
+
 void release(void* p, std::size_t cap) {
-  if (p && !cache().give(p, cap)) std::free(p);
+  if (p && !cache().give(p, cap)) free_buffer(p, cap);
+}
+
+// Resizes buffer p (capacity `cap`, `size` bytes in use) to `want` bytes.
+std::byte* resize_buffer(std::byte* p, std::size_t size, std::size_t cap, std::size_t want) {
+  if (!mapped(want)) {
+    void* q = std::realloc(p, want);
+    if (!q) throw std::bad_alloc();
+    return static_cast<std::byte*>(q);
+  }
+  if (p && mapped(cap)) {
+    void* q = ::mremap(p, cap, want, MREMAP_MAYMOVE);
+    if (q == MAP_FAILED) throw std::bad_alloc();
+    advise_huge(q, want);  // the grown part
+    return static_cast<std::byte*>(q);
+  }
+  void* q = ::mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (q == MAP_FAILED) throw std::bad_alloc();
+  advise_huge(q, want);  // before the first byte is written
+  if (size) std::memcpy(q, p, size);
+  std::free(p);
+  return static_cast<std::byte*>(q);
 }
 
 }  // namespace
+
+void advise_huge(void* p, std::size_t n) noexcept {
+  if (n < kHugeMin) return;
+  constexpr std::uintptr_t kHuge = std::uintptr_t{2} << 20;
+  auto begin = (reinterpret_cast<std::uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+  auto end = (reinterpret_cast<std::uintptr_t>(p) + n) & ~(kHuge - 1);
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+}
 
 Writer::Writer(Writer&& o) noexcept
     : data_(std::exchange(o.data_, nullptr)),
@@ -107,9 +147,7 @@ void Writer::grow(std::size_t need) {
       return;
     }
   }
-  auto* p = static_cast<std::byte*>(std::realloc(data_, cap));
-  if (!p) throw std::bad_alloc();
-  data_ = p;
+  data_ = resize_buffer(data_, size_, cap_, cap);
   cap_ = cap;
 }
 

@@ -20,6 +20,15 @@
 
 namespace mpxx::detail::wire {
 
+// Buffers of at least this size ask the kernel for transparent huge pages.
+inline constexpr std::size_t kHugeMin = std::size_t{4} << 20;
+// Advises huge pages for the 2 MiB-aligned part of [p, p + n) when n is at
+// least kHugeMin; does nothing otherwise (and ignores failure). Writing a
+// fresh 100 MiB buffer then takes 50 page faults instead of 25600, which on
+// a VM is the difference between ~0.3 and several GB/s. Only advice: the
+// memory's contents and ownership are untouched.
+void advise_huge(void* p, std::size_t n) noexcept;
+
 class Writer {
  public:
   Writer() = default;

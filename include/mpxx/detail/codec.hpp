@@ -124,6 +124,35 @@ void CEREAL_LOAD_FUNCTION_NAME(InArchive& ar, cereal::BinaryData<T>& bd) {
   ar.loadBinary(bd.data, static_cast<std::size_t>(bd.size));
 }
 
+// Contiguous numbers and strings: cereal's own loads, except that a large
+// destination is reserved first and advised to use huge pages, so filling
+// it does not fault in 4 KiB at a time (see advise_huge).
+template <class Container>
+void reserve_destination(Container& c, std::size_t count) {
+  using T = typename Container::value_type;
+  if (count * sizeof(T) < kHugeMin || c.capacity() >= count) return;
+  c.reserve(count);
+  advise_huge(c.data(), c.capacity() * sizeof(T));
+}
+template <class T>
+std::enable_if_t<std::is_arithmetic_v<T> && !std::is_same_v<T, bool>>
+CEREAL_LOAD_FUNCTION_NAME(InArchive& ar, std::vector<T>& v) {
+  cereal::size_type n;
+  ar(cereal::make_size_tag(n));
+  reserve_destination(v, static_cast<std::size_t>(n));
+  v.resize(static_cast<std::size_t>(n));
+  ar(cereal::binary_data(v.data(), static_cast<std::size_t>(n) * sizeof(T)));
+}
+template <class C, class Tr>
+std::enable_if_t<std::is_arithmetic_v<C>>
+CEREAL_LOAD_FUNCTION_NAME(InArchive& ar, std::basic_string<C, Tr>& s) {
+  cereal::size_type n;
+  ar(cereal::make_size_tag(n));
+  reserve_destination(s, static_cast<std::size_t>(n));
+  s.resize(static_cast<std::size_t>(n));
+  ar(cereal::binary_data(s.data(), static_cast<std::size_t>(n) * sizeof(C)));
+}
+
 }  // namespace mpxx::detail::wire
 
 CEREAL_REGISTER_ARCHIVE(mpxx::detail::wire::OutArchive)
