@@ -107,6 +107,32 @@ TEST(Queue, FullAndEmptyWithTimeouts) {
   EXPECT_LT(t, 5.0);
 }
 
+// A timeout of millennia means "wait": it must not overflow into a
+// negative count of nanoseconds (which would make it an immediate Empty).
+TEST(Queue, AVeryLongTimeoutWaits) {
+  mpxx::Queue<int> q;
+  std::thread later([q]() mutable {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    q.put(7);
+  });
+  int got = -1;
+  try {
+    got = q.get(std::chrono::years(1000));
+  } catch (const mpxx::Empty&) {
+  }
+  later.join();
+  EXPECT_EQ(got, 7);
+  mpxx::JoinableQueue<int> jq;
+  jq.put(1);
+  std::thread done([jq]() mutable {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    jq.get();
+    jq.task_done();
+  });
+  EXPECT_TRUE(jq.join(std::chrono::years(1000)));
+  done.join();
+}
+
 TEST(Queue, WrapsAroundTheRingManyTimes) {
   mpxx::Queue<std::vector<char>> q;
   // ~3 GiB through a 1 GiB ring, in messages of awkward sizes (2 GiB under

@@ -33,6 +33,7 @@
 #include <span>
 
 #include "mpxx/detail/codec.hpp"
+#include "mpxx/detail/timeout.hpp"
 #include "mpxx/errors.hpp"
 
 namespace mpxx {
@@ -75,8 +76,7 @@ inline std::chrono::nanoseconds queue_timeout(bool block) {
 }
 template <class Rep, class Period>
 std::chrono::nanoseconds queue_timeout(std::chrono::duration<Rep, Period> d) {
-  if (d <= std::chrono::duration<Rep, Period>::zero()) return std::chrono::nanoseconds::zero();
-  return std::chrono::ceil<std::chrono::nanoseconds>(d);
+  return to_nanos(d);
 }
 }  // namespace detail
 

@@ -41,25 +41,12 @@
 
 #include "mpxx/detail/callable.hpp"
 #include "mpxx/detail/shm.hpp"
+#include "mpxx/detail/timeout.hpp"
 #include "mpxx/errors.hpp"
 
 namespace mpxx {
 
 namespace detail {
-using nanos = std::chrono::nanoseconds;
-inline constexpr nanos kForever = nanos::max();
-template <class Rep, class Period>
-nanos to_nanos(std::chrono::duration<Rep, Period> d) {
-  if (d <= std::chrono::duration<Rep, Period>::zero()) return nanos::zero();
-  if (d >= std::chrono::duration_cast<std::chrono::duration<Rep, Period>>(std::chrono::hours(24 * 365 * 100)))
-    return kForever;
-  return std::chrono::ceil<nanos>(d);
-}
-template <class Clock, class Duration>
-nanos until(std::chrono::time_point<Clock, Duration> tp) {
-  return to_nanos(tp - Clock::now());
-}
-
 // Condition::wait_for's loop (shared with the manager's ConditionProxy):
 // true once pred() is, false when `timeout` has passed first; wait(t)
 // waits for a notification, at most t.
