@@ -14,7 +14,9 @@
 // another type, or one sent with send_bytes, is a ProtocolError, not garbage.
 // Values that carry file descriptors (Lock, Value, SharedMemory, another
 // Connection) pass them along with SCM_RIGHTS. Messages over 1 MiB between
-// mpxx processes travel in a memfd: one copy on each side.
+// mpxx processes stream through a pipe of their own (the sender's pages are
+// vmsplice'd, the receiver's read is the only copy across); as in CPython,
+// such a send returns once the receiver has read all but the last 1 MiB.
 //
 // The other end closed: recv raises EOFError once everything sent has been
 // read; send raises OSError (EPIPE). A signal arriving during a blocked recv

@@ -37,10 +37,10 @@ inline constexpr std::size_t kHeaderSize = 16;
 // enough that a corrupt length cannot make the receiver allocate the machine.
 inline constexpr std::uint64_t kDefaultMaxFrame = std::uint64_t{1} << 34;  // 16 GiB
 
-// The payload is not in the frame: it fills a memfd sent with it, and the
-// frame's 8-byte payload is its size. Large messages take this path, so
-// they cross with one copy on each side instead of streaming through a
-// socket buffer.
+// The payload is not in the frame: it streams through a pipe sent with it,
+// and the frame's 8-byte payload is its size. Large messages between mpxx
+// processes take this path (see connection.cpp), so the sender's pages are
+// handed over with vmsplice instead of being copied into a socket buffer.
 inline constexpr std::uint16_t kFlagExternal = 1;
 
 struct FrameHeader {
