@@ -286,6 +286,9 @@ std::span<const std::byte> Connection::recv_frame(detail::wire::Writer& storage,
       if (fds.empty()) throw ProtocolError("mpxx: recv: external frame without its pipe");
       std::uint64_t size;
       std::memcpy(&size, all.data() + detail::wire::kHeaderSize, 8);
+      if (size > detail::wire::kDefaultMaxFrame)
+        throw ProtocolError("mpxx: recv: external message of " + std::to_string(size) +
+                            " bytes exceeds the limit");
       sys::UniqueFd pipe(fds.back());
       fds.pop_back();
       struct stat st {};
