@@ -254,6 +254,17 @@ bool QueueCore::get(const std::function<void(std::span<const std::byte>)>& consu
   }
 }
 
+bool QueueCore::wait_readable(std::chrono::nanoseconds timeout,
+                              const std::function<bool()>& also) const {
+  QueueHeader* h = sh_->h;
+  auto ready = [&] {
+    return h->tail.load(std::memory_order_acquire) != h->head.load(std::memory_order_acquire) ||
+           (also && also());
+  };
+  if (timeout == std::chrono::nanoseconds::zero()) return ready();
+  return wait_until(h->data_seq, h->consumers_waiting, FutexDeadline::after(timeout), ready);
+}
+
 std::int64_t QueueCore::qsize() const noexcept {
   std::int64_t n = sh_->h->count.load(std::memory_order_relaxed);
   return n < 0 ? 0 : n;

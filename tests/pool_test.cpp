@@ -10,6 +10,7 @@
 #include <map>
 #include <numeric>
 #include <ranges>
+#include <set>
 #include <thread>
 
 #include "test_support.hpp"
@@ -169,6 +170,7 @@ TEST_P(PoolTest, CallbacksRunInTheParentInCompletionOrderOneAtATime) {
   std::mutex mu;
   std::vector<int> results;
   std::atomic<int> active{0}, overlap{0};
+  std::set<std::thread::id> callback_threads;
   std::vector<mpxx::AsyncResult<int>> rs;
   for (int i = 0; i < 20; ++i)
     rs.push_back(pool.apply_async(square, std::tuple{i},
@@ -177,6 +179,7 @@ TEST_P(PoolTest, CallbacksRunInTheParentInCompletionOrderOneAtATime) {
                                     std::this_thread::sleep_for(1ms);
                                     std::lock_guard lk(mu);
                                     results.push_back(v);
+                                    callback_threads.insert(std::this_thread::get_id());
                                     active.fetch_sub(1);
                                   }}));
   std::string error_seen;
@@ -188,6 +191,10 @@ TEST_P(PoolTest, CallbacksRunInTheParentInCompletionOrderOneAtATime) {
   std::lock_guard lk(mu);
   EXPECT_EQ(results.size(), 20u);
   EXPECT_EQ(overlap.load(), 0);
+  // All on the pool's handler thread, never on the thread waiting in get()
+  // (which takes results itself while it spins, but leaves callbacks).
+  EXPECT_EQ(callback_threads.size(), 1u);
+  EXPECT_EQ(callback_threads.count(std::this_thread::get_id()), 0u);
   EXPECT_NE(error_seen.find("odd input 1"), std::string::npos) << error_seen;
   int sum = 0;
   for (int v : results) sum += v;
@@ -211,6 +218,28 @@ TEST_P(PoolTest, CallbacksRunInTheParentInCompletionOrderOneAtATime) {
   pool.map_async(square, std::views::iota(0, 5), {}, {.callback = [&](const std::vector<int>& v) { mapped = v; }})
       .wait();
   EXPECT_EQ(mapped, (std::vector<int>{0, 1, 4, 9, 16}));
+}
+
+// Threads waiting in get() take the workers' messages themselves, one at
+// a time: many of them at once, with maps in flight, lose and mix up nothing.
+TEST_P(PoolTest, ManyThreadsWaitingAtOnceGetTheirOwnResults) {
+  mpxx::Pool pool(popts(2));
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 150; ++i) {
+        const int x = t * 1000 + i;
+        if (pool.apply(square, x) != x * x) ++wrong;
+        if (i % 50 == 0) {
+          auto v = pool.map(square, std::views::iota(x, x + 100));
+          for (int k = 0; k < 100; ++k)
+            if (v[static_cast<std::size_t>(k)] != (x + k) * (x + k)) ++wrong;
+        }
+      }
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
 }
 
 TEST_P(PoolTest, ImapIsLazyOverAnEndlessRange) {

@@ -582,6 +582,7 @@ class Pool {
     auto st = std::make_shared<detail::ResultState<R>>();
     detail::TaskSpec t = detail::make_task(f, a...);
     t.timeout = opts.timeout;
+    t.user_code = opts.callback || opts.error_callback;
     t.done = [st, cb = Callbacks<R>{std::move(opts.callback), std::move(opts.error_callback)}](
                  const detail::TaskOutcome& o) {
       if constexpr (std::is_void_v<R>) {
@@ -727,6 +728,7 @@ class Pool {
       }
       t.timeout = opts.timeout;
       t.index = static_cast<long>(lo);
+      t.user_code = sh->cb.callback || sh->cb.error_callback;
       t.done = [sh, k, lo, count = static_cast<long>(hi - lo)](const detail::TaskOutcome& o) {
         std::exception_ptr err = o.error;
         if (!err) {

@@ -54,6 +54,10 @@ class QueueCore {
   // and removes it once consume returns; false on timeout (Empty).
   bool get(const std::function<void(std::span<const std::byte>)>& consume,
            std::chrono::nanoseconds timeout);
+  // Waits, without taking the consumer lock, until a message may be there
+  // or `also()` holds (checked whenever the waiter wakes, so whoever makes
+  // it true must then put a message); false on timeout.
+  bool wait_readable(std::chrono::nanoseconds timeout, const std::function<bool()>& also) const;
 
   std::int64_t qsize() const noexcept;
   std::int64_t maxsize() const noexcept;

@@ -219,6 +219,10 @@ class LocalTransport final : public Transport {
     }
   }
 
+  bool wait(std::chrono::nanoseconds timeout, const std::function<bool()>& also) override {
+    return results_.wait_readable(timeout, also);
+  }
+
   void wake() override {
     const WorkerMsg m{0, MsgKind::poke, 0, 0, 0};
     results_.put(std::span(reinterpret_cast<const std::byte*>(&m), sizeof m),

@@ -2,11 +2,14 @@
 // a timeout or a cancel means. See include/mpxx/pool.hpp for the guarantees.
 //
 // One mutex guards the state below; the transport is only touched under it,
-// except poll() and wake(), which the handler thread uses. Submitting
-// threads dispatch directly to a worker with room, so an apply() round trip
-// involves no thread hand-off on the way out; results come back through the
-// handler thread, which also runs every completion (and so every user
-// callback), outside the mutex, one at a time.
+// except poll(), wait() and wake(). Submitting threads dispatch directly to
+// a worker with room, so an apply() round trip involves no thread hand-off
+// on the way out. On the way back, whichever thread holds drain_mu_ takes
+// the workers' messages: the handler thread, or a thread spinning for its
+// result (assist()), which then needs no wake-up from the handler (waking a
+// sleeping thread costs tens of microseconds here). Completions that run
+// user callbacks always run on the handler thread, outside the mutex, one
+// at a time, in order; so do the messages that start or reap workers.
 //
 // Each worker holds at most `depth` tasks in order: the head is running, the
 // others wait in its ring. depth adapts to how long tasks take (about 100 us
@@ -33,6 +36,7 @@
 #include "mpxx/log.hpp"
 #include "mpxx/process.hpp"
 #include "pool/transport.hpp"
+#include "sync/futex.hpp"
 
 namespace mpxx::detail {
 
@@ -48,6 +52,7 @@ using pool::WorkerMsg;
 constexpr nanos kBusyPoll = std::chrono::milliseconds(5);
 constexpr nanos kIdlePoll = std::chrono::milliseconds(50);
 constexpr nanos kHousekeeping = std::chrono::milliseconds(2);
+constexpr nanos kPassivePoll = std::chrono::milliseconds(1);
 constexpr double kQueueAheadNs = 100e3;
 constexpr std::size_t kMaxDepth = 32;
 
@@ -109,6 +114,8 @@ void on_terminate() {
 
 // The pool whose callback this thread is running, if any.
 thread_local const PoolCore* t_in_callback = nullptr;
+// The pool whose handler thread this is, if any.
+thread_local const PoolCore* t_handler_of = nullptr;
 struct CallbackScope {
   const PoolCore* prev;
   explicit CallbackScope(const PoolCore* core) noexcept : prev(t_in_callback) { t_in_callback = core; }
@@ -136,6 +143,15 @@ struct Slot {
 struct Finished {
   Completion done;
   std::exception_ptr error;
+};
+
+// Work a helping thread took from the ring but leaves to the handler: a
+// whole message (kind exiting or init_failed), or the completion of a task
+// whose callbacks are user code.
+struct Deferred {
+  WorkerMsg msg;
+  std::vector<std::byte> payload;
+  Completion done;  // set: run it with the payload (or the error in msg.kind)
 };
 
 class Core final : public PoolCore {
@@ -238,6 +254,40 @@ class Core final : public PoolCore {
     for (const Slot& s : slots_)
       if (s.alive) out.push_back(s.pid);
     return out;
+  }
+
+  // While a thread helps, the handler sleeps on handler_bell_ instead of the
+  // ring (so a worker's result does not wake it), at most kPassivePoll at a
+  // time; the last helper to leave rings it if there is work left.
+  void begin_assist() override { helpers_.fetch_add(1, std::memory_order_seq_cst); }
+
+  void end_assist() override {
+    if (helpers_.fetch_sub(1, std::memory_order_seq_cst) != 1) return;
+    bool busy = tr_->wait(nanos::zero(), {});
+    if (!busy) {
+      std::lock_guard lk(mu_);
+      busy = !tasks_.empty() || state_ != State::run;
+    }
+    if (busy) ring_handler();
+  }
+
+  void ring_handler() {
+    handler_bell_.fetch_add(1, std::memory_order_seq_cst);
+    futex_wake(&handler_bell_, 1);
+  }
+
+  void assist() override {
+    // A replacement worker (maxtasksperchild) must be started by the handler
+    // thread, which PR_SET_PDEATHSIG ties the workers to.
+    if (cfg_.maxtasksperchild || on_handler()) return;
+    std::unique_lock dl(drain_mu_, std::try_to_lock);
+    if (!dl) return;
+    tr_->poll(nanos::zero(), [&](const WorkerMsg& m, std::span<const std::byte> p) { on_message(m, p); });
+    if (!deferred_.empty() && !deferred_pending_.exchange(true)) {
+      dl.unlock();
+      ring_handler();
+      tr_->wake();
+    }
   }
 
  private:
@@ -353,10 +403,17 @@ class Core final : public PoolCore {
     return !cfg_.init_call.empty() || static_cast<bool>(cfg_.local_init);
   }
 
-  // Called for each message from a worker, on the handler thread.
+  bool on_handler() const noexcept { return t_handler_of == this; }
+
+  // Called for each message from a worker, by the thread holding drain_mu_.
   void on_message(const WorkerMsg& m, std::span<const std::byte> payload) {
     if (m.kind == MsgKind::poke) return;
+    if ((m.kind == MsgKind::exiting || m.kind == MsgKind::init_failed) && !on_handler()) {
+      deferred_.push_back({m, {payload.begin(), payload.end()}, nullptr});
+      return;
+    }
     Completion done;
+    bool user_code = false;
     std::vector<Finished> failed;
     {
       std::lock_guard lk(mu_);
@@ -400,6 +457,7 @@ class Core final : public PoolCore {
           if (it != tasks_.end() && it->second.slot == static_cast<int>(m.slot) &&
               it->second.generation == m.generation) {
             done = std::move(it->second.spec.done);
+            user_code = it->second.spec.user_code;
             tasks_.erase(it);
           }
           pump();
@@ -411,9 +469,17 @@ class Core final : public PoolCore {
     }
     run(failed);
     if (!done) return;
+    if (user_code && !on_handler()) {
+      deferred_.push_back({m, {payload.begin(), payload.end()}, std::move(done)});
+      return;
+    }
+    complete(done, m.kind, payload);
+  }
+
+  void complete(Completion& done, MsgKind kind, std::span<const std::byte> payload) const {
     CallbackScope scope(this);
     try {
-      if (m.kind == MsgKind::result) {
+      if (kind == MsgKind::result) {
         done(TaskOutcome{payload, nullptr});
       } else {
         wire::Reader r(payload);
@@ -421,6 +487,17 @@ class Core final : public PoolCore {
       }
     } catch (...) {
       report_callback_error();
+    }
+  }
+
+  // The handler's share of what helping threads took (drain_mu_ held).
+  void run_deferred() {
+    deferred_pending_.store(false);
+    while (!deferred_.empty()) {
+      Deferred d = std::move(deferred_.front());
+      deferred_.pop_front();
+      if (d.done) complete(d.done, d.msg.kind, d.payload);
+      else on_message(d.msg, d.payload);
     }
   }
 
@@ -451,7 +528,10 @@ class Core final : public PoolCore {
       if (slots_[i].alive) kill_slot(slots_[i], static_cast<std::uint32_t>(i));
   }
 
+  // Handles every message already there (the handler thread).
   void drain() {
+    std::lock_guard dl(drain_mu_);
+    run_deferred();
     for (;;) {
       std::size_t n = 0;
       tr_->poll(nanos::zero(), [&](const WorkerMsg& m, std::span<const std::byte> p) {
@@ -583,7 +663,21 @@ class Core final : public PoolCore {
     return true;
   }
 
+  // The handler's sleep: on the ring, or on handler_bell_ while a thread
+  // helps; false when nothing came for the whole wait.
+  bool wait_for_work() {
+    const nanos wait = next_wait();
+    const std::uint32_t bell = handler_bell_.load(std::memory_order_seq_cst);
+    if (helpers_.load(std::memory_order_seq_cst) == 0 || cfg_.maxtasksperchild)
+      return tr_->wait(wait, [&] { return deferred_pending_.load(); });
+    if (deferred_pending_.load()) return true;
+    const nanos nap = std::min(wait, kPassivePoll);
+    if (futex_wait(&handler_bell_, bell, FutexDeadline::after(nap)) != WaitResult::timed_out) return true;
+    return nap < wait;  // only a nap: look at the ring, but no housekeeping is due
+  }
+
   void handler_main() {
+    t_handler_of = this;
     std::vector<Finished> failed;
     {
       // Workers are started here, so that PR_SET_PDEATHSIG ties them to a
@@ -598,13 +692,14 @@ class Core final : public PoolCore {
     run(failed);
     auto last = clock::now();
     while (!finished()) {
-      std::size_t n = 0;
-      tr_->poll(next_wait(), [&](const WorkerMsg& m, std::span<const std::byte> p) {
-        ++n;
-        on_message(m, p);
-      });
+      const bool woken = wait_for_work();
+      {
+        std::lock_guard dl(drain_mu_);
+        run_deferred();
+        tr_->poll(nanos::zero(), [&](const WorkerMsg& m, std::span<const std::byte> p) { on_message(m, p); });
+      }
       const auto now = clock::now();
-      if (n == 0 || now - last >= kHousekeeping || reap_now_) {
+      if (!woken || now - last >= kHousekeeping || reap_now_) {
         reap_now_ = false;
         housekeeping();
         last = now;
@@ -626,6 +721,11 @@ class Core final : public PoolCore {
   std::uint32_t seen_interrupts_ = 0;
   bool started_ = false;
   bool reap_now_ = false;  // handler thread only
+  std::mutex drain_mu_;    // held by the one thread taking worker messages
+  std::deque<Deferred> deferred_;  // under drain_mu_
+  std::atomic<bool> deferred_pending_{false};
+  std::atomic<int> helpers_{0};  // threads inside begin_assist() .. end_assist()
+  std::atomic<std::uint32_t> handler_bell_{0};
   std::condition_variable started_cv_;
   std::thread handler_;
   std::mutex join_mu_;

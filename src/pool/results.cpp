@@ -15,8 +15,34 @@ bool ResultBase::wait_for(std::chrono::nanoseconds timeout) {
           "(callbacks run on the thread that delivers results)");
   }
   // A result that is about to arrive costs less to spin for than to sleep
-  // for: waking a sleeping thread takes tens of microseconds here.
-  if (spin_until([&] { return ready(); }, 2000)) return true;
+  // for: waking a sleeping thread takes tens of microseconds here. Spinning,
+  // this thread takes the workers' messages itself (PoolCore::assist), so
+  // the result needs no hand-off from the handler thread either.
+  std::shared_ptr<PoolCore> core;
+  {
+    std::lock_guard lk(mu_);
+    core = core_.lock();
+  }
+  if (core) {
+    struct Helping {
+      PoolCore& core;
+      explicit Helping(PoolCore& c) : core(c) { core.begin_assist(); }
+      ~Helping() { core.end_assist(); }
+    };
+    bool got;
+    {
+      Helping helping(*core);
+      int round = 0;
+      got = spin_until([&] {
+        if (ready()) return true;
+        if (++round % 16 == 0) core->assist();
+        return ready();
+      }, 2000);
+    }
+    if (got) return true;
+  } else if (spin_until([&] { return ready(); }, 2000)) {
+    return true;
+  }
   InterruptibleWait interruptible;
   std::unique_lock lk(mu_);
   if (timeout == std::chrono::nanoseconds::max()) {

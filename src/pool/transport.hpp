@@ -67,7 +67,12 @@ class Transport {
   // payload is valid during the call only). Returns after a batch.
   virtual void poll(std::chrono::nanoseconds timeout,
                     const std::function<void(const WorkerMsg&, std::span<const std::byte>)>& on_msg) = 0;
-  // Makes a poll() in progress return soon; any thread.
+  // Waits up to `timeout` until worker messages may be there or `also()`
+  // holds (see wake()), consuming nothing; false on timeout. poll() may run
+  // on several threads (one at a time: the core serializes them), wait() on
+  // one.
+  virtual bool wait(std::chrono::nanoseconds timeout, const std::function<bool()>& also) = 0;
+  // Makes a poll() or wait() in progress return soon; any thread.
   virtual void wake() = 0;
   // Workers that have ended since the last call (reaped).
   virtual std::vector<WorkerExit> reap() = 0;

@@ -3,9 +3,10 @@
 // The typed front end (pool.hpp) turns each call into a task: the encoded
 // call (callable.hpp) plus a completion that decodes the result. PoolCore
 // owns the workers (through a Transport, src/pool/transport.hpp), knows
-// which task is on which worker, and runs every completion on its handler
-// thread, one at a time, in order of arrival. Internal: users never name
-// these types.
+// which task is on which worker, and runs every completion that calls user
+// code on its handler thread, one at a time, in order of arrival (others may
+// run on a thread waiting for a result). Internal: users never name these
+// types.
 #pragma once
 
 #include <atomic>
@@ -38,6 +39,7 @@ struct TaskSpec {
   std::optional<std::chrono::nanoseconds> timeout;  // from when the task starts
   long index = 0;                               // reported in WorkerLostError
   Completion done;                              // runs exactly once
+  bool user_code = false;  // done may run the user's callbacks: only on the handler thread
 };
 
 struct PoolConfig {
@@ -72,6 +74,14 @@ class PoolCore {
   virtual bool running() const noexcept = 0;
   // The pids of the current workers (tests, diagnostics).
   virtual std::vector<int> worker_pids() const = 0;
+  // A thread spinning for a result helps (between begin_assist() and
+  // end_assist()): assist() handles the worker messages that have arrived,
+  // if no other thread is, so the result reaches its waiter without a
+  // hand-off from the handler thread, which stays asleep meanwhile.
+  // Completions that run user callbacks are left to the handler thread.
+  virtual void begin_assist() = 0;
+  virtual void assist() = 0;
+  virtual void end_assist() = 0;
 };
 
 // The pool whose completion (callback) the calling thread is running, if any.
