@@ -14,6 +14,9 @@ bool ResultBase::wait_for(std::chrono::nanoseconds timeout) {
           "mpxx: waiting for a pool's result inside one of its callbacks would wait forever "
           "(callbacks run on the thread that delivers results)");
   }
+  // Ctrl-C from here on is a KeyboardInterrupt for this waiter (the spin
+  // below may run completions that take a while).
+  InterruptibleWait interruptible;
   // A result that is about to arrive costs less to spin for than to sleep
   // for: waking a sleeping thread takes tens of microseconds here. Spinning,
   // this thread takes the workers' messages itself (PoolCore::assist), so
@@ -28,22 +31,18 @@ bool ResultBase::wait_for(std::chrono::nanoseconds timeout) {
       PoolCore& core;
       explicit Helping(PoolCore& c) : core(c) { core.begin_assist(); }
       ~Helping() { core.end_assist(); }
-    };
-    bool got;
-    {
-      Helping helping(*core);
-      int round = 0;
-      got = spin_until([&] {
-        if (ready()) return true;
-        if (++round % 16 == 0) core->assist();
-        return ready();
-      }, 2000);
+    } helping(*core);
+    for (int i = 0; i < 2000; ++i) {  // not spin_until: assist() may throw
+      if (ready()) return true;
+      if (i % 16 == 15) core->assist();
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
     }
-    if (got) return true;
   } else if (spin_until([&] { return ready(); }, 2000)) {
     return true;
   }
-  InterruptibleWait interruptible;
+  if (ready()) return true;
   std::unique_lock lk(mu_);
   if (timeout == std::chrono::nanoseconds::max()) {
     cv_.wait(lk, [&] { return ready(); });

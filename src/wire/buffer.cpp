@@ -92,17 +92,21 @@ std::byte* resize_buffer(std::byte* p, std::size_t size, std::size_t cap, std::s
     if (!q) throw std::bad_alloc();
     return static_cast<std::byte*>(q);
   }
+  // The whole mapping is advised, never a part of it: advising its 2 MiB-
+  // aligned middle only would split it into several areas, which mremap
+  // then refuses to move as one (kernels before 6.7 do not align mappings).
   if (p && mapped(cap)) {
     void* q = ::mremap(p, cap, want, MREMAP_MAYMOVE);
-    if (q == MAP_FAILED) throw std::bad_alloc();
-    advise_huge(q, want);  // the grown part
-    return static_cast<std::byte*>(q);
+    if (q != MAP_FAILED) {
+      ::madvise(q, want, MADV_HUGEPAGE);
+      return static_cast<std::byte*>(q);
+    }
   }
   void* q = ::mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (q == MAP_FAILED) throw std::bad_alloc();
-  advise_huge(q, want);  // before the first byte is written
+  ::madvise(q, want, MADV_HUGEPAGE);  // before the first byte is written
   if (size) std::memcpy(q, p, size);
-  std::free(p);
+  if (p) free_buffer(p, cap);
   return static_cast<std::byte*>(q);
 }
 
