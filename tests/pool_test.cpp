@@ -21,6 +21,7 @@ using mpxx_test::seconds;
 namespace {
 
 int square(int x) { return x * x; }
+long identity_long(long x) { return x; }
 int add(int a, int b) { return a + b; }
 int fail_on_odd(int x) {
   if (x % 2) throw std::invalid_argument("odd input " + std::to_string(x));
@@ -240,6 +241,17 @@ TEST_P(PoolTest, ManyThreadsWaitingAtOnceGetTheirOwnResults) {
     });
   for (auto& th : threads) th.join();
   EXPECT_EQ(wrong.load(), 0);
+}
+
+// A result large enough to be reserved in huge pages (8 MiB of longs)
+// comes back whole and in order.
+TEST_P(PoolTest, ALargeMapResultIsWholeAndInOrder) {
+  mpxx::Pool pool(popts(2));
+  auto v = pool.map(identity_long, std::views::iota(0L, 1L << 20));
+  ASSERT_EQ(v.size(), std::size_t{1} << 20);
+  long wrong = 0;
+  for (long i = 0; i < (1L << 20); ++i) wrong += v[static_cast<std::size_t>(i)] != i;
+  EXPECT_EQ(wrong, 0);
 }
 
 TEST_P(PoolTest, ImapIsLazyOverAnEndlessRange) {

@@ -657,8 +657,10 @@ class Pool {
     auto sh = std::make_shared<Shared>();
     sh->st = st;
     sh->cb = std::move(cb);
-    if constexpr (direct)
+    if constexpr (direct) {
+      detail::wire::reserve_destination(sh->all, n);  // huge pages for a large result
       sh->all.resize(n);
+    }
     else
       sh->parts.resize(nchunks);
     sh->left = nchunks;
