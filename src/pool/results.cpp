@@ -32,17 +32,16 @@ bool ResultBase::wait_for(std::chrono::nanoseconds timeout) {
       explicit Helping(PoolCore& c) : core(c) { core.begin_assist(); }
       ~Helping() { core.end_assist(); }
     } helping(*core);
-    for (int i = 0; i < 2000; ++i) {  // not spin_until: assist() may throw
-      if (ready()) return true;
-      if (i % 16 == 15) core->assist();
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-    }
+    int round = 0;
+    if (spin_until([&] {
+          if (ready()) return true;
+          if (++round % 16 == 0) core->assist();  // may throw: spin_until passes it on
+          return ready();
+        }, 2000))
+      return true;
   } else if (spin_until([&] { return ready(); }, 2000)) {
     return true;
   }
-  if (ready()) return true;
   std::unique_lock lk(mu_);
   if (timeout == std::chrono::nanoseconds::max()) {
     cv_.wait(lk, [&] { return ready(); });

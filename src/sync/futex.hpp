@@ -32,9 +32,10 @@ int futex_wake(const std::atomic<std::uint32_t>* word, int n) noexcept;
 
 // Spins briefly (a few microseconds) while pred() is false; true if it
 // became true. Waking a sleeping process costs tens of microseconds, so a
-// short spin wins whenever the other side is about to let go.
+// short spin wins whenever the other side is about to let go. Throws what
+// pred() throws.
 template <class Pred>
-bool spin_until(Pred pred, int iterations = 200) noexcept {
+bool spin_until(Pred pred, int iterations = 200) noexcept(noexcept(pred())) {
   for (int i = 0; i < iterations; ++i) {
     if (pred()) return true;
 #if defined(__x86_64__) || defined(__i386__)
