@@ -14,6 +14,7 @@
 #include <chrono>
 #include <algorithm>
 #include <climits>
+#include <mutex>
 #include <cstring>
 
 #include "mpxx/detail/shm.hpp"
@@ -46,12 +47,23 @@ std::size_t put_length(unsigned char* out, std::uint64_t n) {
   return 12;
 }
 
-void send_message(ConnState& c, const void* data, std::size_t n, const std::vector<int>& fds) {
+void send_on_socket(ConnState& c, const void* data, std::size_t n, const std::vector<int>& fds) {
   unsigned char head[12];
   std::size_t hn = put_length(head, n);
   iovec iov[2] = {{head, hn}, {const_cast<void*>(data), n}};
   if (!sys::sendmsg_all(c.fd.get(), iov, n ? 2 : 1, fds))
     throw OSError(EPIPE, "mpxx: send: the other end of the connection is closed");
+}
+
+// One message. On a Pipe's lane, a small message without fds is a record
+// in shared memory; any other leaves a marker there and takes the socket
+// (under the writers' lock, so markers and messages keep one order).
+void send_message(ConnState& c, const void* data, std::size_t n, const std::vector<int>& fds) {
+  if (!c.lane) return send_on_socket(c, data, n, fds);
+  std::lock_guard<Lock> hold(c.lane->write_lock());
+  if (fds.empty() && n <= kMaxInline) return c.lane->put(c.fd.get(), data, n, 0);
+  c.lane->put(c.fd.get(), nullptr, 0, kRecordOnSocket);
+  send_on_socket(c, data, n, fds);
 }
 
 void close_all(std::vector<int>& fds) {
@@ -109,11 +121,22 @@ bool recv_exact(int fd, void* buf, std::size_t n, std::vector<int>& fds, bool eo
   return true;
 }
 
-// Reads one whole message into `out`; returns false at a clean EOF.
-bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
-                  std::optional<std::size_t> maxlength) {
+[[noreturn]] void too_long(ConnState& c, std::uint64_t n, std::optional<std::size_t> maxlength,
+                           std::vector<int>& fds) {
+  c.fd.reset();
+  c.lane.reset();
+  close_all(fds);
+  throw OSError(EMSGSIZE, "mpxx: bad message length " + std::to_string(n) +
+                              (maxlength ? " (maxlength " + std::to_string(*maxlength) + ")" : "") +
+                              "; connection closed");
+}
+
+// Reads one whole message from the socket into `out`; returns false at a
+// clean EOF.
+bool recv_from_socket(ConnState& c, wire::Writer& out, std::vector<int>& fds,
+                      std::optional<std::size_t> maxlength, bool spin) {
   unsigned char head[8];
-  if (!recv_exact(c.fd.get(), head, 4, fds, true, !c.deadline, c.deadline)) return false;
+  if (!recv_exact(c.fd.get(), head, 4, fds, true, spin, c.deadline)) return false;
   std::uint64_t n = (std::uint64_t{head[0]} << 24) | (std::uint64_t{head[1]} << 16) |
                     (std::uint64_t{head[2]} << 8) | head[3];
   if (n == 0xffffffffu) {
@@ -125,13 +148,7 @@ bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
     close_all(fds);
     throw ProtocolError("mpxx: negative message length: the stream is corrupt; connection closed");
   }
-  if ((maxlength && n > *maxlength) || n > wire::kDefaultMaxFrame) {
-    c.fd.reset();
-    close_all(fds);
-    throw OSError(EMSGSIZE, "mpxx: bad message length " + std::to_string(n) +
-                                (maxlength ? " (maxlength " + std::to_string(*maxlength) + ")" : "") +
-                                "; connection closed");
-  }
+  if ((maxlength && n > *maxlength) || n > wire::kDefaultMaxFrame) too_long(c, n, maxlength, fds);
   out.clear();
   try {
     // Memory grows with the bytes that actually arrive, not with what the
@@ -148,6 +165,38 @@ bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
     throw;
   }
   return true;
+}
+
+// Reads one whole message into `out`; returns false at a clean EOF. On a
+// Pipe's lane the receiver spins on shared memory, then sleeps in poll()
+// on the socket, where senders ring a bell (lane.hpp).
+bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
+                  std::optional<std::size_t> maxlength) {
+  if (!c.lane) return recv_from_socket(c, out, fds, maxlength, !c.deadline);
+  LaneEnd& lane = *c.lane;
+  const int fd = c.fd.get();
+  for (;;) {
+    if (lane.has_record() || lane.spin_for_record(kSpin)) {
+      out.clear();
+      auto [flags, n] = lane.take(out, maxlength);
+      if (maxlength && n > *maxlength) too_long(c, n, maxlength, fds);
+      if ((flags & kRecordOnSocket) &&
+          !(lane.skip_bells(fd) && recv_from_socket(c, out, fds, maxlength, false)))
+        throw EOFError("mpxx: the other end closed the connection in the middle of a message");
+      return true;
+    }
+    sys::wait_readable(fd, c.deadline ? *c.deadline : sys::Deadline::never());
+    bool data_waiting = false;
+    if (!lane.drain_bells(fd, data_waiting)) {
+      if (lane.has_record()) continue;  // sent before the other end closed
+      return false;
+    }
+    if (data_waiting && !lane.has_record())
+      throw ProtocolError("mpxx: recv: a message on the pipe's socket without its marker (two "
+                          "processes reading one end at once?)");
+    if (c.deadline && c.deadline->expired() && !lane.has_record())
+      throw TimeoutError("mpxx: the peer sent nothing in time");
+  }
 }
 
 // Blocks SIGPIPE for the calling thread while it lives; a SIGPIPE raised
@@ -230,6 +279,25 @@ void splice_in(int fd, wire::Writer& out, std::uint64_t size, const std::optiona
 std::string eof_message() { return "mpxx: the other end of the connection is closed"; }
 
 }  // namespace
+
+// After poll() found a lane's socket readable: true if a message (or the
+// end of the stream) is really there, not only bells.
+bool lane_confirm(ConnState& c) {
+  bool data_waiting = false;
+  bool open = c.lane->drain_bells(c.fd.get(), data_waiting);
+  return !open || data_waiting || c.lane->has_record();
+}
+
+bool lane_ready(const Connection& c) noexcept {
+  const auto& st = c.st_;
+  return st && st->fd && st->lane && st->readable && st->lane->has_record();
+}
+
+bool lane_confirm(const Connection& c) {
+  const auto& st = c.st_;
+  if (!st || !st->fd || !st->lane) return true;
+  return lane_confirm(*st);
+}
 }  // namespace detail
 
 using detail::ConnState;
@@ -254,7 +322,7 @@ void Connection::send_frame(detail::wire::Writer w) {
     small.pod(static_cast<std::uint64_t>(payload));
     std::vector<int> fds = w.fds();
     fds.push_back(rd.get());
-    detail::send_message(c, small.data(), small.size(), fds);
+    detail::send_message(c, small.data(), small.size(), fds);  // with its marker, on a lane
     rd.reset();
     if (!detail::splice_out(wr.get(), w.data() + detail::wire::kHeaderSize, payload))
       throw OSError(EPIPE, "mpxx: send: the other end closed the connection before it had read "
@@ -339,11 +407,20 @@ std::size_t Connection::recv_bytes_into(std::span<std::byte> buf, std::size_t of
 
 bool Connection::poll_ns(std::chrono::nanoseconds timeout) {
   ConnState& c = detail::live(st_, true, false);
-  return sys::wait_readable(c.fd.get(), sys::Deadline::after(timeout));
+  auto deadline = sys::Deadline::after(timeout);
+  if (!c.lane) return sys::wait_readable(c.fd.get(), deadline);
+  for (;;) {
+    if (c.lane->has_record()) return true;
+    if (!sys::wait_readable(c.fd.get(), deadline)) return c.lane->has_record();
+    if (detail::lane_confirm(c)) return true;
+  }
 }
 
 void Connection::close() noexcept {
-  if (st_) st_->fd.reset();
+  if (st_) {
+    st_->fd.reset();
+    st_->lane.reset();
+  }
 }
 
 bool Connection::closed() const noexcept { return !st_ || !st_->fd; }
@@ -355,29 +432,45 @@ int Connection::fileno() const { return detail::live(st_, false, false).fd.get()
 void Connection::save(detail::wire::OutArchive& ar) const {
   ConnState& c = detail::live(st_, false, false);
   std::uint32_t index = ar.writer().add_fd(c.fd.get());
-  ar(index, static_cast<std::uint8_t>(c.readable | (c.writable << 1) | (c.mpxx_peer << 2)));
+  ar(index, static_cast<std::uint8_t>(c.readable | (c.writable << 1) | (c.mpxx_peer << 2) |
+                                      (static_cast<bool>(c.lane) << 3)));
+  if (c.lane) c.lane->save(ar);
 }
 
 void Connection::load(detail::wire::InArchive& ar) {
   std::uint32_t index;
   std::uint8_t flags;
   ar(index, flags);
-  if (flags > 7) throw ProtocolError("mpxx: corrupt Connection");
+  if (flags > 15) throw ProtocolError("mpxx: corrupt Connection");
   st_ = std::make_shared<ConnState>();
   st_->fd.reset(ar.reader().take_fd(index));
   st_->readable = flags & 1;
   st_->writable = flags & 2;
   st_->mpxx_peer = flags & 4;
+  if (flags & 8) st_->lane = detail::LaneEnd::load(ar);
 }
 
-std::vector<std::size_t> detail::wait_fds(const std::vector<int>& fds, std::chrono::nanoseconds timeout) {
+std::vector<std::size_t> detail::wait_objects(const std::vector<int>& fds,
+                                              const std::vector<const Connection*>& conns,
+                                              std::chrono::nanoseconds timeout) {
   if (timeout < std::chrono::nanoseconds::zero()) timeout = std::chrono::nanoseconds::zero();
   auto deadline = timeout == std::chrono::nanoseconds::max() ? sys::Deadline::never()
                                                             : sys::Deadline::after(timeout);
-  return sys::wait_any(fds, deadline);
+  for (;;) {
+    std::vector<std::size_t> ready;
+    for (std::size_t i = 0; i < conns.size(); ++i)
+      if (conns[i] && lane_ready(*conns[i])) ready.push_back(i);
+    // Messages already in a lane: add what else is ready now, and return.
+    auto polled = sys::wait_any(fds, ready.empty() ? deadline : sys::Deadline::after({}));
+    for (std::size_t i : polled)
+      if (!conns[i] || lane_confirm(*conns[i])) ready.push_back(i);
+    std::sort(ready.begin(), ready.end());
+    ready.erase(std::unique(ready.begin(), ready.end()), ready.end());
+    if (!ready.empty() || deadline.expired()) return ready;
+  }
 }
 
-std::pair<Connection, Connection> Pipe(bool duplex) {
+std::pair<Connection, Connection> Pipe(bool duplex, PipeOptions options) {
   auto [a, b] = sys::socket_pair();
   if (!duplex) {
     ::shutdown(a.get(), SHUT_WR);
@@ -385,6 +478,10 @@ std::pair<Connection, Connection> Pipe(bool duplex) {
   }
   Connection r(a.release(), true, duplex, true);
   Connection w(b.release(), duplex, true, true);
+  if (!options.shared_memory) return {std::move(r), std::move(w)};
+  auto [ra, wa] = detail::LaneEnd::create_pair();
+  detail::ConnAccess::set_lane(r, std::move(ra));
+  detail::ConnAccess::set_lane(w, std::move(wa));
   return {std::move(r), std::move(w)};
 }
 

@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "mpxx/connection.hpp"
+#include "lane.hpp"
 #include "sys/fd.hpp"
 
 namespace mpxx::detail {
@@ -13,6 +14,7 @@ struct ConnState {
   bool readable = false;
   bool writable = false;
   bool mpxx_peer = false;  // the other end is mpxx: large values may take a pipe of their own
+  std::shared_ptr<LaneEnd> lane;  // a Pipe's shared-memory lane (lane.hpp), if it has one
   // While set (during an authentication handshake), a peer that sends
   // nothing before it is a TimeoutError instead of a wait forever.
   std::optional<sys::Deadline> deadline;
@@ -20,6 +22,7 @@ struct ConnState {
 
 struct ConnAccess {
   static void set_deadline(Connection& c, std::optional<sys::Deadline> d) { c.st_->deadline = d; }
+  static void set_lane(Connection& c, std::shared_ptr<LaneEnd> l) { c.st_->lane = std::move(l); }
 };
 
 }  // namespace mpxx::detail

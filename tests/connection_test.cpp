@@ -51,6 +51,29 @@ void sleep_then_close(mpxx::Connection c, int ms) {
   c.close();
 }
 
+// Sends (producer, i) for i in [0, n) on a write end it shares with others.
+void send_numbered(mpxx::Connection c, int producer, int n) {
+  for (int i = 0; i < n; ++i) c.send(std::pair<int, int>(producer, i));
+}
+
+// A pause from a fixed pattern: none, a few microseconds, past the
+// receiver's spin, or long enough for it to be asleep.
+void pause_for(int i) {
+  static constexpr int kMicros[] = {0, 0, 3, 0, 80, 0, 0, 700, 0, 10, 0, 2000};
+  int us = kMicros[i % std::size(kMicros)];
+  if (us) std::this_thread::sleep_for(std::chrono::microseconds(us));
+}
+
+// Echoes strings after uneven pauses, until an empty one.
+void echo_with_pauses(mpxx::Connection c) {
+  for (int i = 0;; ++i) {
+    auto v = c.recv<std::string>();
+    pause_for(i * 7 + 3);
+    c.send(v);
+    if (v.empty()) return;
+  }
+}
+
 }  // namespace conn_targets
 
 namespace {
@@ -286,12 +309,119 @@ TEST(PipeProcesses, SignalsDoNotDisturbABlockedRecv) {
   EXPECT_EQ(got, big);
 }
 
+// A Pipe's small messages go through shared memory and its receivers sleep
+// on the socket, woken by a bell; a lost bell would hang one side forever.
+// Both sides pause unevenly, so each recv finds the other side busy,
+// spinning or asleep, and every fifth message is too large for shared
+// memory (it takes the socket, behind the bells). Every wait is bounded, so
+// a lost wakeup fails instead of hanging.
+TEST(PipeProcesses, NoWakeupIsLostWhateverTheTiming) {
+  auto [a, b] = mpxx::Pipe();
+  mpxx::Process p(echo_with_pauses, b);
+  p.start();
+  b.close();
+  for (int i = 0; i < 1500; ++i) {
+    pause_for(i);
+    std::string m = std::to_string(i) + std::string(i % 5 == 0 ? 20000 : 0, '.');
+    a.send(m);
+    ASSERT_TRUE(a.poll(10s)) << "no reply to message " << i;
+    ASSERT_EQ(a.recv<std::string>(), m);
+  }
+  a.send(std::string());
+  EXPECT_EQ(a.recv<std::string>(), "");
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+// Writers in several processes share one end (the pattern of many
+// tutorials): every message arrives whole and once, in each writer's order,
+// although the ring fills and writers wait for room.
+TEST(PipeProcesses, WritersInSeveralProcessesShareOneEnd) {
+  constexpr int kProducers = 4, kEach = 5000;
+  auto [r, w] = mpxx::Pipe(false);
+  std::vector<mpxx::Process> ps;
+  for (int k = 0; k < kProducers; ++k) ps.emplace_back(send_numbered, w, k, kEach);
+  for (auto& p : ps) p.start();
+  w.close();
+  std::vector<int> next(kProducers, 0);
+  for (int n = 0; n < kProducers * kEach; ++n) {
+    ASSERT_TRUE(r.poll(30s)) << "stalled after " << n << " messages";
+    auto [k, i] = r.recv<std::pair<int, int>>();
+    ASSERT_GE(k, 0);
+    ASSERT_LT(k, kProducers);
+    ASSERT_EQ(i, next[k]) << "producer " << k << " out of order";
+    ++next[k];
+  }
+  for (auto& p : ps) p.join();
+  EXPECT_THROW(r.recv<int>(), mpxx::EOFError);  // every writer has gone
+}
+
+// Small messages take shared memory, others the socket (fds, large ones) or
+// a pipe of their own (over 1 MiB): they still arrive in the order sent.
+TEST(Pipe, MessagesOfEveryPathKeepTheirOrder) {
+  auto [a, b] = mpxx::Pipe();
+  std::thread t([a = a]() mutable {
+    for (int round = 0; round < 3; ++round) {
+      a.send(round);
+      a.send(std::string(100 << 10, static_cast<char>('a' + round)));  // socket
+      a.send_bytes(std::string(10, 'k'));
+      a.send(mpxx::Value<int>(round));  // carries an fd
+      a.send(std::vector<std::uint8_t>(2 << 20, static_cast<std::uint8_t>(round)));  // own pipe
+      a.send(-round);
+    }
+  });
+  for (int round = 0; round < 3; ++round) {
+    EXPECT_EQ(b.recv<int>(), round);
+    EXPECT_EQ(b.recv<std::string>(), std::string(100 << 10, static_cast<char>('a' + round)));
+    EXPECT_EQ(b.recv_bytes(), std::string(10, 'k'));
+    EXPECT_EQ(b.recv<mpxx::Value<int>>().value(), round);
+    auto big = b.recv<std::vector<std::uint8_t>>();
+    EXPECT_EQ(big.size(), 2u << 20);
+    EXPECT_EQ(big.back(), static_cast<std::uint8_t>(round));
+    EXPECT_EQ(b.recv<int>(), -round);
+  }
+  t.join();
+}
+
+// A message that a recv left behind in shared memory counts for poll() and
+// mpxx::wait, though no byte is waiting on the socket for it.
+TEST(Pipe, AMessageLeftInSharedMemoryIsSeenByPollAndWait) {
+  auto [a, b] = mpxx::Pipe();
+  a.send(1);
+  a.send(2);
+  EXPECT_EQ(b.recv<int>(), 1);
+  EXPECT_TRUE(b.poll());
+  auto ready = mpxx::wait(std::vector<mpxx::Connection>{b}, 0s);
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_EQ(b.recv<int>(), 2);
+  EXPECT_FALSE(b.poll());
+  EXPECT_TRUE(mpxx::wait(std::vector<mpxx::Connection>{b}, 0s).empty());
+}
+
+// A writer blocked on a full ring notices that its reader has gone.
+TEST(PipeProcesses, AFullPipeWhoseReaderLeavesRaises) {
+  auto [a, b] = mpxx::Pipe();
+  mpxx::Process p(sleep_then_close, b, 200);
+  p.start();
+  b.close();
+  std::string item(1000, 'q');
+  auto t0 = std::chrono::steady_clock::now();
+  try {
+    for (int i = 0; i < 1000000; ++i) a.send_bytes(item);
+    ADD_FAILURE() << "sending to a reader that left never raised";
+  } catch (const mpxx::OSError& e) {
+    EXPECT_EQ(e.code(), EPIPE) << e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+  p.join();
+}
+
 // CPython's multiprocessing.connection.Connection on the other end of our
 // socket: it must understand our framing, and we its.
 TEST(CPythonInterop, BytesBothWays) {
   if (::system("python3 -c 'import multiprocessing' >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "python3 is not available: CPython interop not tested";
-  auto [a, b] = mpxx::Pipe();
+  auto [a, b] = mpxx::Pipe(true, {.shared_memory = false});  // b's fd goes to python3
   int fd = b.fileno();
   std::string script =
       "from multiprocessing.connection import Connection\n"

@@ -20,9 +20,18 @@
 //
 // The other end closed: recv raises EOFError once everything sent has been
 // read; send raises OSError (EPIPE). A signal arriving during a blocked recv
-// or a long send neither aborts it nor corrupts the stream. A receiver
-// spins for a few microseconds before it sleeps, so a ping-pong between two
-// busy processes does not pay the kernel's wake-up latency.
+// or a long send neither aborts it nor corrupts the stream.
+//
+// A Pipe() also has a ring in shared memory for each direction: small
+// messages between mpxx processes go through it, and a receiver spins on it
+// for a few microseconds before it sleeps, so a ping-pong between two busy
+// processes makes no system call at all. Sleeping receivers wait on the
+// socket, so poll(), mpxx::wait and fileno() keep their meaning; one
+// difference with a bare socket: a message a recv() left behind in the ring
+// shows in poll() and mpxx::wait, not necessarily in a select() on
+// fileno(). As in CPython, one end must not be read by two processes (or
+// threads) at the same time; writers may share an end (they take turns on a
+// lock that survives a writer's death).
 #pragma once
 
 #include <chrono>
@@ -42,9 +51,12 @@
 
 namespace mpxx {
 
+class Connection;
 namespace detail {
 struct ConnState;
 struct ConnAccess;
+bool lane_ready(const Connection& c) noexcept;
+bool lane_confirm(const Connection& c);
 }
 
 class Connection {
@@ -112,12 +124,21 @@ class Connection {
   std::span<const std::byte> recv_frame(detail::wire::Writer& storage, std::vector<int>& fds);
   bool poll_ns(std::chrono::nanoseconds timeout);
   friend struct detail::ConnAccess;
+  friend bool detail::lane_ready(const Connection& c) noexcept;
+  friend bool detail::lane_confirm(const Connection& c);
   std::shared_ptr<detail::ConnState> st_;
+};
+
+struct PipeOptions {
+  // Small messages between mpxx processes go through shared memory (see
+  // above). Turn it off for a Pipe whose fd is handed to another program
+  // (a CPython process, say): it then speaks CPython's framing only.
+  bool shared_memory = true;
 };
 
 // Python's Pipe(duplex=True): two connected Connections. With
 // duplex=false, the first can only receive and the second only send.
-std::pair<Connection, Connection> Pipe(bool duplex = true);
+std::pair<Connection, Connection> Pipe(bool duplex = true, PipeOptions options = {});
 
 // ------------------------------------------------------- Listener / Client
 
@@ -179,9 +200,13 @@ Connection Client(const Address& address, std::optional<std::string> authkey = s
 // ------------------------------------------------------------------- wait
 
 namespace detail {
-// Indexes of the fds that are readable (or hung up), waiting up to timeout
-// (nanoseconds::max(): forever). Restarts after signals with the time left.
-std::vector<std::size_t> wait_fds(const std::vector<int>& fds, std::chrono::nanoseconds timeout);
+// Indexes of the objects that are ready, waiting up to timeout
+// (nanoseconds::max(): forever; restarts after signals with the time left).
+// fds[i] is each one's fd; conns[i] is non-null for a Connection, whose
+// messages can wait in a Pipe's shared memory, where poll() does not look.
+std::vector<std::size_t> wait_objects(const std::vector<int>& fds,
+                                      const std::vector<const Connection*>& conns,
+                                      std::chrono::nanoseconds timeout);
 inline int wait_fd(const Connection& c) { return c.fileno(); }
 inline int wait_fd(int fd) { return fd; }
 template <class P>
@@ -192,6 +217,15 @@ int wait_fd(const P& p) {
 template <class... V>
 int wait_fd(const std::variant<V...>& v) {
   return std::visit([](const auto& x) { return wait_fd(x); }, v);
+}
+inline const Connection* as_connection(const Connection& c) { return &c; }
+template <class T>
+const Connection* as_connection(const T&) {
+  return nullptr;
+}
+template <class... V>
+const Connection* as_connection(const std::variant<V...>& v) {
+  return std::visit([](const auto& x) { return as_connection(x); }, v);
 }
 }  // namespace detail
 
@@ -211,13 +245,18 @@ std::vector<T> wait(const std::vector<T>& objects) {
 template <class T, class Rep, class Period>
 std::vector<T> wait(const std::vector<T>& objects, std::chrono::duration<Rep, Period> timeout) {
   std::vector<int> fds;
+  std::vector<const Connection*> conns;
   fds.reserve(objects.size());
-  for (const T& o : objects) fds.push_back(detail::wait_fd(o));
+  conns.reserve(objects.size());
+  for (const T& o : objects) {
+    fds.push_back(detail::wait_fd(o));
+    conns.push_back(detail::as_connection(o));
+  }
   auto ns = timeout >= std::chrono::duration<Rep, Period>::max()
                 ? std::chrono::nanoseconds::max()
                 : std::chrono::duration_cast<std::chrono::nanoseconds>(timeout);
   std::vector<T> ready;
-  for (std::size_t i : detail::wait_fds(fds, ns)) ready.push_back(objects[i]);
+  for (std::size_t i : detail::wait_objects(fds, conns, ns)) ready.push_back(objects[i]);
   return ready;
 }
 

@@ -122,7 +122,7 @@ void BaseManager::add_registration(detail::mgr::Registration r) {
 void BaseManager::start() {
   auto& s = state(st_);
   if (s.connected) throw ProcessError("mpxx: this manager has already been started or connected");
-  auto [rx, tx] = Pipe(true);
+  auto [rx, tx] = Pipe(true, {.shared_memory = false});  // its fd becomes the manager channel
   detail::mgr::ServerConfig cfg{s.address.host, s.address.port, s.authkey, s.types, ::getpid()};
   static std::atomic<int> counter{0};
   ProcessOptions po{.name = "SyncManager-" + std::to_string(counter.fetch_add(1) + 1), .daemon = true,

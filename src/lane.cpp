@@ -1,0 +1,287 @@
+// The shared-memory lane of a Pipe (see lane.hpp).
+#include "lane.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "mpxx/detail/buffer.hpp"
+#include "mpxx/errors.hpp"
+#include "sync/futex.hpp"
+#include "sys/fd.hpp"
+
+namespace mpxx::detail {
+
+// One direction. The writer's fields and the reader's live on separate
+// cache lines, so a spinning reader does not slow the writer's stores.
+struct LaneEnd::Dir {
+  alignas(64) std::atomic<std::uint64_t> tail;  // bytes published (writers, under the lock)
+  std::atomic<std::uint32_t> bell;              // 1: a bell byte may be unread in the socket
+  alignas(64) std::atomic<std::uint64_t> head;  // bytes consumed (the reader)
+  std::atomic<std::int64_t> reader_until;       // CLOCK_MONOTONIC ns until which a reader looks
+  std::atomic<std::uint32_t> space;             // futex word: bumped when room appears
+  std::atomic<std::uint32_t> writer_waiting;    // 1: a writer sleeps on `space`
+};
+
+namespace {
+
+constexpr std::uint32_t kLaneMagic = 0x4c414e45;  // "LANE"
+constexpr std::size_t kHeaderBytes = 384;
+constexpr std::size_t kLaneBytes = kHeaderBytes + 2 * kLaneCapacity;
+constexpr std::size_t kRecordHeader = 8;  // [u32 length][u32 flags]
+constexpr auto kSleepSlice = std::chrono::milliseconds(50);
+
+struct Header {
+  std::uint32_t magic;
+  std::uint32_t capacity;
+  LaneEnd::Dir dir[2];
+};
+static_assert(sizeof(Header) <= kHeaderBytes && kLaneBytes <= 16 * 1024);
+
+std::int64_t mono_ns() noexcept {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+std::uint64_t record_size(std::size_t n) { return kRecordHeader + ((n + 7) & ~std::uint64_t{7}); }
+
+void copy_in(std::byte* ring, std::uint64_t pos, const void* src, std::size_t n) {
+  std::size_t at = static_cast<std::size_t>(pos % kLaneCapacity);
+  std::size_t first = std::min(n, kLaneCapacity - at);
+  std::memcpy(ring + at, src, first);
+  if (first < n) std::memcpy(ring, static_cast<const std::byte*>(src) + first, n - first);
+}
+
+void copy_out(const std::byte* ring, std::uint64_t pos, void* dst, std::size_t n) {
+  std::size_t at = static_cast<std::size_t>(pos % kLaneCapacity);
+  std::size_t first = std::min(n, kLaneCapacity - at);
+  std::memcpy(dst, ring + at, first);
+  if (first < n) std::memcpy(static_cast<std::byte*>(dst) + first, ring, n - first);
+}
+
+[[noreturn]] void peer_gone() {
+  throw OSError(EPIPE, "mpxx: send: the other end of the connection is closed");
+}
+
+// Whether the socket's peer has closed (every copy of the other end). Not
+// POLLRDHUP: a one-way Pipe's writing end has shut its own reading side.
+bool peer_closed(int sock) {
+  pollfd p{sock, 0, 0};
+  int r = sys::retry([&] { return ::poll(&p, 1, 0); });
+  return r > 0 && (p.revents & (POLLHUP | POLLERR));
+}
+
+[[noreturn]] void corrupt() {
+  throw ProtocolError("mpxx: recv: the pipe's shared-memory lane is corrupt");
+}
+
+// Counts the bells at the front of buf.
+std::size_t leading_bells(const unsigned char* buf, std::size_t n) {
+  std::size_t k = 0;
+  while (k < n && buf[k] == kBell) ++k;
+  return k;
+}
+
+// Reads (consumes) exactly k bell bytes that a peek has shown are there.
+void consume(int sock, std::size_t k) {
+  unsigned char buf[64];
+  while (k > 0) {
+    ssize_t r = sys::retry([&] { return ::recv(sock, buf, k, MSG_DONTWAIT); });
+    if (r <= 0) return;  // they were there; an error will show on the next read
+    k -= static_cast<std::size_t>(r);
+  }
+}
+
+}  // namespace
+
+LaneEnd::LaneEnd(ShmBlock block, int side, Lock wlock)
+    : block_(std::move(block)), side_(side), wlock_(std::move(wlock)) {}
+
+std::pair<std::shared_ptr<LaneEnd>, std::shared_ptr<LaneEnd>> LaneEnd::create_pair() {
+  ShmBlock b = allocate_shared(kLaneBytes, 64, "mpxx:pipe");
+  auto* h = new (b.data()) Header{};
+  h->magic = kLaneMagic;
+  h->capacity = kLaneCapacity;
+  std::shared_ptr<LaneEnd> e0(new LaneEnd(b, 0, Lock()));
+  std::shared_ptr<LaneEnd> e1(new LaneEnd(std::move(b), 1, Lock()));
+  return {std::move(e0), std::move(e1)};
+}
+
+LaneEnd::Dir& LaneEnd::out() const noexcept {
+  return reinterpret_cast<Header*>(block_.data())->dir[side_];
+}
+LaneEnd::Dir& LaneEnd::in() const noexcept {
+  return reinterpret_cast<Header*>(block_.data())->dir[1 - side_];
+}
+std::byte* LaneEnd::ring(int dir) const noexcept {
+  return block_.data() + kHeaderBytes + static_cast<std::size_t>(dir) * kLaneCapacity;
+}
+
+void LaneEnd::put(int sock, const void* data, std::size_t n, std::uint32_t flags) {
+  Dir& d = out();
+  const std::uint64_t need = record_size(n);
+  const std::uint64_t t = d.tail.load(std::memory_order_relaxed);  // only lock holders move it
+  auto room = [&] { return kLaneCapacity - (t - d.head.load(std::memory_order_acquire)) >= need; };
+  if (!spin_until(room, 2000)) {
+    // Full: sleep until the reader frees room, checking now and then that
+    // it still exists (a dead reader never wakes us).
+    for (;;) {
+      std::uint32_t seq = d.space.load(std::memory_order_acquire);
+      d.writer_waiting.store(1, std::memory_order_seq_cst);
+      if (room()) break;
+      futex_wait(&d.space, seq, FutexDeadline::after(kSleepSlice));
+      if (room()) break;
+      if (peer_closed(sock)) {
+        d.writer_waiting.store(0, std::memory_order_relaxed);
+        peer_gone();
+      }
+    }
+    d.writer_waiting.store(0, std::memory_order_relaxed);
+  }
+  std::byte* r = ring(side_);
+  const std::uint32_t head[2] = {static_cast<std::uint32_t>(n), flags};
+  copy_in(r, t, head, sizeof head);
+  if (n) copy_in(r, t + kRecordHeader, data, n);
+  d.tail.store(t + need, std::memory_order_release);
+
+  // Ring the bell unless a reader promised to look (Dekker with
+  // spin_for_record: tail stored, then reader_until loaded).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (mono_ns() < d.reader_until.load(std::memory_order_relaxed)) return;
+  if (d.bell.exchange(1, std::memory_order_acq_rel) == 0) {
+    ssize_t w = sys::retry([&] { return ::send(sock, &kBell, 1, MSG_NOSIGNAL); });
+    if (w < 0) {
+      if (errno == EPIPE || errno == ECONNRESET) peer_gone();
+      sys::throw_errno("send(bell)");
+    }
+  } else if (peer_closed(sock)) {  // an unread bell: the reader may be gone
+    peer_gone();
+  }
+}
+
+bool LaneEnd::has_record() const noexcept {
+  const Dir& d = in();
+  return d.tail.load(std::memory_order_acquire) != d.head.load(std::memory_order_relaxed);
+}
+
+bool LaneEnd::spin_for_record(std::chrono::nanoseconds spin) noexcept {
+  Dir& d = in();
+  const std::int64_t until = mono_ns() + spin.count();
+  d.reader_until.store(until, std::memory_order_seq_cst);
+  bool got = false;
+  for (unsigned i = 1;; ++i) {
+    if (has_record()) {
+      got = true;
+      break;
+    }
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+    if (i % 64 == 0 && mono_ns() >= until) break;
+  }
+  d.reader_until.store(0, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  return got || has_record();
+}
+
+std::pair<std::uint32_t, std::uint64_t> LaneEnd::take(wire::Writer& out,
+                                                      std::optional<std::size_t> maxlength) {
+  Dir& d = in();
+  const std::byte* r = ring(1 - side_);
+  const std::uint64_t h = d.head.load(std::memory_order_relaxed);
+  const std::uint64_t avail = d.tail.load(std::memory_order_acquire) - h;
+  if (avail < kRecordHeader || avail > kLaneCapacity) corrupt();
+  std::uint32_t head[2];
+  copy_out(r, h, head, sizeof head);
+  const std::uint32_t n = head[0], flags = head[1];
+  if (n > kMaxInline || flags > kRecordOnSocket || ((flags & kRecordOnSocket) && n != 0) ||
+      record_size(n) > avail)
+    corrupt();
+  if (!maxlength || n <= *maxlength) {
+    if (n) copy_out(r, h + kRecordHeader, out.extend(n), n);
+  }
+  d.head.store(h + record_size(n), std::memory_order_release);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (d.writer_waiting.load(std::memory_order_relaxed)) {
+    d.space.fetch_add(1, std::memory_order_release);
+    futex_wake(&d.space, 1);
+  }
+  return {flags, n};
+}
+
+bool LaneEnd::drain_bells(int sock, bool& data_waiting) {
+  data_waiting = false;
+  bool open = true;
+  for (;;) {
+    unsigned char buf[64];
+    ssize_t r = sys::retry([&] { return ::recv(sock, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT); });
+    if (r < 0) {
+      if (errno == ECONNRESET) open = false;
+      else if (errno != EAGAIN && errno != EWOULDBLOCK) sys::throw_errno("recv(pipe)");
+      break;
+    }
+    if (r == 0) {
+      open = false;
+      break;
+    }
+    std::size_t k = leading_bells(buf, static_cast<std::size_t>(r));
+    consume(sock, k);
+    if (k < static_cast<std::size_t>(r)) {
+      data_waiting = true;
+      break;
+    }
+  }
+  // Forget the bell only now: a sender that finds it clear afterwards rings
+  // a new one, which nothing above can have swallowed. (Cleared first, a
+  // bell rung in between would be consumed while the flag said "unread",
+  // and no sender would ring again.) The caller looks at the ring next.
+  in().bell.store(0, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  return open;
+}
+
+bool LaneEnd::skip_bells(int sock) {
+  bool found = true;
+  for (;;) {
+    unsigned char buf[64];
+    ssize_t r = sys::retry([&] { return ::recv(sock, buf, sizeof buf, MSG_PEEK); });
+    if (r < 0 && errno != ECONNRESET) sys::throw_errno("recv(pipe)");
+    if (r <= 0) {
+      found = false;
+      break;
+    }
+    std::size_t k = leading_bells(buf, static_cast<std::size_t>(r));
+    consume(sock, k);
+    if (k < static_cast<std::size_t>(r)) break;
+  }
+  // As in drain_bells: a consumed bell must not stay flagged as unread.
+  in().bell.store(0, std::memory_order_seq_cst);
+  return found;
+}
+
+void LaneEnd::save(wire::OutArchive& ar) const {
+  save_block(ar, block_);
+  ar(static_cast<std::uint8_t>(side_));
+  wlock_.save(ar);
+}
+
+std::shared_ptr<LaneEnd> LaneEnd::load(wire::InArchive& ar) {
+  ShmBlock b = load_block(ar, kLaneBytes);
+  const auto* h = reinterpret_cast<const Header*>(b.data());
+  if (reinterpret_cast<std::uintptr_t>(b.data()) % 64 != 0 || h->magic != kLaneMagic ||
+      h->capacity != kLaneCapacity)
+    throw ProtocolError("mpxx: the received Connection's shared lane is not an mpxx pipe");
+  std::uint8_t side;
+  ar(side);
+  if (side > 1) throw ProtocolError("mpxx: corrupt Connection");
+  Lock lock(wire::empty);
+  lock.load(ar);
+  return std::shared_ptr<LaneEnd>(new LaneEnd(std::move(b), side, std::move(lock)));
+}
+
+}  // namespace mpxx::detail
