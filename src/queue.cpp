@@ -50,13 +50,18 @@ struct QueueHeader {
   std::int64_t maxsize;
   Line put_lock;  // lock cells (see sync.cpp), one cache line each
   Line get_lock;
+  // The producers' line: written under put_lock, read by consumers.
   alignas(64) std::atomic<std::uint64_t> tail;
   std::atomic<std::uint32_t> data_seq;
   std::atomic<std::uint32_t> consumers_waiting;
+  std::atomic<std::uint64_t> puts;  // messages ever put
+  std::uint64_t head_seen;          // a head the producers have seen (<= head)
+  // The consumers' line: written under get_lock, read by producers.
   alignas(64) std::atomic<std::uint64_t> head;
   std::atomic<std::uint32_t> space_seq;
   std::atomic<std::uint32_t> producers_waiting;
-  alignas(64) std::atomic<std::int64_t> count;
+  std::atomic<std::uint64_t> gets;  // messages ever taken
+  std::uint64_t tail_seen;          // a tail the consumers have seen (<= tail)
   alignas(64) std::atomic<std::int64_t> unfinished;
   std::atomic<std::uint32_t> unfinished_seq;
   std::atomic<std::uint32_t> joiners_waiting;
@@ -64,6 +69,13 @@ struct QueueHeader {
 static_assert(sizeof(QueueHeader) <= kHeaderBytes);
 
 std::uint64_t round8(std::uint64_t n) { return (n + 7) & ~std::uint64_t{7}; }
+
+// Messages in the queue. No shared counter is updated by both sides (that
+// cache line would cross between the cores on every put and get).
+std::int64_t backlog(const QueueHeader* h) {
+  return static_cast<std::int64_t>(h->puts.load(std::memory_order_acquire) -
+                                   h->gets.load(std::memory_order_acquire));
+}
 
 }  // namespace
 
@@ -167,12 +179,16 @@ bool QueueCore::put(std::span<const std::byte> message, std::chrono::nanoseconds
     // takes is bounded by the warm part (16 MiB), never less.
     const std::uint64_t head = h->head.load(std::memory_order_acquire);
     if (tail + (cap - off) + need - head <= cap &&
-        (h->maxsize == 0 || h->count.load(std::memory_order_acquire) < h->maxsize))
+        (h->maxsize == 0 || backlog(h) < h->maxsize))
       skip = cap - off;
   }
+  // The head the producers saw last is usually far enough: only when it
+  // is not is the consumers' line read again.
   auto room = [&] {
-    if (h->maxsize > 0 && h->count.load(std::memory_order_acquire) >= h->maxsize) return false;
-    return tail + skip + need - h->head.load(std::memory_order_acquire) <= cap;
+    if (h->maxsize > 0 && backlog(h) >= h->maxsize) return false;
+    if (tail + skip + need - h->head_seen <= cap) return true;
+    h->head_seen = h->head.load(std::memory_order_acquire);
+    return tail + skip + need - h->head_seen <= cap;
   };
   if (timeout == std::chrono::nanoseconds::zero() ? !room()
                                                    : !wait_until(h->space_seq, h->producers_waiting,
@@ -191,7 +207,7 @@ bool QueueCore::put(std::span<const std::byte> message, std::chrono::nanoseconds
   if (h->joinable) h->unfinished.fetch_add(1, std::memory_order_relaxed);
   // The record becomes visible, whole, only here.
   h->tail.store(tail + skip + need, std::memory_order_release);
-  h->count.fetch_add(1, std::memory_order_relaxed);
+  h->puts.store(h->puts.load(std::memory_order_relaxed) + 1, std::memory_order_release);
   // Wake a sleeping consumer, if there is one; a busy pair never calls
   // the kernel. (A waiter registers, then re-checks tail: see wait_until.)
   std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -213,12 +229,17 @@ bool QueueCore::get(const std::function<void(std::span<const std::byte>)>& consu
 
   std::uint64_t head = h->head.load(std::memory_order_relaxed);
   for (;;) {
-    auto ready = [&] { return h->tail.load(std::memory_order_acquire) != head; };
+    // Likewise, the tail seen last often shows more messages already.
+    auto ready = [&] {
+      if (h->tail_seen != head) return true;
+      h->tail_seen = h->tail.load(std::memory_order_acquire);
+      return h->tail_seen != head;
+    };
     if (timeout == std::chrono::nanoseconds::zero() ? !ready()
                                                      : !wait_until(h->data_seq, h->consumers_waiting,
                                                                    deadline, ready))
       return false;
-    const std::uint64_t tail = h->tail.load(std::memory_order_acquire);
+    const std::uint64_t tail = h->tail_seen;
     const std::uint64_t off = head % cap;
     std::uint32_t rec[2];
     std::memcpy(rec, q.ring + off, 8);
@@ -242,7 +263,7 @@ bool QueueCore::get(const std::function<void(std::span<const std::byte>)>& consu
     }
     const std::uint64_t new_head = head + need;
     h->head.store(new_head, std::memory_order_release);
-    h->count.fetch_sub(1, std::memory_order_relaxed);
+    h->gets.store(h->gets.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (h->producers_waiting.load(std::memory_order_relaxed) > 0) {
       h->space_seq.fetch_add(1, std::memory_order_seq_cst);
@@ -266,7 +287,7 @@ bool QueueCore::wait_readable(std::chrono::nanoseconds timeout,
 }
 
 std::int64_t QueueCore::qsize() const noexcept {
-  std::int64_t n = sh_->h->count.load(std::memory_order_relaxed);
+  std::int64_t n = backlog(sh_->h);
   return n < 0 ? 0 : n;
 }
 
