@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <climits>
 #include <mutex>
+#include <thread>
 #include <cstring>
 
 #include "mpxx/detail/shm.hpp"
@@ -58,12 +59,26 @@ void send_on_socket(ConnState& c, const void* data, std::size_t n, const std::ve
 // One message. On a Pipe's lane, a small message without fds is a record
 // in shared memory; any other leaves a marker there and takes the socket
 // (under the writers' lock, so markers and messages keep one order).
+// (A local copy of the lane pointer: another thread may close() meanwhile.)
 void send_message(ConnState& c, const void* data, std::size_t n, const std::vector<int>& fds) {
-  if (!c.lane) return send_on_socket(c, data, n, fds);
-  std::lock_guard<Lock> hold(c.lane->write_lock());
-  if (fds.empty() && n <= kMaxInline) return c.lane->put(c.fd.get(), data, n, 0);
-  c.lane->put(c.fd.get(), nullptr, 0, kRecordOnSocket);
-  send_on_socket(c, data, n, fds);
+  std::shared_ptr<LaneEnd> lane = c.lane;
+  if (!lane) return send_on_socket(c, data, n, fds);
+  const int fd = c.fd.get();
+  std::lock_guard<Lock> hold(lane->write_lock());
+  if (lane->write_lock().recovered()) lane->after_recovery();
+  if (fds.empty() && n <= kMaxInline && lane->put_inline(fd, data, n)) return;
+  lane->put_marker(fd, kRecordOnSocket);
+  try {
+    send_on_socket(c, data, n, fds);
+  } catch (...) {
+    // Nothing went out (too many fds, a refused sendmsg) or the reader is
+    // gone: tell a reader waiting behind the marker not to wait.
+    try {
+      lane->put_marker(fd, kRecordCancel);
+    } catch (...) {
+    }
+    throw;
+  }
 }
 
 void close_all(std::vector<int>& fds) {
@@ -172,22 +187,33 @@ bool recv_from_socket(ConnState& c, wire::Writer& out, std::vector<int>& fds,
 // on the socket, where senders ring a bell (lane.hpp).
 bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
                   std::optional<std::size_t> maxlength) {
-  if (!c.lane) return recv_from_socket(c, out, fds, maxlength, !c.deadline);
-  LaneEnd& lane = *c.lane;
+  std::shared_ptr<LaneEnd> keep = c.lane;  // another thread may close() meanwhile
+  if (!keep) return recv_from_socket(c, out, fds, maxlength, !c.deadline);
+  LaneEnd& lane = *keep;
   const int fd = c.fd.get();
   for (;;) {
     if (lane.has_record() || lane.spin_for_record(kSpin)) {
       out.clear();
       auto [flags, n] = lane.take(out, maxlength);
       if (maxlength && n > *maxlength) too_long(c, n, maxlength, fds);
-      if ((flags & kRecordOnSocket) &&
-          !(lane.skip_bells(fd) && recv_from_socket(c, out, fds, maxlength, false)))
-        throw EOFError("mpxx: the other end closed the connection in the middle of a message");
+      if (flags == kRecordCancel) continue;  // a stray cancel (its marker's reader gave up)
+      if (flags == kRecordOnSocket) {
+        auto next = lane.skip_bells(fd);
+        if (next == LaneEnd::Next::cancelled) continue;
+        if (next == LaneEnd::Next::eof || !recv_from_socket(c, out, fds, maxlength, false))
+          throw EOFError("mpxx: the other end closed the connection in the middle of a message");
+      }
       return true;
     }
-    sys::wait_readable(fd, c.deadline ? *c.deadline : sys::Deadline::never());
-    bool data_waiting = false;
-    if (!lane.drain_bells(fd, data_waiting)) {
+    {
+      // Registered before the last look at the ring: a poller in another
+      // thread then leaves the bell that wakes us alone.
+      LaneEnd::Sleeping asleep(lane);
+      if (lane.has_record()) continue;
+      sys::wait_readable(fd, c.deadline ? *c.deadline : sys::Deadline::never());
+    }
+    bool data_waiting = false, held_back = false;
+    if (!lane.drain_bells(fd, data_waiting, false, held_back)) {
       if (lane.has_record()) continue;  // sent before the other end closed
       return false;
     }
@@ -282,10 +308,10 @@ std::string eof_message() { return "mpxx: the other end of the connection is clo
 
 // After poll() found a lane's socket readable: true if a message (or the
 // end of the stream) is really there, not only bells.
-bool lane_confirm(ConnState& c) {
+bool lane_confirm(int fd, LaneEnd& lane, bool& held_back) {
   bool data_waiting = false;
-  bool open = c.lane->drain_bells(c.fd.get(), data_waiting);
-  return !open || data_waiting || c.lane->has_record();
+  bool open = lane.drain_bells(fd, data_waiting, true, held_back);
+  return !open || data_waiting || lane.has_record();
 }
 
 bool lane_ready(const Connection& c) noexcept {
@@ -293,10 +319,11 @@ bool lane_ready(const Connection& c) noexcept {
   return st && st->fd && st->lane && st->readable && st->lane->has_record();
 }
 
-bool lane_confirm(const Connection& c) {
+bool lane_confirm(const Connection& c, bool& held_back) {
   const auto& st = c.st_;
-  if (!st || !st->fd || !st->lane) return true;
-  return lane_confirm(*st);
+  std::shared_ptr<LaneEnd> lane = st ? st->lane : nullptr;
+  if (!lane || !st->fd) return true;
+  return lane_confirm(st->fd.get(), *lane, held_back);
 }
 }  // namespace detail
 
@@ -408,11 +435,16 @@ std::size_t Connection::recv_bytes_into(std::span<std::byte> buf, std::size_t of
 bool Connection::poll_ns(std::chrono::nanoseconds timeout) {
   ConnState& c = detail::live(st_, true, false);
   auto deadline = sys::Deadline::after(timeout);
-  if (!c.lane) return sys::wait_readable(c.fd.get(), deadline);
+  std::shared_ptr<detail::LaneEnd> lane = c.lane;
+  if (!lane) return sys::wait_readable(c.fd.get(), deadline);
   for (;;) {
-    if (c.lane->has_record()) return true;
-    if (!sys::wait_readable(c.fd.get(), deadline)) return c.lane->has_record();
-    if (detail::lane_confirm(c)) return true;
+    if (lane->has_record()) return true;
+    if (!sys::wait_readable(c.fd.get(), deadline)) return lane->has_record();
+    bool held_back = false;
+    if (detail::lane_confirm(c.fd.get(), *lane, held_back)) return true;
+    // Only a bell that a receiver sleeping in another thread will drain:
+    // give it the time to (the socket stays readable until then).
+    if (held_back) std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
 }
 
@@ -462,11 +494,16 @@ std::vector<std::size_t> detail::wait_objects(const std::vector<int>& fds,
       if (conns[i] && lane_ready(*conns[i])) ready.push_back(i);
     // Messages already in a lane: add what else is ready now, and return.
     auto polled = sys::wait_any(fds, ready.empty() ? deadline : sys::Deadline::after({}));
-    for (std::size_t i : polled)
-      if (!conns[i] || lane_confirm(*conns[i])) ready.push_back(i);
+    bool held_back = false;
+    for (std::size_t i : polled) {
+      bool held = false;
+      if (!conns[i] || lane_confirm(*conns[i], held)) ready.push_back(i);
+      held_back = held_back || held;
+    }
     std::sort(ready.begin(), ready.end());
     ready.erase(std::unique(ready.begin(), ready.end()), ready.end());
     if (!ready.empty() || deadline.expired()) return ready;
+    if (held_back) std::this_thread::sleep_for(std::chrono::microseconds(50));  // see poll_ns
   }
 }
 

@@ -23,6 +23,7 @@ struct LaneEnd::Dir {
   std::atomic<std::uint32_t> bell;              // 1: a bell byte may be unread in the socket
   alignas(64) std::atomic<std::uint64_t> head;  // bytes consumed (the reader)
   std::atomic<std::int64_t> reader_until;       // CLOCK_MONOTONIC ns until which a reader looks
+  std::atomic<std::uint32_t> sleepers;          // receivers asleep in poll() on the socket
   std::atomic<std::uint32_t> space;             // futex word: bumped when room appears
   std::atomic<std::uint32_t> writer_waiting;    // 1: a writer sleeps on `space`
 };
@@ -122,32 +123,53 @@ std::byte* LaneEnd::ring(int dir) const noexcept {
   return block_.data() + kHeaderBytes + static_cast<std::size_t>(dir) * kLaneCapacity;
 }
 
-void LaneEnd::put(int sock, const void* data, std::size_t n, std::uint32_t flags) {
+void LaneEnd::after_recovery() noexcept { out().bell.store(0, std::memory_order_seq_cst); }
+
+bool LaneEnd::room_for(std::uint64_t need) const noexcept {
+  const Dir& d = out();
+  return kLaneCapacity - (d.tail.load(std::memory_order_relaxed) - d.head.load(std::memory_order_acquire)) >=
+         need;
+}
+
+// Waits until the ring has `need` bytes free, checking now and then that
+// the reader still exists (a dead reader never wakes us).
+void LaneEnd::wait_room(int sock, std::uint64_t need) {
   Dir& d = out();
-  const std::uint64_t need = record_size(n);
-  const std::uint64_t t = d.tail.load(std::memory_order_relaxed);  // only lock holders move it
-  auto room = [&] { return kLaneCapacity - (t - d.head.load(std::memory_order_acquire)) >= need; };
-  if (!spin_until(room, 2000)) {
-    // Full: sleep until the reader frees room, checking now and then that
-    // it still exists (a dead reader never wakes us).
-    for (;;) {
-      std::uint32_t seq = d.space.load(std::memory_order_acquire);
-      d.writer_waiting.store(1, std::memory_order_seq_cst);
-      if (room()) break;
-      futex_wait(&d.space, seq, FutexDeadline::after(kSleepSlice));
-      if (room()) break;
-      if (peer_closed(sock)) {
-        d.writer_waiting.store(0, std::memory_order_relaxed);
-        peer_gone();
-      }
+  if (spin_until([&] { return room_for(need); }, 2000)) return;
+  for (;;) {
+    std::uint32_t seq = d.space.load(std::memory_order_acquire);
+    d.writer_waiting.store(1, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // Dekker with take()
+    if (room_for(need)) break;
+    futex_wait(&d.space, seq, FutexDeadline::after(kSleepSlice));
+    if (room_for(need)) break;
+    if (peer_closed(sock)) {
+      d.writer_waiting.store(0, std::memory_order_relaxed);
+      peer_gone();
     }
-    d.writer_waiting.store(0, std::memory_order_relaxed);
   }
+  d.writer_waiting.store(0, std::memory_order_relaxed);
+}
+
+bool LaneEnd::put_inline(int sock, const void* data, std::size_t n) {
+  if (!room_for(record_size(n))) return false;
+  publish(sock, data, n, 0);
+  return true;
+}
+
+void LaneEnd::put_marker(int sock, std::uint32_t flags) {
+  wait_room(sock, kRecordHeader);
+  publish(sock, nullptr, 0, flags);
+}
+
+void LaneEnd::publish(int sock, const void* data, std::size_t n, std::uint32_t flags) {
+  Dir& d = out();
+  const std::uint64_t t = d.tail.load(std::memory_order_relaxed);  // only lock holders move it
   std::byte* r = ring(side_);
   const std::uint32_t head[2] = {static_cast<std::uint32_t>(n), flags};
   copy_in(r, t, head, sizeof head);
   if (n) copy_in(r, t + kRecordHeader, data, n);
-  d.tail.store(t + need, std::memory_order_release);
+  d.tail.store(t + record_size(n), std::memory_order_release);
 
   // Ring the bell unless a reader promised to look (Dekker with
   // spin_for_record: tail stored, then reader_until loaded).
@@ -199,8 +221,7 @@ std::pair<std::uint32_t, std::uint64_t> LaneEnd::take(wire::Writer& out,
   std::uint32_t head[2];
   copy_out(r, h, head, sizeof head);
   const std::uint32_t n = head[0], flags = head[1];
-  if (n > kMaxInline || flags > kRecordOnSocket || ((flags & kRecordOnSocket) && n != 0) ||
-      record_size(n) > avail)
+  if (n > kMaxInline || flags > kRecordCancel || (flags != 0 && n != 0) || record_size(n) > avail)
     corrupt();
   if (!maxlength || n <= *maxlength) {
     if (n) copy_out(r, h + kRecordHeader, out.extend(n), n);
@@ -214,8 +235,14 @@ std::pair<std::uint32_t, std::uint64_t> LaneEnd::take(wire::Writer& out,
   return {flags, n};
 }
 
-bool LaneEnd::drain_bells(int sock, bool& data_waiting) {
+LaneEnd::Sleeping::Sleeping(LaneEnd& e) noexcept : e_(e) {
+  e_.in().sleepers.fetch_add(1, std::memory_order_seq_cst);
+}
+LaneEnd::Sleeping::~Sleeping() { e_.in().sleepers.fetch_sub(1, std::memory_order_seq_cst); }
+
+bool LaneEnd::drain_bells(int sock, bool& data_waiting, bool poller, bool& held_back) {
   data_waiting = false;
+  held_back = false;
   bool open = true;
   for (;;) {
     unsigned char buf[64];
@@ -230,6 +257,14 @@ bool LaneEnd::drain_bells(int sock, bool& data_waiting) {
       break;
     }
     std::size_t k = leading_bells(buf, static_cast<std::size_t>(r));
+    if (k && poller && in().sleepers.load(std::memory_order_seq_cst) > 0) {
+      // A receiver sleeps on this socket: the bell may be its wake-up. If
+      // it were consumed here, that receiver would be woken, find nothing
+      // readable and sleep on. Its owner drains it (it only registered
+      // after looking at the ring, see recv_message).
+      held_back = true;
+      return true;
+    }
     consume(sock, k);
     if (k < static_cast<std::size_t>(r)) {
       data_waiting = true;
@@ -245,14 +280,38 @@ bool LaneEnd::drain_bells(int sock, bool& data_waiting) {
   return open;
 }
 
-bool LaneEnd::skip_bells(int sock) {
-  bool found = true;
+bool LaneEnd::next_is_cancel() const noexcept {
+  const Dir& d = in();
+  const std::uint64_t h = d.head.load(std::memory_order_relaxed);
+  if (d.tail.load(std::memory_order_acquire) - h < kRecordHeader) return false;
+  std::uint32_t head[2];
+  copy_out(ring(1 - side_), h, head, sizeof head);
+  return head[0] == 0 && head[1] == kRecordCancel;
+}
+
+LaneEnd::Next LaneEnd::skip_bells(int sock) {
+  Next next = Next::message;
   for (;;) {
     unsigned char buf[64];
-    ssize_t r = sys::retry([&] { return ::recv(sock, buf, sizeof buf, MSG_PEEK); });
+    ssize_t r = sys::retry([&] { return ::recv(sock, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT); });
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      // Not sent yet, or never: a writer whose socket send failed follows
+      // its marker with a cancel record (and rings, so this poll wakes).
+      if (next_is_cancel()) {
+        wire::Writer none;
+        take(none, std::nullopt);
+        next = Next::cancelled;
+        break;
+      }
+      Sleeping asleep(*this);  // pollers in other threads leave our bell alone
+      if (next_is_cancel()) continue;
+      pollfd p{sock, POLLIN, 0};
+      sys::retry([&] { return ::poll(&p, 1, -1); });
+      continue;
+    }
     if (r < 0 && errno != ECONNRESET) sys::throw_errno("recv(pipe)");
     if (r <= 0) {
-      found = false;
+      next = Next::eof;
       break;
     }
     std::size_t k = leading_bells(buf, static_cast<std::size_t>(r));
@@ -261,7 +320,8 @@ bool LaneEnd::skip_bells(int sock) {
   }
   // As in drain_bells: a consumed bell must not stay flagged as unread.
   in().bell.store(0, std::memory_order_seq_cst);
-  return found;
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  return next;
 }
 
 void LaneEnd::save(wire::OutArchive& ar) const {

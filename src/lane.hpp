@@ -21,10 +21,26 @@
 // header starts with 0x00-0x7f or 0xff), so receivers skip bells in front
 // of a message and drain them when they wake.
 //
+// A message that does not fit in the ring right now goes on the socket
+// behind a marker too, so a ring of a few KiB never makes a sender wait
+// where a socket would have buffered the data. A writer whose socket send
+// fails after its marker (too many fds, say) follows the marker with a
+// cancel record, so the reader does not wait for a message that never
+// comes.
+//
+// Receivers sleeping in poll() count themselves in `sleepers`; poll() and
+// mpxx::wait in other threads then leave the bells alone (a bell consumed
+// by a poller would leave the sleeping receiver woken to an empty socket,
+// asleep again).
+//
 // Writers of one end (copies of it in several processes, or threads) are
 // serialized by an mpxx::Lock, which survives a holder that dies; a record
 // becomes visible only once it is whole (the tail moves last), so a writer
-// killed mid-copy leaves nothing behind. Readers are not serialized, as in
+// killed mid-copy leaves nothing behind. The next writer, taking the lock
+// over, forgets the bell flag (the dead one may have set it without
+// ringing). A writer killed between publishing and ringing leaves its
+// message unseen by a sleeping reader until the next send or until every
+// writer has gone (EOF wakes the reader, which reads the ring first). Readers are not serialized, as in
 // CPython: two processes reading one end at once is a program error there
 // too. The reader validates every record it takes (lengths, flags), so a
 // corrupt ring is a ProtocolError, never an out-of-bounds read.
@@ -55,18 +71,26 @@ inline constexpr unsigned char kBell = 0x80;
 
 // Record flags.
 inline constexpr std::uint32_t kRecordOnSocket = 1;  // a marker: the message is on the socket
+inline constexpr std::uint32_t kRecordCancel = 2;    // the marker before it lost its message
 
 class LaneEnd {
  public:
   // A new lane; the two ends of a Pipe.
   static std::pair<std::shared_ptr<LaneEnd>, std::shared_ptr<LaneEnd>> create_pair();
 
-  // ---- writing (into this end's outgoing ring)
+  // ---- writing (into this end's outgoing ring), holding write_lock()
   Lock& write_lock() noexcept { return wlock_; }
-  // Publishes one record (the caller holds write_lock()), waiting for room
-  // while the ring is full; then rings the bell on `sock` if no reader is
+  // After taking the lock over from a writer that died: it may have died
+  // between flagging a bell and ringing it, so forget that flag.
+  void after_recovery() noexcept;
+  // Publishes a message of n <= kMaxInline bytes if the ring has room for
+  // it now (false: it has not; send it on the socket behind a marker, as a
+  // socket would take it), then rings the bell on `sock` if no reader is
   // looking. OSError(EPIPE) if the other end is gone.
-  void put(int sock, const void* data, std::size_t n, std::uint32_t flags);
+  bool put_inline(int sock, const void* data, std::size_t n);
+  // Publishes an empty record (a marker or a cancel), waiting while the
+  // ring has no room even for that, and rings the bell likewise.
+  void put_marker(int sock, std::uint32_t flags);
 
   // ---- reading (from this end's incoming ring)
   bool has_record() const noexcept;
@@ -77,14 +101,29 @@ class LaneEnd {
   // to out and returns (flags, length). A payload longer than maxlength is
   // consumed but not copied. ProtocolError if the ring is corrupt.
   std::pair<std::uint32_t, std::uint64_t> take(wire::Writer& out, std::optional<std::size_t> maxlength);
-  // After poll() reported `sock` readable: forgets the bell and reads the
-  // bell bytes at the front of the socket. Returns false at EOF (nothing
-  // but bells before it); sets data_waiting if a message's bytes are next.
-  bool drain_bells(int sock, bool& data_waiting);
+  // A receiver about to sleep in poll() counts itself here (Sleeping), so
+  // that poll() and mpxx::wait in other threads leave its bell alone.
+  class Sleeping {
+   public:
+    explicit Sleeping(LaneEnd& e) noexcept;
+    ~Sleeping();
+    Sleeping(const Sleeping&) = delete;
+    Sleeping& operator=(const Sleeping&) = delete;
+
+   private:
+    LaneEnd& e_;
+  };
+  // After poll() reported `sock` readable: reads the bell bytes at the
+  // front of the socket, then forgets the bell. Returns false at EOF
+  // (nothing but bells before it); sets data_waiting if a message's bytes
+  // are next. A poller (not a receiver) consumes no bell while a receiver
+  // sleeps (that bell is its wake-up): it sets held_back instead.
+  bool drain_bells(int sock, bool& data_waiting, bool poller, bool& held_back);
   // Before reading a message from the socket (after its marker): skips the
-  // bells in front of it, blocking until its first byte (false at EOF).
-  // Every bell consumed clears the flag, or senders would stop ringing.
-  bool skip_bells(int sock);
+  // bells in front of it, waiting for its first byte. Every bell consumed
+  // clears the flag, or senders would stop ringing.
+  enum class Next { message, eof, cancelled };
+  Next skip_bells(int sock);
 
   // The wire form: the shared block, the side, the write lock.
   void save(wire::OutArchive& ar) const;
@@ -97,6 +136,10 @@ class LaneEnd {
   Dir& out() const noexcept;
   Dir& in() const noexcept;
   std::byte* ring(int dir) const noexcept;
+  void publish(int sock, const void* data, std::size_t n, std::uint32_t flags);
+  void wait_room(int sock, std::uint64_t need);
+  bool room_for(std::uint64_t need) const noexcept;
+  bool next_is_cancel() const noexcept;
 
   ShmBlock block_;
   int side_;

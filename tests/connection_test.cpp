@@ -3,10 +3,14 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <stdexcept>
 #include <map>
 #include <thread>
 
@@ -62,6 +66,73 @@ void pause_for(int i) {
   static constexpr int kMicros[] = {0, 0, 3, 0, 80, 0, 0, 700, 0, 10, 0, 2000};
   int us = kMicros[i % std::size(kMicros)];
   if (us) std::this_thread::sleep_for(std::chrono::microseconds(us));
+}
+
+// The lane cases below run in a child, so that a bug that blocks forever
+// fails the test (the parent's join times out) instead of hanging it.
+
+// Sends a batch, then reads it, in one thread: the ring's ~8 KiB must not
+// make a send wait for a reader where a socket would have taken the data.
+void batch_then_read() {
+  auto [a, b] = mpxx::Pipe();
+  for (int i = 0; i < 60; ++i) a.send_bytes(std::string(1000, static_cast<char>('a' + i % 26)));
+  for (int i = 0; i < 60; ++i)
+    if (b.recv_bytes() != std::string(1000, static_cast<char>('a' + i % 26)))
+      throw std::runtime_error("wrong message");
+}
+
+// A send that fails on the socket (too many fds) must not leave its marker
+// in the ring for the reader to wait behind.
+void failed_send_then_more() {
+  auto [a, b] = mpxx::Pipe();
+  std::vector<mpxx::Connection> many;
+  for (int i = 0; i < 130; ++i) {
+    auto [x, y] = mpxx::Pipe();
+    many.push_back(x);
+    many.push_back(y);
+  }
+  bool refused = false;
+  try {
+    a.send(many);
+  } catch (const mpxx::ValueError&) {
+    refused = true;
+  }
+  if (!refused) throw std::runtime_error("260 fds in one message were not refused");
+  a.send(42);
+  if (b.recv<int>() != 42) throw std::runtime_error("wrong message");
+}
+
+// One thread sleeps in recv while another polls the same end: the poller
+// must not swallow the bell that wakes the receiver.
+void poll_while_another_thread_receives() {
+  constexpr int kN = 8000;
+  auto [a, b] = mpxx::Pipe();
+  std::atomic<int> received{0};
+  std::atomic<bool> stop{false};
+  std::thread receiver([&, b = b]() mutable {
+    for (int i = 0; i < kN; ++i) {
+      b.recv<int>();
+      received.fetch_add(1);
+    }
+  });
+  std::thread poller([&, b = b]() mutable {
+    while (!stop) b.poll(0s);
+  });
+  for (int i = 0; i < kN; ++i) {
+    std::this_thread::sleep_for(150us);
+    a.send(i);
+    auto t0 = std::chrono::steady_clock::now();
+    while (received.load() != i + 1) {
+      if (std::chrono::steady_clock::now() - t0 > 5s) {
+        std::fprintf(stderr, "message %d was never received\n", i);
+        std::_Exit(3);
+      }
+      std::this_thread::yield();
+    }
+  }
+  stop = true;
+  poller.join();
+  receiver.join();
 }
 
 // Echoes strings after uneven pauses, until an empty one.
@@ -396,6 +467,46 @@ TEST(Pipe, AMessageLeftInSharedMemoryIsSeenByPollAndWait) {
   EXPECT_EQ(b.recv<int>(), 2);
   EXPECT_FALSE(b.poll());
   EXPECT_TRUE(mpxx::wait(std::vector<mpxx::Connection>{b}, 0s).empty());
+}
+
+// A small message to an idle reader is a record in shared memory plus one
+// bell byte on the socket, not the message itself.
+TEST(Pipe, SmallMessagesGoThroughSharedMemory) {
+  auto [a, b] = mpxx::Pipe();
+  a.send(7);
+  unsigned char buf[64];
+  ssize_t r = ::recv(b.fileno(), buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
+  ASSERT_EQ(r, 1);
+  EXPECT_EQ(buf[0], 0x80);
+  EXPECT_EQ(b.recv<int>(), 7);
+  auto [c, d] = mpxx::Pipe(true, {.shared_memory = false});
+  c.send(7);
+  EXPECT_GT(::recv(d.fileno(), buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT), 4);  // the message
+}
+
+void expect_finishes(void (*scenario)(), const char* what) {
+  mpxx::Process p(scenario);
+  p.start();
+  p.join(30s);
+  if (p.is_alive()) {
+    p.kill();
+    p.join();
+    ADD_FAILURE() << what << ": still blocked after 30 s";
+    return;
+  }
+  EXPECT_EQ(p.exitcode(), 0) << what;
+}
+
+TEST(PipeProcesses, ABatchSentBeforeReadingNeverBlocks) {
+  expect_finishes(batch_then_read, "60 sends of 1000 bytes before the first recv");
+}
+
+TEST(PipeProcesses, AFailedSendLeavesNothingToWaitFor) {
+  expect_finishes(failed_send_then_more, "a send after a refused one");
+}
+
+TEST(PipeProcesses, APollingThreadNeverSwallowsAReceiversWakeup) {
+  expect_finishes(poll_while_another_thread_receives, "recv in one thread, poll in another");
 }
 
 // A writer blocked on a full ring notices that its reader has gone.

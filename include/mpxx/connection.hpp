@@ -56,7 +56,7 @@ namespace detail {
 struct ConnState;
 struct ConnAccess;
 bool lane_ready(const Connection& c) noexcept;
-bool lane_confirm(const Connection& c);
+bool lane_confirm(const Connection& c, bool& held_back);
 }
 
 class Connection {
@@ -125,7 +125,7 @@ class Connection {
   bool poll_ns(std::chrono::nanoseconds timeout);
   friend struct detail::ConnAccess;
   friend bool detail::lane_ready(const Connection& c) noexcept;
-  friend bool detail::lane_confirm(const Connection& c);
+  friend bool detail::lane_confirm(const Connection& c, bool& held_back);
   std::shared_ptr<detail::ConnState> st_;
 };
 
