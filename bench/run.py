@@ -116,6 +116,7 @@ class Workload:
 
 US = 'us per process'
 RAW_FORK = ('raw_fork', 'raw fork()+waitpid')
+FRESH_COPY = ('fresh_copy_100mib', 'one copy into fresh memory')
 
 WORKLOADS = [
     # Process start+join: the mean over a batch of processes started and
@@ -143,13 +144,15 @@ WORKLOADS = [
              limit=('memcpy_100mib', 'memcpy'), targets=[near_limit(1.5)]),
     Workload('Pipe ping-pong round trip (both sides busy)', 'us', 'lower', 'pipe_pingpong',
              limit=('futex_pingpong', 'a futex ping-pong'), targets=[at_most(5, 'us')]),
+    # Whatever carries it, a 100 MiB value arrives in fresh memory: the
+    # limit is one copy into a fresh (huge-page advised) mapping.
     Workload('100 MiB through a Pipe', 'GB/s', 'higher', 'pipe_100mib',
-             targets=[at_least(3, 'GB/s')]),
+             limit=FRESH_COPY, targets=[at_least(3, 'GB/s')]),
     Workload('Queue, 1 producer 1 consumer, small items', 'items/s', 'higher', 'queue_small',
              targets=[at_least(10e6, 'items/s'), vs_cpython(50)]),
     Workload('Queue, 1 KiB items', 'GB/s', 'higher', 'queue_kib', targets=[at_least(2, 'GB/s')]),
     Workload('100 MiB through a Queue', 'GB/s', 'higher', 'queue_100mib',
-             targets=[at_least(3, 'GB/s')]),
+             limit=FRESH_COPY, targets=[at_least(3, 'GB/s')]),
 
     Workload('Pool(2).map over 1M ints, default chunksize', 'ms', 'lower', 'pool_map',
              args=[1000000], targets=[vs_cpython(20)]),
