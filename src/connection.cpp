@@ -64,13 +64,18 @@ void send_message(ConnState& c, const void* data, std::size_t n, const std::vect
   std::shared_ptr<LaneEnd> lane = c.lane;
   if (!lane) return send_on_socket(c, data, n, fds);
   const int fd = c.fd.get();
+  if (fds.size() > sys::kMaxFdsPerMessage)  // refused before any marker
+    throw ValueError("mpxx: a message can carry at most " + std::to_string(sys::kMaxFdsPerMessage) +
+                     " file descriptors");
   std::lock_guard<Lock> hold(lane->write_lock());
-  if (lane->write_lock().recovered()) lane->after_recovery();
+  if (lane->write_lock().recovered()) lane->after_recovery(fd);
   if (fds.empty() && n <= kMaxInline && lane->put_inline(fd, data, n)) return;
   lane->put_marker(fd, kRecordOnSocket);
   try {
     send_on_socket(c, data, n, fds);
+    lane->sent();
   } catch (...) {
+    lane->sent();
     // Nothing went out (too many fds, a refused sendmsg) or the reader is
     // gone: tell a reader waiting behind the marker not to wait.
     try {
@@ -213,7 +218,7 @@ bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
       sys::wait_readable(fd, c.deadline ? *c.deadline : sys::Deadline::never());
     }
     bool data_waiting = false, held_back = false;
-    if (!lane.drain_bells(fd, data_waiting, false, held_back)) {
+    if (!lane.drain_bells(fd, data_waiting, LaneEnd::Drainer::receiver, held_back)) {
       if (lane.has_record()) continue;  // sent before the other end closed
       return false;
     }
@@ -306,11 +311,34 @@ std::string eof_message() { return "mpxx: the other end of the connection is clo
 
 }  // namespace
 
+// A poller that finds only a bell a sleeping receiver will drain waits for
+// it to (the socket stays readable until then) in 50 us naps; after 2 ms
+// it drains the bell itself: that sleeper may be a process that died
+// asleep, whose count never goes down.
+class HoldBack {
+ public:
+  bool expired() const noexcept {
+    return since_ && std::chrono::steady_clock::now() - *since_ > std::chrono::milliseconds(2);
+  }
+  void pause_if(bool held_back) {
+    if (!held_back) {
+      since_.reset();
+      return;
+    }
+    if (!since_) since_ = std::chrono::steady_clock::now();
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+
+ private:
+  std::optional<std::chrono::steady_clock::time_point> since_;
+};
+
 // After poll() found a lane's socket readable: true if a message (or the
 // end of the stream) is really there, not only bells.
-bool lane_confirm(int fd, LaneEnd& lane, bool& held_back) {
+bool lane_confirm(int fd, LaneEnd& lane, bool& held_back, bool force) {
   bool data_waiting = false;
-  bool open = lane.drain_bells(fd, data_waiting, true, held_back);
+  bool open = lane.drain_bells(
+      fd, data_waiting, force ? LaneEnd::Drainer::poller_forced : LaneEnd::Drainer::poller, held_back);
   return !open || data_waiting || lane.has_record();
 }
 
@@ -319,11 +347,11 @@ bool lane_ready(const Connection& c) noexcept {
   return st && st->fd && st->lane && st->readable && st->lane->has_record();
 }
 
-bool lane_confirm(const Connection& c, bool& held_back) {
+bool lane_confirm(const Connection& c, bool& held_back, bool force) {
   const auto& st = c.st_;
   std::shared_ptr<LaneEnd> lane = st ? st->lane : nullptr;
   if (!lane || !st->fd) return true;
-  return lane_confirm(st->fd.get(), *lane, held_back);
+  return lane_confirm(st->fd.get(), *lane, held_back, force);
 }
 }  // namespace detail
 
@@ -437,14 +465,13 @@ bool Connection::poll_ns(std::chrono::nanoseconds timeout) {
   auto deadline = sys::Deadline::after(timeout);
   std::shared_ptr<detail::LaneEnd> lane = c.lane;
   if (!lane) return sys::wait_readable(c.fd.get(), deadline);
+  detail::HoldBack hold;
   for (;;) {
     if (lane->has_record()) return true;
     if (!sys::wait_readable(c.fd.get(), deadline)) return lane->has_record();
     bool held_back = false;
-    if (detail::lane_confirm(c.fd.get(), *lane, held_back)) return true;
-    // Only a bell that a receiver sleeping in another thread will drain:
-    // give it the time to (the socket stays readable until then).
-    if (held_back) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    if (detail::lane_confirm(c.fd.get(), *lane, held_back, hold.expired())) return true;
+    hold.pause_if(held_back);
   }
 }
 
@@ -488,6 +515,7 @@ std::vector<std::size_t> detail::wait_objects(const std::vector<int>& fds,
   if (timeout < std::chrono::nanoseconds::zero()) timeout = std::chrono::nanoseconds::zero();
   auto deadline = timeout == std::chrono::nanoseconds::max() ? sys::Deadline::never()
                                                             : sys::Deadline::after(timeout);
+  HoldBack hold;
   for (;;) {
     std::vector<std::size_t> ready;
     for (std::size_t i = 0; i < conns.size(); ++i)
@@ -497,13 +525,13 @@ std::vector<std::size_t> detail::wait_objects(const std::vector<int>& fds,
     bool held_back = false;
     for (std::size_t i : polled) {
       bool held = false;
-      if (!conns[i] || lane_confirm(*conns[i], held)) ready.push_back(i);
+      if (!conns[i] || lane_confirm(*conns[i], held, hold.expired())) ready.push_back(i);
       held_back = held_back || held;
     }
     std::sort(ready.begin(), ready.end());
     ready.erase(std::unique(ready.begin(), ready.end()), ready.end());
     if (!ready.empty() || deadline.expired()) return ready;
-    if (held_back) std::this_thread::sleep_for(std::chrono::microseconds(50));  // see poll_ns
+    hold.pause_if(held_back);
   }
 }
 

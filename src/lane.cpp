@@ -26,6 +26,7 @@ struct LaneEnd::Dir {
   std::atomic<std::uint32_t> sleepers;          // receivers asleep in poll() on the socket
   std::atomic<std::uint32_t> space;             // futex word: bumped when room appears
   std::atomic<std::uint32_t> writer_waiting;    // 1: a writer sleeps on `space`
+  std::uint32_t inflight;                       // 1: a marker's message is being sent (writers only)
 };
 
 namespace {
@@ -123,7 +124,17 @@ std::byte* LaneEnd::ring(int dir) const noexcept {
   return block_.data() + kHeaderBytes + static_cast<std::size_t>(dir) * kLaneCapacity;
 }
 
-void LaneEnd::after_recovery() noexcept { out().bell.store(0, std::memory_order_seq_cst); }
+void LaneEnd::after_recovery(int sock) {
+  Dir& d = out();
+  d.bell.store(0, std::memory_order_seq_cst);
+  if (d.inflight) {
+    // The dead writer published a marker and died before its message was
+    // (wholly) sent. If nothing went out, the cancel keeps the stream
+    // right; if part did, the stream is broken, as a socket's would be.
+    d.inflight = 0;
+    put_marker(sock, kRecordCancel);
+  }
+}
 
 bool LaneEnd::room_for(std::uint64_t need) const noexcept {
   const Dir& d = out();
@@ -158,9 +169,14 @@ bool LaneEnd::put_inline(int sock, const void* data, std::size_t n) {
 }
 
 void LaneEnd::put_marker(int sock, std::uint32_t flags) {
-  wait_room(sock, kRecordHeader);
+  // A marker leaves room for the cancel that may follow it, so a writer
+  // whose send fails never waits for the reader to cancel.
+  wait_room(sock, flags == kRecordOnSocket ? 2 * kRecordHeader : kRecordHeader);
   publish(sock, nullptr, 0, flags);
+  out().inflight = flags == kRecordOnSocket;
 }
+
+void LaneEnd::sent() noexcept { out().inflight = 0; }
 
 void LaneEnd::publish(int sock, const void* data, std::size_t n, std::uint32_t flags) {
   Dir& d = out();
@@ -236,11 +252,18 @@ std::pair<std::uint32_t, std::uint64_t> LaneEnd::take(wire::Writer& out,
 }
 
 LaneEnd::Sleeping::Sleeping(LaneEnd& e) noexcept : e_(e) {
-  e_.in().sleepers.fetch_add(1, std::memory_order_seq_cst);
+  Dir& d = e_.in();
+  d.sleepers.fetch_add(1, std::memory_order_seq_cst);
+  // Whatever bell is in the socket now may be stale (its record already
+  // taken) and a poller may swallow it: clear the flag, so that a record
+  // published after the caller's next look at the ring rings a fresh bell,
+  // which pollers leave alone (Dekker with publish: tail, fence, flag).
+  d.bell.store(0, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
 }
 LaneEnd::Sleeping::~Sleeping() { e_.in().sleepers.fetch_sub(1, std::memory_order_seq_cst); }
 
-bool LaneEnd::drain_bells(int sock, bool& data_waiting, bool poller, bool& held_back) {
+bool LaneEnd::drain_bells(int sock, bool& data_waiting, Drainer who, bool& held_back) {
   data_waiting = false;
   held_back = false;
   bool open = true;
@@ -257,7 +280,7 @@ bool LaneEnd::drain_bells(int sock, bool& data_waiting, bool poller, bool& held_
       break;
     }
     std::size_t k = leading_bells(buf, static_cast<std::size_t>(r));
-    if (k && poller && in().sleepers.load(std::memory_order_seq_cst) > 0) {
+    if (k && who == Drainer::poller && in().sleepers.load(std::memory_order_seq_cst) > 0) {
       // A receiver sleeps on this socket: the bell may be its wake-up. If
       // it were consumed here, that receiver would be woken, find nothing
       // readable and sleep on. Its owner drains it (it only registered
@@ -316,7 +339,17 @@ LaneEnd::Next LaneEnd::skip_bells(int sock) {
     }
     std::size_t k = leading_bells(buf, static_cast<std::size_t>(r));
     consume(sock, k);
-    if (k < static_cast<std::size_t>(r)) break;
+    if (k < static_cast<std::size_t>(r)) {
+      // A message is there, but it is this marker's only if no cancel
+      // follows the marker: a cancel is published, under the writers'
+      // lock, before any later writer sends, so it is visible by now.
+      if (next_is_cancel()) {
+        wire::Writer none;
+        take(none, std::nullopt);
+        next = Next::cancelled;
+      }
+      break;
+    }
   }
   // As in drain_bells: a consumed bell must not stay flagged as unread.
   in().bell.store(0, std::memory_order_seq_cst);

@@ -81,16 +81,19 @@ class LaneEnd {
   // ---- writing (into this end's outgoing ring), holding write_lock()
   Lock& write_lock() noexcept { return wlock_; }
   // After taking the lock over from a writer that died: it may have died
-  // between flagging a bell and ringing it, so forget that flag.
-  void after_recovery() noexcept;
+  // between flagging a bell and ringing it (forget that flag), or between
+  // a marker and its message (cancel the marker).
+  void after_recovery(int sock);
   // Publishes a message of n <= kMaxInline bytes if the ring has room for
   // it now (false: it has not; send it on the socket behind a marker, as a
   // socket would take it), then rings the bell on `sock` if no reader is
   // looking. OSError(EPIPE) if the other end is gone.
   bool put_inline(int sock, const void* data, std::size_t n);
   // Publishes an empty record (a marker or a cancel), waiting while the
-  // ring has no room even for that, and rings the bell likewise.
+  // ring has no room even for that, and rings the bell likewise. After a
+  // marker, call sent() once its message is on the socket.
   void put_marker(int sock, std::uint32_t flags);
+  void sent() noexcept;
 
   // ---- reading (from this end's incoming ring)
   bool has_record() const noexcept;
@@ -116,9 +119,11 @@ class LaneEnd {
   // After poll() reported `sock` readable: reads the bell bytes at the
   // front of the socket, then forgets the bell. Returns false at EOF
   // (nothing but bells before it); sets data_waiting if a message's bytes
-  // are next. A poller (not a receiver) consumes no bell while a receiver
-  // sleeps (that bell is its wake-up): it sets held_back instead.
-  bool drain_bells(int sock, bool& data_waiting, bool poller, bool& held_back);
+  // are next. A poller consumes no bell while a receiver sleeps (that bell
+  // is its wake-up): it sets held_back instead, unless forced (it has held
+  // back for long: the sleeper may be a process that died asleep).
+  enum class Drainer { receiver, poller, poller_forced };
+  bool drain_bells(int sock, bool& data_waiting, Drainer who, bool& held_back);
   // Before reading a message from the socket (after its marker): skips the
   // bells in front of it, waiting for its first byte. Every bell consumed
   // clears the flag, or senders would stop ringing.

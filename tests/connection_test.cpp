@@ -98,8 +98,12 @@ void failed_send_then_more() {
     refused = true;
   }
   if (!refused) throw std::runtime_error("260 fds in one message were not refused");
+  // What follows, through the ring and through the socket, keeps its order.
   a.send(42);
-  if (b.recv<int>() != 42) throw std::runtime_error("wrong message");
+  a.send(std::string(100 << 10, 'y'));
+  a.send(43);
+  if (b.recv<int>() != 42 || b.recv<std::string>() != std::string(100 << 10, 'y') || b.recv<int>() != 43)
+    throw std::runtime_error("wrong message");
 }
 
 // One thread sleeps in recv while another polls the same end: the poller

@@ -56,7 +56,7 @@ namespace detail {
 struct ConnState;
 struct ConnAccess;
 bool lane_ready(const Connection& c) noexcept;
-bool lane_confirm(const Connection& c, bool& held_back);
+bool lane_confirm(const Connection& c, bool& held_back, bool force);
 }
 
 class Connection {
@@ -125,7 +125,7 @@ class Connection {
   bool poll_ns(std::chrono::nanoseconds timeout);
   friend struct detail::ConnAccess;
   friend bool detail::lane_ready(const Connection& c) noexcept;
-  friend bool detail::lane_confirm(const Connection& c, bool& held_back);
+  friend bool detail::lane_confirm(const Connection& c, bool& held_back, bool force);
   std::shared_ptr<detail::ConnState> st_;
 };
 
