@@ -76,7 +76,7 @@ void send_message(ConnState& c, const void* data, std::size_t n, const std::vect
     lane->sent();
   } catch (...) {
     lane->sent();
-    // Nothing went out (too many fds, a refused sendmsg) or the reader is
+    // sendmsg refused the message (nothing went out) or the reader is
     // gone: tell a reader waiting behind the marker not to wait.
     try {
       lane->put_marker(fd, kRecordCancel);

@@ -262,8 +262,12 @@ bool QueueCore::get(const std::function<void(std::span<const std::byte>)>& consu
       failed = std::current_exception();  // the message is consumed all the same
     }
     const std::uint64_t new_head = head + need;
-    h->head.store(new_head, std::memory_order_release);
+    // Counted before the head moves (and a put counts after its tail
+    // moves): a process killed between the two leaves the backlog one too
+    // low, never one too high, so a bounded queue may take one item more
+    // but never refuses puts forever.
     h->gets.store(h->gets.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    h->head.store(new_head, std::memory_order_release);
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (h->producers_waiting.load(std::memory_order_relaxed) > 0) {
       h->space_seq.fetch_add(1, std::memory_order_seq_cst);
