@@ -172,8 +172,8 @@ void LaneEnd::put_marker(int sock, std::uint32_t flags) {
   // A marker leaves room for the cancel that may follow it, so a writer
   // whose send fails never waits for the reader to cancel.
   wait_room(sock, flags == kRecordOnSocket ? 2 * kRecordHeader : kRecordHeader);
+  out().inflight = flags == kRecordOnSocket;  // set first: a writer may die right after publishing
   publish(sock, nullptr, 0, flags);
-  out().inflight = flags == kRecordOnSocket;
 }
 
 void LaneEnd::sent() noexcept { out().inflight = 0; }
