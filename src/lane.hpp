@@ -24,26 +24,34 @@
 // A message that does not fit in the ring right now goes on the socket
 // behind a marker too, so a ring of a few KiB never makes a sender wait
 // where a socket would have buffered the data. A writer whose socket send
-// fails after its marker (too many fds, say) follows the marker with a
+// fails after its marker (sendmsg refused it) follows the marker with a
 // cancel record, so the reader does not wait for a message that never
-// comes.
+// comes; a receiver checks for that cancel before it takes socket bytes as
+// the marker's message.
 //
-// Receivers sleeping in poll() count themselves in `sleepers`; poll() and
-// mpxx::wait in other threads then leave the bells alone (a bell consumed
-// by a poller would leave the sleeping receiver woken to an empty socket,
-// asleep again).
+// Receivers about to sleep in poll() count themselves in `sleepers` and
+// clear the bell flag before their last look at the ring (a bell in the
+// socket then may be stale; a record published after that look rings a
+// fresh one). poll() and mpxx::wait in other threads leave bells alone
+// while a receiver sleeps (a bell consumed by a poller would leave that
+// receiver woken to an empty socket, asleep again), for at most 2 ms: the
+// sleeper may be a process that died asleep.
 //
 // Writers of one end (copies of it in several processes, or threads) are
 // serialized by an mpxx::Lock, which survives a holder that dies; a record
 // becomes visible only once it is whole (the tail moves last), so a writer
 // killed mid-copy leaves nothing behind. The next writer, taking the lock
 // over, forgets the bell flag (the dead one may have set it without
-// ringing). A writer killed between publishing and ringing leaves its
-// message unseen by a sleeping reader until the next send or until every
-// writer has gone (EOF wakes the reader, which reads the ring first). Readers are not serialized, as in
-// CPython: two processes reading one end at once is a program error there
-// too. The reader validates every record it takes (lengths, flags), so a
-// corrupt ring is a ProtocolError, never an out-of-bounds read.
+// ringing) and cancels a marker whose message the dead one was sending
+// (if part of it went out, the stream is broken, as a socket's would be).
+// A writer killed between publishing and ringing leaves its message unseen
+// by a sleeping reader until the next send or until every writer has gone
+// (EOF wakes the reader, which reads the ring first).
+//
+// Readers are not serialized, as in CPython: two processes reading one end
+// at once is a program error there too. The reader validates every record
+// it takes (lengths, flags), so a corrupt ring is a ProtocolError, never an
+// out-of-bounds read.
 #pragma once
 
 #include <atomic>
