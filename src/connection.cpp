@@ -217,12 +217,12 @@ bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
       if (lane.has_record()) continue;
       sys::wait_readable(fd, c.deadline ? *c.deadline : sys::Deadline::never());
     }
-    bool data_waiting = false, held_back = false;
-    if (!lane.drain_bells(fd, data_waiting, LaneEnd::Drainer::receiver, held_back)) {
+    const LaneEnd::Front front = lane.drain_bells(fd, LaneEnd::Drainer::receiver);
+    if (front == LaneEnd::Front::eof) {
       if (lane.has_record()) continue;  // sent before the other end closed
       return false;
     }
-    if (data_waiting && !lane.has_record())
+    if (front == LaneEnd::Front::message && !lane.has_record())
       throw ProtocolError("mpxx: recv: a message on the pipe's socket without its marker (two "
                           "processes reading one end at once?)");
     if (c.deadline && c.deadline->expired() && !lane.has_record())
@@ -336,10 +336,10 @@ class HoldBack {
 // After poll() found a lane's socket readable: true if a message (or the
 // end of the stream) is really there, not only bells.
 bool lane_confirm(int fd, LaneEnd& lane, bool& held_back, bool force) {
-  bool data_waiting = false;
-  bool open = lane.drain_bells(
-      fd, data_waiting, force ? LaneEnd::Drainer::poller_forced : LaneEnd::Drainer::poller, held_back);
-  return !open || data_waiting || lane.has_record();
+  const LaneEnd::Front front =
+      lane.drain_bells(fd, force ? LaneEnd::Drainer::poller_forced : LaneEnd::Drainer::poller);
+  held_back = front == LaneEnd::Front::held_back;
+  return front == LaneEnd::Front::eof || front == LaneEnd::Front::message || lane.has_record();
 }
 
 bool lane_ready(const Connection& c) noexcept {

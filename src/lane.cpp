@@ -263,44 +263,45 @@ LaneEnd::Sleeping::Sleeping(LaneEnd& e) noexcept : e_(e) {
 }
 LaneEnd::Sleeping::~Sleeping() { e_.in().sleepers.fetch_sub(1, std::memory_order_seq_cst); }
 
-bool LaneEnd::drain_bells(int sock, bool& data_waiting, Drainer who, bool& held_back) {
-  data_waiting = false;
-  held_back = false;
-  bool open = true;
+// Reads the bells at the front of the socket (or, for a poller while a
+// receiver sleeps, leaves them: held_back) and says what comes after them.
+LaneEnd::Front LaneEnd::read_bells(int sock, bool hold_for_sleepers) {
   for (;;) {
     unsigned char buf[64];
     ssize_t r = sys::retry([&] { return ::recv(sock, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT); });
     if (r < 0) {
-      if (errno == ECONNRESET) open = false;
-      else if (errno != EAGAIN && errno != EWOULDBLOCK) sys::throw_errno("recv(pipe)");
-      break;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return Front::nothing;
+      if (errno == ECONNRESET) return Front::eof;
+      sys::throw_errno("recv(pipe)");
     }
-    if (r == 0) {
-      open = false;
-      break;
-    }
+    if (r == 0) return Front::eof;
     std::size_t k = leading_bells(buf, static_cast<std::size_t>(r));
-    if (k && who == Drainer::poller && in().sleepers.load(std::memory_order_seq_cst) > 0) {
+    if (k && hold_for_sleepers && in().sleepers.load(std::memory_order_seq_cst) > 0) {
       // A receiver sleeps on this socket: the bell may be its wake-up. If
       // it were consumed here, that receiver would be woken, find nothing
       // readable and sleep on. Its owner drains it (it only registered
       // after looking at the ring, see recv_message).
-      held_back = true;
-      return true;
+      return Front::held_back;
     }
     consume(sock, k);
-    if (k < static_cast<std::size_t>(r)) {
-      data_waiting = true;
-      break;
-    }
+    if (k < static_cast<std::size_t>(r)) return Front::message;
   }
-  // Forget the bell only now: a sender that finds it clear afterwards rings
-  // a new one, which nothing above can have swallowed. (Cleared first, a
-  // bell rung in between would be consumed while the flag said "unread",
-  // and no sender would ring again.) The caller looks at the ring next.
+}
+
+// Forgets the bell only after the bells were read: a sender that finds it
+// clear afterwards rings a new one, which nothing before can have
+// swallowed. (Cleared first, a bell rung in between would be consumed
+// while the flag said "unread", and no sender would ring again.) The
+// caller looks at the ring next.
+void LaneEnd::forget_bell() noexcept {
   in().bell.store(0, std::memory_order_seq_cst);
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  return open;
+}
+
+LaneEnd::Front LaneEnd::drain_bells(int sock, Drainer who) {
+  Front front = read_bells(sock, who == Drainer::poller);
+  if (front != Front::held_back) forget_bell();
+  return front;
 }
 
 bool LaneEnd::next_is_cancel() const noexcept {
@@ -312,48 +313,40 @@ bool LaneEnd::next_is_cancel() const noexcept {
   return head[0] == 0 && head[1] == kRecordCancel;
 }
 
+bool LaneEnd::take_cancel() {
+  if (!next_is_cancel()) return false;
+  wire::Writer none;
+  take(none, std::nullopt);
+  return true;
+}
+
 LaneEnd::Next LaneEnd::skip_bells(int sock) {
-  Next next = Next::message;
+  Next next;
   for (;;) {
-    unsigned char buf[64];
-    ssize_t r = sys::retry([&] { return ::recv(sock, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT); });
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      // Not sent yet, or never: a writer whose socket send failed follows
-      // its marker with a cancel record (and rings, so this poll wakes).
-      if (next_is_cancel()) {
-        wire::Writer none;
-        take(none, std::nullopt);
-        next = Next::cancelled;
-        break;
-      }
-      Sleeping asleep(*this);  // pollers in other threads leave our bell alone
-      if (next_is_cancel()) continue;
-      pollfd p{sock, POLLIN, 0};
-      sys::retry([&] { return ::poll(&p, 1, -1); });
-      continue;
-    }
-    if (r < 0 && errno != ECONNRESET) sys::throw_errno("recv(pipe)");
-    if (r <= 0) {
+    Front front = read_bells(sock, false);
+    if (front == Front::eof) {
       next = Next::eof;
       break;
     }
-    std::size_t k = leading_bells(buf, static_cast<std::size_t>(r));
-    consume(sock, k);
-    if (k < static_cast<std::size_t>(r)) {
-      // A message is there, but it is this marker's only if no cancel
-      // follows the marker: a cancel is published, under the writers'
-      // lock, before any later writer sends, so it is visible by now.
-      if (next_is_cancel()) {
-        wire::Writer none;
-        take(none, std::nullopt);
-        next = Next::cancelled;
-      }
+    if (front == Front::message) {
+      // The message is this marker's only if no cancel follows the marker:
+      // a cancel is published, under the writers' lock, before any later
+      // writer sends, so it is visible by now.
+      next = take_cancel() ? Next::cancelled : Next::message;
       break;
     }
+    // Not sent yet, or never: a writer whose socket send failed follows
+    // its marker with a cancel record (and rings, so the poll below wakes).
+    if (take_cancel()) {
+      next = Next::cancelled;
+      break;
+    }
+    Sleeping asleep(*this);  // pollers in other threads leave our bell alone
+    if (next_is_cancel()) continue;
+    pollfd p{sock, POLLIN, 0};
+    sys::retry([&] { return ::poll(&p, 1, -1); });
   }
-  // As in drain_bells: a consumed bell must not stay flagged as unread.
-  in().bell.store(0, std::memory_order_seq_cst);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  forget_bell();  // a consumed bell must not stay flagged as unread
   return next;
 }
 

@@ -124,14 +124,15 @@ class LaneEnd {
    private:
     LaneEnd& e_;
   };
+  // What is at the front of the socket once its bells are read.
+  enum class Front { nothing, message, eof, held_back };
   // After poll() reported `sock` readable: reads the bell bytes at the
-  // front of the socket, then forgets the bell. Returns false at EOF
-  // (nothing but bells before it); sets data_waiting if a message's bytes
-  // are next. A poller consumes no bell while a receiver sleeps (that bell
-  // is its wake-up): it sets held_back instead, unless forced (it has held
-  // back for long: the sleeper may be a process that died asleep).
+  // front of the socket, then forgets the bell. A poller consumes no bell
+  // while a receiver sleeps (that bell is its wake-up): it reports
+  // held_back instead, unless forced (it has held back for long: the
+  // sleeper may be a process that died asleep).
   enum class Drainer { receiver, poller, poller_forced };
-  bool drain_bells(int sock, bool& data_waiting, Drainer who, bool& held_back);
+  Front drain_bells(int sock, Drainer who);
   // Before reading a message from the socket (after its marker): skips the
   // bells in front of it, waiting for its first byte. Every bell consumed
   // clears the flag, or senders would stop ringing.
@@ -153,6 +154,9 @@ class LaneEnd {
   void wait_room(int sock, std::uint64_t need);
   bool room_for(std::uint64_t need) const noexcept;
   bool next_is_cancel() const noexcept;
+  bool take_cancel();
+  Front read_bells(int sock, bool hold_for_sleepers);
+  void forget_bell() noexcept;
 
   ShmBlock block_;
   int side_;
