@@ -33,6 +33,12 @@ int sleep_ms(int ms) {
 }
 int my_pid(int) { return static_cast<int>(::getpid()); }
 void nothing(int) {}
+std::string to_text(int x) { return std::to_string(x); }
+struct Point {
+  int x;
+  double y;
+};
+double weigh(Point p) { return p.x * p.y; }
 
 // Writes this worker's pid to `path`, then sleeps: the test knows the task
 // has started once the file has content.
@@ -131,6 +137,14 @@ TEST_P(PoolTest, MapStarmapImapMatchSequentialResults) {
   std::vector<std::string> words{"a", "bb", "ccc"};
   auto lens = pool.map([](const std::string& s) { return s.size(); }, words);
   EXPECT_EQ(lens, (std::vector<std::size_t>{1, 2, 3}));
+  // Items of trivially copyable types are read in place by the worker; the
+  // results may still be of any type.
+  auto texts = pool.map(to_text, std::views::iota(95, 105), {.chunksize = 3});
+  EXPECT_EQ(texts.front(), "95");
+  EXPECT_EQ(texts.back(), "104");
+  EXPECT_EQ(texts.size(), 10u);
+  std::vector<Point> points{{1, 0.5}, {2, 1.5}, {-3, 2.0}};
+  EXPECT_EQ(pool.map(weigh, points), (std::vector<double>{0.5, 3.0, -6.0}));
 }
 
 TEST_P(PoolTest, TaskErrorsArriveAsRemoteErrorAndThePoolGoesOn) {

@@ -45,6 +45,8 @@
 // that close/terminate/join and the destructor must not race each other.
 #pragma once
 
+#include <array>
+#include <bit>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -225,6 +227,57 @@ struct CallableCodec<ChunkCall<F, Star>> {
   static constexpr bool transferable = CallableCodec<F>::transferable;
   static void encode(wire::Writer& w, const ChunkCall<F, Star>& c) { CallableCodec<F>::encode(w, c.f); }
   static ChunkCall<F, Star> decode(wire::Reader& r) { return ChunkCall<F, Star>{CallableCodec<F>::decode(r)}; }
+};
+
+// map's unit of work when items are trivially copyable: the items are read
+// where they lie in the task message, and (for trivially copyable results)
+// each result is written straight into the reply. The bytes on the wire are
+// the same as ChunkCall's over a std::vector<A> (a u64 count, then the items;
+// the reply a u64 count, then the results, or the count alone for void), so
+// the parent encodes and decodes exactly as before; only the worker skips
+// building two vectors and copying each of them once more.
+template <class Chunk, class A>
+struct RawChunkEntry {
+  static void invoke(wire::Reader& in, wire::Writer* out) {
+    const Chunk c = CallableCodec<Chunk>::decode(in);
+    const auto n = in.pod<std::uint64_t>();
+    if (n > in.remaining() / sizeof(A))
+      throw ProtocolError("mpxx: a map chunk announces " + std::to_string(n) + " items in " +
+                          std::to_string(in.remaining()) + " bytes");
+    const std::byte* items = in.take(static_cast<std::size_t>(n) * sizeof(A)).data();
+    auto item = [&](std::size_t i) {
+      std::array<std::byte, sizeof(A)> b;
+      std::memcpy(b.data(), items + i * sizeof(A), sizeof(A));
+      return std::bit_cast<A>(b);
+    };
+    using R = std::decay_t<decltype(c.one(std::declval<const A&>()))>;
+    if constexpr (std::is_void_v<R>) {
+      for (std::size_t i = 0; i < n; ++i) c.one(item(i));
+      if (out) wire::encode(*out, n);
+    } else if constexpr (wire::raw_v<R> && !std::is_same_v<R, bool>) {
+      if (!out) {
+        for (std::size_t i = 0; i < n; ++i) c.one(item(i));
+        return;
+      }
+      wire::encode(*out, n);
+      std::byte* dst = out->extend(static_cast<std::size_t>(n) * sizeof(R));
+      for (std::size_t i = 0; i < n; ++i, dst += sizeof(R)) {
+        const R r = c.one(item(i));
+        std::memcpy(dst, static_cast<const void*>(&r), sizeof(R));
+      }
+    } else {
+      std::vector<R> rs;
+      rs.reserve(static_cast<std::size_t>(n));
+      for (std::size_t i = 0; i < n; ++i) rs.push_back(c.one(item(i)));
+      if (out) wire::encode(*out, rs);
+    }
+  }
+  static Target bind(wire::Reader& in) {
+    Chunk c = CallableCodec<Chunk>::decode(in);
+    return make_target(std::move(c), wire::decode<std::vector<A>>(in));
+  }
+  static inline const std::uint64_t id =
+      register_entry(typeid(RawChunkEntry).name(), {&invoke, &bind});
 };
 
 template <class F, class... A>
@@ -709,7 +762,7 @@ class Pool {
         // the message, laid out as the std::vector<A> the worker decodes.
         t.call.reserve(64 + (hi - lo) * sizeof(A));
         t.call.pod(std::uint64_t{0});
-        t.call.pod(detail::Entry<Chunk, std::vector<A>>::id);
+        t.call.pod(detail::RawChunkEntry<Chunk, A>::id);
         detail::CallableCodec<Chunk>::encode(t.call, Chunk{fn});
         t.call.pod(static_cast<std::uint64_t>(hi - lo));
         std::byte* out = t.call.extend((hi - lo) * sizeof(A));
