@@ -66,12 +66,15 @@ struct QueueHeader {
   std::atomic<std::uint32_t> consumers_waiting;
   std::atomic<std::uint64_t> puts;  // messages ever put
   std::uint64_t head_seen;          // a head the producers have seen (<= head)
-  // The consumers' line: written under get_lock, read by producers.
+  std::uint64_t data_woken;         // data_sleeps as read by the last completed wake-up
+  // The consumers' line: written under get_lock (data_sleeps also by
+  // wait_readable, which holds no lock), read by producers.
   alignas(64) std::atomic<std::uint64_t> head;
   std::atomic<std::uint32_t> space_seq;
   std::atomic<std::uint32_t> producers_waiting;
   std::atomic<std::uint64_t> gets;  // messages ever taken
   std::uint64_t tail_seen;          // a tail the consumers have seen (<= tail)
+  std::atomic<std::uint64_t> data_sleeps;  // bumped by every look of a registered waiter (never wraps)
   alignas(64) std::atomic<std::int64_t> unfinished;
   std::atomic<std::uint32_t> unfinished_seq;
   std::atomic<std::uint32_t> joiners_waiting;
@@ -120,16 +123,27 @@ QueueCore::QueueCore(std::int64_t maxsize, bool joinable, std::uint64_t capacity
 
 namespace {
 // Waits on a futex word until pred() holds or the deadline passes; the
-// waiter count lets the other side skip the wake-up system call.
+// waiter count lets the other side skip the wake-up system call. With
+// `looks`, the waiter bumps it after reading the futex word and before each
+// look at pred(): a waker that already woke this look can skip the next
+// wake-up (see the end of QueueCore::put).
 template <class Pred>
 bool wait_until(std::atomic<std::uint32_t>& seq, std::atomic<std::uint32_t>& waiters,
-                const FutexDeadline& deadline, Pred pred) {
+                const FutexDeadline& deadline, Pred pred,
+                std::atomic<std::uint64_t>* looks = nullptr) {
   if (pred()) return true;
   if (spin_until(pred)) return true;
   waiters.fetch_add(1, std::memory_order_seq_cst);
+  // Leaving is ordered after the last look (release, read with acquire by
+  // the waker), also when pred() throws.
+  struct Registered {
+    std::atomic<std::uint32_t>& w;
+    ~Registered() { w.fetch_sub(1, std::memory_order_release); }
+  } registered{waiters};
   bool ok = false;
   for (;;) {
     std::uint32_t s = seq.load(std::memory_order_seq_cst);
+    if (looks) looks->fetch_add(1, std::memory_order_seq_cst);
     if (pred()) {
       ok = true;
       break;
@@ -139,7 +153,6 @@ bool wait_until(std::atomic<std::uint32_t>& seq, std::atomic<std::uint32_t>& wai
       break;
     }
   }
-  waiters.fetch_sub(1, std::memory_order_relaxed);
   return ok;
 }
 
@@ -234,9 +247,28 @@ bool QueueCore::put(std::span<const std::byte> message, std::chrono::nanoseconds
   // Wake a sleeping consumer, if there is one; a busy pair never calls
   // the kernel. (A waiter registers, then re-checks tail: see wait_until.)
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (h->consumers_waiting.load(std::memory_order_relaxed) > 0) {
-    h->data_seq.fetch_add(1, std::memory_order_seq_cst);
-    futex_wake(&h->data_seq, 1);
+  const std::uint32_t waiting = h->consumers_waiting.load(std::memory_order_acquire);
+  if (waiting > 0) {
+    // A waiter already woken and not yet back needs no second wake-up:
+    // waking a sleeping process takes tens of microseconds, and a pool
+    // fills a worker's ring with many tasks meanwhile (every put used to
+    // make a futex call then). data_woken is the look (data_sleeps) that
+    // the last completed wake-up saw. Whoever made that look read data_seq
+    // before it, and the wake-up changed data_seq after: its futex_wait
+    // returns at once or was woken, and it looks again (bumping
+    // data_sleeps, before it can deregister) before it sleeps. So while
+    // data_sleeps still equals data_woken and only one waiter is
+    // registered, that waiter's next look is still to come, and it comes
+    // after the fence above: it sees this record. With two waiters the
+    // count does not say whose look it was: always wake. data_woken is
+    // written only after futex_wake: a producer killed earlier leaves it
+    // stale, and the next one wakes again. 64-bit counts never wrap.
+    const std::uint64_t looks = h->data_sleeps.load(std::memory_order_seq_cst);
+    if (waiting > 1 || looks != h->data_woken) {
+      h->data_seq.fetch_add(1, std::memory_order_seq_cst);
+      futex_wake(&h->data_seq, 1);
+      h->data_woken = looks;
+    }
   }
   return true;
 }
@@ -260,7 +292,7 @@ bool QueueCore::get(const std::function<void(std::span<const std::byte>)>& consu
     };
     if (timeout == std::chrono::nanoseconds::zero() ? !ready()
                                                      : !wait_until(h->data_seq, h->consumers_waiting,
-                                                                   deadline, ready))
+                                                                   deadline, ready, &h->data_sleeps))
       return false;
     const std::uint64_t tail = h->tail_seen;
     const std::uint64_t off = head % cap;
@@ -310,7 +342,8 @@ bool QueueCore::wait_readable(std::chrono::nanoseconds timeout,
            (also && also());
   };
   if (timeout == std::chrono::nanoseconds::zero()) return ready();
-  return wait_until(h->data_seq, h->consumers_waiting, FutexDeadline::after(timeout), ready);
+  return wait_until(h->data_seq, h->consumers_waiting, FutexDeadline::after(timeout), ready,
+                    &h->data_sleeps);
 }
 
 std::int64_t QueueCore::qsize() const noexcept {

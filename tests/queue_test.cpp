@@ -40,6 +40,18 @@ void consume(mpxx::Queue<Item> q, mpxx::Queue<std::vector<Item>> out) {
   out.put(got);
 }
 
+// Bursts of 1-5 items after pauses of 0-180 us: the consumer is sometimes
+// spinning, sometimes asleep, sometimes woken and not yet back when the rest
+// of a burst arrives.
+void put_in_bursts(mpxx::Queue<int> q, int bursts) {
+  int next = 0;
+  for (int b = 0; b < bursts; ++b) {
+    if (b % 7) std::this_thread::sleep_for(std::chrono::microseconds((b % 7) * 30));
+    for (int k = 0; k <= b % 5; ++k) q.put(next++);
+  }
+  q.put(-1);
+}
+
 void put_many_and_exit(mpxx::Queue<int> q, int n) {
   for (int i = 0; i < n; ++i) q.put(i);
 }
@@ -218,6 +230,30 @@ TEST(Queue, AConsumerThatKeepsUpKeepsTheRingSmall) {
   const long grown = resident_queue_bytes() - before;
   EXPECT_GT(grown, 4l << 20) << "the ring should have been used up to the short lap";
   EXPECT_LE(grown, 6l << 20) << "the ring kept " << grown << " bytes resident";
+}
+
+// A producer skips the wake-up of a consumer it has already woken and that
+// has not looked again yet; no item may wait for a later put because of it
+// (a get would then sleep until its timeout).
+TEST(Queue, NoItemWaitsForTheNextPutWhateverTheTiming) {
+  mpxx::Queue<int> q;
+  constexpr int kBursts = 3000;
+  mpxx::Process p(put_in_bursts, q, kBursts);
+  p.start();
+  int expect = 0;
+  Clock::duration longest{};
+  for (;;) {
+    const auto t0 = Clock::now();
+    const int v = q.get(5s);
+    longest = std::max(longest, Clock::now() - t0);
+    if (v < 0) break;
+    ASSERT_EQ(v, expect++);
+  }
+  EXPECT_EQ(expect, kBursts / 5 * 15 + (kBursts % 5) * (kBursts % 5 + 1) / 2);
+  // The producer never pauses for more than 180 us.
+  EXPECT_LT(longest, 2s) << "an item waited for a wake-up that did not come";
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
 }
 
 // Items left unread never shrink the room for the next producer to nothing.
