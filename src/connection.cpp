@@ -28,6 +28,9 @@ namespace detail {
 namespace {
 
 constexpr std::size_t kExternalThreshold = 1u << 20;
+// The part of a large value read before decoding starts (the decoder reads
+// the rest itself; see PipeSource).
+constexpr std::uint64_t kStreamedStart = 64u << 10;
 constexpr auto kSpin = std::chrono::microseconds(50);
 
 ConnState& live(const std::shared_ptr<ConnState>& st, bool need_read, bool need_write) {
@@ -309,6 +312,50 @@ void splice_in(int fd, wire::Writer& out, std::uint64_t size, const std::optiona
 
 std::string eof_message() { return "mpxx: the other end of the connection is closed"; }
 
+// The rest of a large message, read from its pipe as the decoder asks for
+// it (see wire::Source). What the decoder leaves unread is drained when the
+// message is done with, so the sender's send() completes as it did when the
+// receiver read everything first.
+class PipeSource final : public wire::Source {
+ public:
+  PipeSource(sys::UniqueFd pipe, std::uint64_t left, std::optional<sys::Deadline> deadline)
+      : pipe_(std::move(pipe)), left_(left), deadline_(deadline) {}
+  PipeSource(const PipeSource&) = delete;
+  PipeSource& operator=(const PipeSource&) = delete;
+  ~PipeSource() override {
+    std::byte sink[65536];
+    try {
+      while (left_ > 0) read(sink, static_cast<std::size_t>(std::min<std::uint64_t>(left_, sizeof sink)));
+    } catch (...) {
+    }
+  }
+
+  std::size_t left() const noexcept override { return static_cast<std::size_t>(left_); }
+
+  void read(void* out, std::size_t n) override {
+    auto* p = static_cast<std::byte*>(out);
+    while (n > 0) {
+      if (deadline_ && !sys::wait_readable(pipe_.get(), *deadline_))
+        throw TimeoutError("mpxx: the peer sent nothing in time (stalled in the middle of a message)");
+      const ssize_t r = ::read(pipe_.get(), p, n);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) sys::throw_errno("read(message pipe)");
+      if (r == 0) {
+        left_ = 0;
+        throw EOFError("mpxx: the other end closed the connection in the middle of a message");
+      }
+      p += r;
+      n -= static_cast<std::size_t>(r);
+      left_ -= static_cast<std::uint64_t>(r);
+    }
+  }
+
+ private:
+  sys::UniqueFd pipe_;
+  std::uint64_t left_;
+  std::optional<sys::Deadline> deadline_;
+};
+
 }  // namespace
 
 // A poller that finds only a bell a sleeping receiver will drain waits for
@@ -387,7 +434,8 @@ void Connection::send_frame(detail::wire::Writer w) {
   detail::send_message(c, w.data(), w.size(), w.fds());
 }
 
-std::span<const std::byte> Connection::recv_frame(detail::wire::Writer& storage, std::vector<int>& fds) {
+std::span<const std::byte> Connection::recv_frame(detail::wire::Writer& storage, std::vector<int>& fds,
+                                                  std::unique_ptr<detail::wire::Source>& rest) {
   ConnState& c = detail::live(st_, true, false);
   if (!detail::recv_message(c, storage, fds, std::nullopt)) throw EOFError(detail::eof_message());
   auto all = std::span<const std::byte>(storage.data(), storage.size());
@@ -417,9 +465,19 @@ std::span<const std::byte> Connection::recv_frame(detail::wire::Writer& storage,
       struct stat st {};
       if (::fstat(pipe.get(), &st) < 0 || !S_ISFIFO(st.st_mode))
         throw ProtocolError("mpxx: recv: external frame without its pipe");
+      // Between the ends of a Pipe (one program), only the start is read
+      // here: the decoder reads the rest straight into the value (a large
+      // vector's own memory), so a 100 MiB value takes 100 MiB of fresh
+      // memory, not 200. Other peers' messages are read whole first, into
+      // a buffer that grows with what arrives: they cannot make us
+      // allocate by announcing.
+      const std::uint64_t first =
+          c.mpxx_peer ? std::min<std::uint64_t>(size, detail::kStreamedStart) : size;
       detail::wire::Writer payload;
-      detail::splice_in(pipe.get(), payload, size, c.deadline);
+      detail::splice_in(pipe.get(), payload, first, c.deadline);
       storage = std::move(payload);
+      if (first < size)
+        rest = std::make_unique<detail::PipeSource>(std::move(pipe), size - first, c.deadline);
       return {storage.data(), storage.size()};
     }
   } catch (...) {

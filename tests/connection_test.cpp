@@ -37,6 +37,20 @@ void send_big(mpxx::Connection c, std::size_t n) {
   c.send(v);
 }
 
+// A large value, then a small one: what a receiver expecting the wrong
+// type for the first still gets right for the second.
+void send_big_then_seven(mpxx::Connection c) {
+  c.send(std::vector<std::uint8_t>(8u << 20, 3));
+  c.send(7);
+}
+
+// Many small parts, several MiB in all.
+void send_many_strings(mpxx::Connection c) {
+  std::vector<std::string> v;
+  for (int i = 0; i < 100000; ++i) v.push_back(std::string(static_cast<std::size_t>(i % 61), 'a' + i % 26));
+  c.send(v);
+}
+
 void bump_received_value(mpxx::Connection c) {
   auto v = c.recv<mpxx::Value<int>>();
   v.value() += 41;
@@ -299,6 +313,32 @@ TEST_P(ConnTest, HundredMiBMessage) {
   bool ok = true;
   for (std::size_t i = 0; i < kSize; i += 4093) ok = ok && v[i] == static_cast<std::uint8_t>(i * 7);
   EXPECT_TRUE(ok);
+}
+
+// A large value is read straight into its own memory as it is decoded; a
+// receiver that finds the wrong type still reads the rest of it, so the
+// sender completes and the next message is intact.
+TEST(PipeProcesses, ALargeValueOfTheWrongTypeLeavesTheStreamIntact) {
+  auto [a, b] = mpxx::Pipe();
+  mpxx::Process p(send_big_then_seven, b);
+  p.start();
+  b.close();
+  EXPECT_THROW(a.recv<std::string>(), mpxx::ProtocolError);
+  EXPECT_EQ(a.recv<int>(), 7);
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST(PipeProcesses, ALargeValueOfManySmallParts) {
+  auto [a, b] = mpxx::Pipe();
+  mpxx::Process p(send_many_strings, b);
+  p.start();
+  b.close();
+  auto v = a.recv<std::vector<std::string>>();
+  p.join();
+  ASSERT_EQ(v.size(), 100000u);
+  for (int i = 0; i < 100000; i += 997)
+    ASSERT_EQ(v[static_cast<std::size_t>(i)], std::string(static_cast<std::size_t>(i % 61), 'a' + i % 26));
 }
 
 TEST(PipeProcesses, PeerExitGivesEof) {

@@ -1,7 +1,10 @@
 // The wire layer: frames, values, callables and exceptions as bytes.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <map>
+#include <span>
+#include <stdexcept>
 #include <optional>
 #include <random>
 #include <string>
@@ -131,6 +134,57 @@ TEST(Codec, TaggedValueChecksTheType) {
     EXPECT_NE(std::string(e.what()).find("type mismatch"), std::string::npos);
     EXPECT_NE(std::string(e.what()).find("std::"), std::string::npos) << e.what();
   }
+}
+
+// A message whose rest arrives later, a few bytes at a time (as from a
+// pipe): the Reader reads it as decoding asks.
+class Trickle final : public wire::Source {
+ public:
+  explicit Trickle(std::span<const std::byte> bytes) : bytes_(bytes) {}
+  std::size_t left() const noexcept override { return bytes_.size() - at_; }
+  void read(void* out, std::size_t n) override {
+    if (n > left()) throw std::logic_error("read past the end of the source");
+    std::memcpy(out, bytes_.data() + at_, n);
+    at_ += n;
+    ++reads;
+  }
+  int reads = 0;
+
+ private:
+  std::span<const std::byte> bytes_;
+  std::size_t at_ = 0;
+};
+
+TEST(Codec, DecodesFromMemoryAndASourceBeyondIt) {
+  std::vector<std::string> many;
+  for (int i = 0; i < 20000; ++i) many.push_back(std::string(static_cast<std::size_t>(i % 97), 'a' + i % 26));
+  std::vector<std::uint32_t> big(1u << 20);
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<std::uint32_t>(i * 2654435761u);
+  wire::Writer w;
+  wire::encode_tagged(w, many);
+  wire::encode_tagged(w, big);
+  for (std::size_t start : {std::size_t{0}, std::size_t{5}, std::size_t{65536}}) {
+    Trickle rest(w.bytes().subspan(start));
+    wire::Reader r(w.bytes().first(start), &rest);
+    EXPECT_EQ(r.remaining(), w.size());
+    EXPECT_EQ(wire::decode_tagged<std::vector<std::string>>(r), many) << "start " << start;
+    EXPECT_EQ(wire::decode_tagged<std::vector<std::uint32_t>>(r), big) << "start " << start;
+    EXPECT_TRUE(r.done());
+    // Small parts are read a window at a time, the large vector at once.
+    EXPECT_LT(rest.reads, static_cast<int>(w.size() / 32768) + 4) << "start " << start;
+  }
+  // A view taken across the end of what is in memory stays valid after
+  // further reads.
+  Trickle rest(w.bytes().subspan(10));
+  wire::Reader r(w.bytes().first(10), &rest);
+  auto view = r.take(20);
+  std::vector<std::byte> more(100000);
+  r.get(more.data(), more.size());
+  EXPECT_EQ(0, std::memcmp(view.data(), w.data(), 20));
+  EXPECT_EQ(0, std::memcmp(more.data(), w.data() + 20, more.size()));
+  // Nothing is read past the message's end.
+  std::vector<std::byte> all(r.remaining() + 1);
+  EXPECT_THROW(r.get(all.data(), all.size()), ProtocolError);
 }
 
 // ---------------------------------------------------------------- frames

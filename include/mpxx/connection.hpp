@@ -80,8 +80,9 @@ class Connection {
   T recv() {
     detail::wire::Writer payload;
     std::vector<int> fds;
-    auto bytes = recv_frame(payload, fds);
-    detail::wire::Reader r(bytes);
+    std::unique_ptr<detail::wire::Source> rest;  // a large value's bytes still in its pipe
+    auto bytes = recv_frame(payload, fds, rest);
+    detail::wire::Reader r(bytes, rest.get());
     r.set_fds(std::move(fds));
     T v = detail::wire::decode_tagged<T>(r);
     r.expect_done("recv");
@@ -120,8 +121,10 @@ class Connection {
 
  private:
   void send_frame(detail::wire::Writer w);
-  // Reads one message that must be an mpxx value frame; returns its payload.
-  std::span<const std::byte> recv_frame(detail::wire::Writer& storage, std::vector<int>& fds);
+  // Reads one message that must be an mpxx value frame; returns its payload
+  // (for a large value from a Pipe, its start, and in `rest` the rest).
+  std::span<const std::byte> recv_frame(detail::wire::Writer& storage, std::vector<int>& fds,
+                                        std::unique_ptr<detail::wire::Source>& rest);
   bool poll_ns(std::chrono::nanoseconds timeout);
   friend struct detail::ConnAccess;
   friend bool detail::lane_ready(const Connection& c) noexcept;

@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include <cstdlib>
@@ -181,6 +182,46 @@ int Reader::take_fd(std::uint32_t index) {
   int fd = ::fcntl(fds_[index], F_DUPFD_CLOEXEC, 0);
   if (fd < 0) throw OSError(errno, "mpxx: cannot duplicate a received file descriptor");
   return fd;
+}
+
+// Reads of at least kDirect bytes go from the source straight to their
+// destination; smaller ones are served from a window of up to kWindow bytes
+// read ahead (a value made of many small parts costs a read per window, not
+// per part).
+namespace {
+constexpr std::size_t kDirect = 16u << 10;
+constexpr std::size_t kWindow = 64u << 10;
+}  // namespace
+
+void Reader::get_more(void* out, std::size_t n) {
+  if (n > remaining()) truncated(n);
+  auto* dst = static_cast<std::byte*>(out);
+  const std::size_t have = buffered();
+  if (have) std::memcpy(dst, p_, have);
+  dst += have;
+  n -= have;
+  p_ = end_;
+  if (n >= kDirect) {
+    more_->read(dst, n);
+    return;
+  }
+  // n < kDirect <= kWindow and n <= more_->left(): the window holds it.
+  const std::size_t k = std::min(more_->left(), kWindow);
+  auto window = std::make_unique<std::byte[]>(k);
+  more_->read(window.get(), k);
+  p_ = window.get();
+  end_ = p_ + k;
+  read_.push_back(std::move(window));
+  std::memcpy(dst, p_, n);
+  p_ += n;
+}
+
+std::span<const std::byte> Reader::take_more(std::size_t n) {
+  if (n > remaining()) truncated(n);
+  auto copy = std::make_unique<std::byte[]>(n);
+  get_more(copy.get(), n);
+  read_.push_back(std::move(copy));
+  return {read_.back().get(), n};
 }
 
 void Reader::truncated(std::size_t need) const {

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -85,15 +86,29 @@ class Writer {
   std::vector<int> fds_;
 };
 
+// The rest of a message that is not in memory yet: a large message still
+// arriving through its own pipe. A Reader reads from it only as decoding
+// asks, so a 100 MiB vector is read straight into its own memory instead of
+// into a buffer first and then copied.
+class Source {
+ public:
+  virtual ~Source() = default;
+  // Bytes still to come.
+  virtual std::size_t left() const noexcept = 0;
+  // Reads exactly n bytes (n <= left()) into out.
+  virtual void read(void* out, std::size_t n) = 0;
+};
+
 class Reader {
  public:
-  Reader(std::span<const std::byte> bytes) : p_(bytes.data()), end_(bytes.data() + bytes.size()) {}
+  Reader(std::span<const std::byte> bytes, Source* more = nullptr)
+      : p_(bytes.data()), end_(bytes.data() + bytes.size()), more_(more) {}
   Reader(const Reader&) = delete;
   Reader& operator=(const Reader&) = delete;
   ~Reader();  // closes fds that no decoder took
 
   void get(void* out, std::size_t n) {
-    if (n > remaining()) truncated(n);
+    if (n > buffered()) return get_more(out, n);
     if (n) std::memcpy(out, p_, n);
     p_ += n;
   }
@@ -104,15 +119,15 @@ class Reader {
     get(&v, sizeof v);
     return v;
   }
-  // A view of the next n bytes, consumed.
+  // A view of the next n bytes, consumed (valid as long as the Reader).
   std::span<const std::byte> take(std::size_t n) {
-    if (n > remaining()) truncated(n);
+    if (n > buffered()) return take_more(n);
     std::span<const std::byte> s(p_, n);
     p_ += n;
     return s;
   }
-  std::size_t remaining() const noexcept { return static_cast<std::size_t>(end_ - p_); }
-  bool done() const noexcept { return p_ == end_; }
+  std::size_t remaining() const noexcept { return buffered() + (more_ ? more_->left() : 0); }
+  bool done() const noexcept { return remaining() == 0; }
   // Throws ProtocolError unless every byte was consumed.
   void expect_done(const char* what) const;
 
@@ -123,8 +138,15 @@ class Reader {
 
  private:
   [[noreturn]] void truncated(std::size_t need) const;
+  std::size_t buffered() const noexcept { return static_cast<std::size_t>(end_ - p_); }
+  void get_more(void* out, std::size_t n);
+  std::span<const std::byte> take_more(std::size_t n);
   const std::byte* p_;
   const std::byte* end_;
+  Source* more_ = nullptr;
+  // What was read from more_ into memory: windows of small reads and copies
+  // made by take(), kept while the Reader lives so that views stay valid.
+  std::vector<std::unique_ptr<std::byte[]>> read_;
   std::vector<int> fds_;
 };
 
