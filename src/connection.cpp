@@ -262,33 +262,51 @@ class NoSigpipe {
   bool was_pending_ = false;
 };
 
-// Large payloads. The sender hands its (huge-page) encode buffer to a pipe
-// with vmsplice: the kernel references the pages instead of copying them,
-// and the receiver's read() makes the only copy, straight from the sender's
-// memory. No shared-memory file is filled on the way, so no fresh 4 KiB
-// pages are faulted in (that cost, not the copy, dominated large messages).
+// Large payloads. The sender hands the payload's pages to a pipe with
+// vmsplice: the kernel references them instead of copying, and the
+// receiver's read() makes the only copy. The payload is the encode buffer's
+// bytes with the value's large blocks between them (Writer::refs: a 100 MiB
+// vector goes from its own memory, never copied into a buffer first). No
+// shared-memory file is filled on the way, so no fresh 4 KiB pages are
+// faulted in (that cost, not the copy, dominated large messages).
 // The last pipe-full goes with write(), a copy: when it returns the reader
-// has taken every referenced page, so the buffer may be reused at once.
-// Like CPython's send of a large message, this returns only once the
-// receiver has read all but the last pipe-full.
+// has taken every referenced page, so the caller may change or free the
+// memory at once. Like CPython's send of a large message, this returns only
+// once the receiver has read all but the last pipe-full.
 //
 // A pipe has no MSG_NOSIGNAL: SIGPIPE is blocked while writing (NoSigpipe).
 // False if the reader is gone.
-bool splice_out(int fd, const std::byte* p, std::size_t n) {
+bool splice_out(int fd, const std::vector<std::span<const std::byte>>& parts) {
   ::fcntl(fd, F_SETPIPE_SZ, 1 << 20);  // fewer wakeups; the default 64 KiB works too
-  int cap = ::fcntl(fd, F_GETPIPE_SZ);
-  const std::size_t tail = std::min<std::size_t>(n, cap > 0 ? static_cast<std::size_t>(cap) : 65536);
+  const int cap = ::fcntl(fd, F_GETPIPE_SZ);
+  std::size_t n = 0;
+  for (const auto& part : parts) n += part.size();
+  const std::size_t spliced = n - std::min<std::size_t>(n, cap > 0 ? static_cast<std::size_t>(cap) : 65536);
   NoSigpipe guard;
-  std::size_t done = 0;
-  while (done < n - tail) {
-    iovec iov{const_cast<std::byte*>(p + done), n - tail - done};
-    ssize_t r = ::vmsplice(fd, &iov, 1, 0);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0 && errno == EPIPE) return false;
-    if (r < 0) break;  // vmsplice refused (seccomp, an unusual kernel): copy the rest
-    done += static_cast<std::size_t>(r);
+  bool can_splice = true;
+  std::size_t sent = 0;
+  for (const auto& part : parts) {
+    std::size_t off = 0;
+    while (off < part.size()) {
+      if (can_splice && sent < spliced) {
+        iovec iov{const_cast<std::byte*>(part.data() + off), std::min(part.size() - off, spliced - sent)};
+        const ssize_t r = ::vmsplice(fd, &iov, 1, 0);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && errno == EPIPE) return false;
+        if (r < 0) {
+          can_splice = false;  // vmsplice refused (seccomp, an unusual kernel): copy the rest
+          continue;
+        }
+        off += static_cast<std::size_t>(r);
+        sent += static_cast<std::size_t>(r);
+      } else {
+        if (!sys::write_full(fd, part.data() + off, part.size() - off)) return false;
+        sent += part.size() - off;
+        off = part.size();
+      }
+    }
   }
-  return sys::write_full(fd, p + done, n - done);
+  return true;
 }
 
 // Reads a large payload of `size` bytes from its pipe into `out`, which
@@ -412,11 +430,21 @@ Connection::Connection(int fd, bool readable, bool writable, bool mpxx_peer)
   st_->mpxx_peer = mpxx_peer;
 }
 
+bool Connection::streams_large() const noexcept { return st_ && st_->mpxx_peer; }
+
 void Connection::send_frame(detail::wire::Writer w) {
   ConnState& c = detail::live(st_, false, true);
-  if (c.mpxx_peer && w.size() > detail::kExternalThreshold) {
+  if (c.mpxx_peer && w.total_size() > detail::kExternalThreshold) {
     // The payload streams through a pipe of its own, sent with a small frame.
-    const std::size_t payload = w.size() - detail::wire::kHeaderSize;
+    const std::size_t payload = w.total_size() - detail::wire::kHeaderSize;
+    std::vector<std::span<const std::byte>> parts;
+    std::size_t at = detail::wire::kHeaderSize;
+    for (const auto& ref : w.refs()) {
+      if (ref.at > at) parts.emplace_back(w.data() + at, ref.at - at);
+      parts.emplace_back(ref.p, ref.n);
+      at = ref.at;
+    }
+    if (w.size() > at) parts.emplace_back(w.data() + at, w.size() - at);
     auto [rd, wr] = sys::make_pipe();
     auto kind = static_cast<detail::wire::FrameKind>(w.data()[5]);
     detail::wire::Writer small;
@@ -426,10 +454,22 @@ void Connection::send_frame(detail::wire::Writer w) {
     fds.push_back(rd.get());
     detail::send_message(c, small.data(), small.size(), fds);  // with its marker, on a lane
     rd.reset();
-    if (!detail::splice_out(wr.get(), w.data() + detail::wire::kHeaderSize, payload))
+    if (!detail::splice_out(wr.get(), parts))
       throw OSError(EPIPE, "mpxx: send: the other end closed the connection before it had read "
                            "the whole message");
     return;
+  }
+  if (!w.refs().empty()) {  // not sent through a pipe after all: one buffer
+    detail::wire::Writer flat;
+    std::size_t at = 0;
+    for (const auto& ref : w.refs()) {
+      flat.put(w.data() + at, ref.at - at);
+      flat.put(ref.p, ref.n);
+      at = ref.at;
+    }
+    flat.put(w.data() + at, w.size() - at);
+    for (int fd : w.fds()) flat.add_fd(fd);
+    w = std::move(flat);
   }
   detail::send_message(c, w.data(), w.size(), w.fds());
 }
@@ -465,14 +505,14 @@ std::span<const std::byte> Connection::recv_frame(detail::wire::Writer& storage,
       struct stat st {};
       if (::fstat(pipe.get(), &st) < 0 || !S_ISFIFO(st.st_mode))
         throw ProtocolError("mpxx: recv: external frame without its pipe");
-      // Between the ends of a Pipe (one program), only the start is read
-      // here: the decoder reads the rest straight into the value (a large
-      // vector's own memory), so a 100 MiB value takes 100 MiB of fresh
-      // memory, not 200. Other peers' messages are read whole first, into
-      // a buffer that grows with what arrives: they cannot make us
-      // allocate by announcing.
-      const std::uint64_t first =
-          c.mpxx_peer ? std::min<std::uint64_t>(size, detail::kStreamedStart) : size;
+      // Between the ends of a Pipe with a shared-memory lane (both made by
+      // this program), only the start is read here: the decoder reads the
+      // rest straight into the value (a large vector's own memory), so a
+      // 100 MiB value takes 100 MiB of fresh memory, not 200. Other peers'
+      // messages (a Pipe end handed to another program included) are read
+      // whole first, into a buffer that grows with what arrives: they
+      // cannot make us allocate by announcing.
+      const std::uint64_t first = c.lane ? std::min<std::uint64_t>(size, detail::kStreamedStart) : size;
       detail::wire::Writer payload;
       detail::splice_in(pipe.get(), payload, first, c.deadline);
       storage = std::move(payload);

@@ -44,6 +44,25 @@ void send_big_then_seven(mpxx::Connection c) {
   c.send(7);
 }
 
+// A value whose decoding fails half way through a large message.
+struct HalfReadable {
+  std::vector<std::uint32_t> a, b;
+  template <class Ar>
+  void save(Ar& ar) const {
+    ar(a, b);
+  }
+  template <class Ar>
+  void load(Ar& ar) {
+    ar(a);
+    throw std::runtime_error("refusing the second half");
+  }
+};
+
+void send_half_readable_then_seven(mpxx::Connection c) {
+  c.send(HalfReadable{std::vector<std::uint32_t>(2u << 20, 1), std::vector<std::uint32_t>(2u << 20, 2)});
+  c.send(7);
+}
+
 // Many small parts, several MiB in all.
 void send_many_strings(mpxx::Connection c) {
   std::vector<std::string> v;
@@ -318,15 +337,41 @@ TEST_P(ConnTest, HundredMiBMessage) {
 // A large value is read straight into its own memory as it is decoded; a
 // receiver that finds the wrong type still reads the rest of it, so the
 // sender completes and the next message is intact.
-TEST(PipeProcesses, ALargeValueOfTheWrongTypeLeavesTheStreamIntact) {
-  auto [a, b] = mpxx::Pipe();
-  mpxx::Process p(send_big_then_seven, b);
-  p.start();
-  b.close();
-  EXPECT_THROW(a.recv<std::string>(), mpxx::ProtocolError);
-  EXPECT_EQ(a.recv<int>(), 7);
-  p.join();
-  EXPECT_EQ(p.exitcode(), 0);
+TEST(PipeProcesses, AFailedDecodeOfALargeValueLeavesTheStreamIntact) {
+  // The wrong type (found at once), then a decoder that fails half way.
+  auto case_of = [](auto sender, auto failing_recv) {
+    auto [a, b] = mpxx::Pipe();
+    mpxx::Process p(sender, b);
+    p.start();
+    b.close();
+    failing_recv(a);
+    EXPECT_EQ(a.recv<int>(), 7);
+    p.join();
+    EXPECT_EQ(p.exitcode(), 0);
+  };
+  case_of(send_big_then_seven,
+          [](mpxx::Connection& a) { EXPECT_THROW(a.recv<std::string>(), mpxx::ProtocolError); });
+  case_of(send_half_readable_then_seven,
+          [](mpxx::Connection& a) { EXPECT_THROW(a.recv<HalfReadable>(), std::runtime_error); });
+}
+
+// A large vector is sent from its own memory; once send() returns, the
+// caller may change it without changing what was sent.
+TEST(Pipe, ALargeValueMayChangeOnceSendReturns) {
+  for (bool shm : {true, false}) {
+    auto [a, b] = mpxx::Pipe(true, {.shared_memory = shm});
+    std::vector<std::uint64_t> sent(3u << 20, 5);
+    std::thread t([&, a = a]() mutable {
+      a.send(sent);
+      std::fill(sent.begin(), sent.end(), 6);
+      a.send(std::string("after"));
+    });
+    auto got = b.recv<std::vector<std::uint64_t>>();
+    EXPECT_EQ(b.recv<std::string>(), "after");
+    t.join();
+    ASSERT_EQ(got.size(), sent.size());
+    EXPECT_EQ(std::count(got.begin(), got.end(), 5u), static_cast<long>(got.size())) << "shm " << shm;
+  }
 }
 
 TEST(PipeProcesses, ALargeValueOfManySmallParts) {

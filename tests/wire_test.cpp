@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <algorithm>
 #include <map>
 #include <span>
 #include <stdexcept>
@@ -182,6 +183,14 @@ TEST(Codec, DecodesFromMemoryAndASourceBeyondIt) {
   r.get(more.data(), more.size());
   EXPECT_EQ(0, std::memcmp(view.data(), w.data(), 20));
   EXPECT_EQ(0, std::memcmp(more.data(), w.data() + 20, more.size()));
+  // ... and so does a view taken from inside a window, after the window
+  // would have been refilled.
+  auto inside = r.take(16);
+  std::vector<std::byte> expect(inside.begin(), inside.end());
+  std::vector<std::byte> small(100);
+  for (int i = 0; i < 2000; ++i) r.get(small.data(), small.size());  // several windows
+  EXPECT_TRUE(std::equal(inside.begin(), inside.end(), expect.begin()));
+  EXPECT_EQ(0, std::memcmp(inside.data(), w.data() + 20 + more.size(), 16));
   // Nothing is read past the message's end.
   std::vector<std::byte> all(r.remaining() + 1);
   EXPECT_THROW(r.get(all.data(), all.size()), ProtocolError);

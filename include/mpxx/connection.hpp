@@ -50,6 +50,16 @@
 #include "mpxx/errors.hpp"
 
 namespace mpxx {
+namespace detail {
+template <class T>
+struct by_reference_ok : std::false_type {};
+template <class A, class Alloc>
+struct by_reference_ok<std::vector<A, Alloc>>
+    : std::bool_constant<wire::raw_v<A> && !std::is_same_v<A, bool>> {};
+template <class C, class Tr, class Alloc>
+struct by_reference_ok<std::basic_string<C, Tr, Alloc>> : std::true_type {};
+}  // namespace detail
+
 
 class Connection;
 namespace detail {
@@ -70,6 +80,12 @@ class Connection {
   template <class T>
   void send(const T& obj) {
     detail::wire::Writer w;
+    // A large vector's or string's data goes to the pipe from where it is
+    // (send_frame returns only once it has been read). Only for these types,
+    // whose encoding runs no user code: a user's save() may encode a
+    // temporary that is gone before the message is sent.
+    if constexpr (detail::by_reference_ok<T>::value)
+      if (streams_large()) w.reference_large_blocks();
     std::size_t at = detail::wire::begin_frame(w, detail::wire::FrameKind::value);
     detail::wire::encode_tagged(w, obj);
     detail::wire::end_frame(w, at);
@@ -121,6 +137,7 @@ class Connection {
 
  private:
   void send_frame(detail::wire::Writer w);
+  bool streams_large() const noexcept;
   // Reads one message that must be an mpxx value frame; returns its payload
   // (for a large value from a Pipe, its start, and in `rest` the rest).
   std::span<const std::byte> recv_frame(detail::wire::Writer& storage, std::vector<int>& fds,

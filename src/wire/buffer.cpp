@@ -125,7 +125,12 @@ Writer::Writer(Writer&& o) noexcept
     : data_(std::exchange(o.data_, nullptr)),
       size_(std::exchange(o.size_, 0)),
       cap_(std::exchange(o.cap_, 0)),
-      fds_(std::move(o.fds_)) {}
+      fds_(std::move(o.fds_)),
+      refs_on_(std::exchange(o.refs_on_, false)),
+      refs_(std::move(o.refs_)),
+      ref_bytes_(std::exchange(o.ref_bytes_, 0)) {
+  o.refs_.clear();
+}
 
 Writer& Writer::operator=(Writer&& o) noexcept {
   if (this != &o) {
@@ -134,6 +139,10 @@ Writer& Writer::operator=(Writer&& o) noexcept {
     size_ = std::exchange(o.size_, 0);
     cap_ = std::exchange(o.cap_, 0);
     fds_ = std::move(o.fds_);
+    refs_on_ = std::exchange(o.refs_on_, false);
+    refs_ = std::move(o.refs_);
+    o.refs_.clear();
+    ref_bytes_ = std::exchange(o.ref_bytes_, 0);
   }
   return *this;
 }
@@ -205,23 +214,27 @@ void Reader::get_more(void* out, std::size_t n) {
     more_->read(dst, n);
     return;
   }
-  // n < kDirect <= kWindow and n <= more_->left(): the window holds it.
+  // n < kDirect <= kWindow and n <= more_->left(): the window holds it. The
+  // last window is reused unless take() handed out a view into it.
   const std::size_t k = std::min(more_->left(), kWindow);
-  auto window = std::make_unique<std::byte[]>(k);
-  more_->read(window.get(), k);
-  p_ = window.get();
+  if (!window_ || window_viewed_) {
+    read_.push_back(std::make_unique_for_overwrite<std::byte[]>(kWindow));
+    window_ = read_.back().get();
+    window_viewed_ = false;
+  }
+  more_->read(window_, k);
+  p_ = window_;
   end_ = p_ + k;
-  read_.push_back(std::move(window));
   std::memcpy(dst, p_, n);
   p_ += n;
 }
 
 std::span<const std::byte> Reader::take_more(std::size_t n) {
   if (n > remaining()) truncated(n);
-  auto copy = std::make_unique<std::byte[]>(n);
-  get_more(copy.get(), n);
-  read_.push_back(std::move(copy));
-  return {read_.back().get(), n};
+  read_.push_back(std::make_unique_for_overwrite<std::byte[]>(n));
+  std::byte* copy = read_.back().get();
+  get_more(copy, n);
+  return {copy, n};
 }
 
 void Reader::truncated(std::size_t need) const {

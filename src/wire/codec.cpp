@@ -32,6 +32,13 @@ void check_size_prefix(const Reader& r, std::uint64_t n) {
                         " bytes left in the message");
 }
 
+void check_block_prefix(const Reader& r, std::uint64_t n, std::size_t size) {
+  if (n > r.remaining() / size)
+    throw ProtocolError("mpxx: corrupt value: a size prefix of " + std::to_string(n) + " elements of " +
+                        std::to_string(size) + " bytes exceeds the " + std::to_string(r.remaining()) +
+                        " bytes left in the message");
+}
+
 void bad_bool(unsigned value) {
   throw ProtocolError("mpxx: corrupt value: a bool holds " + std::to_string(value));
 }

@@ -43,7 +43,7 @@ std::size_t begin_frame(Writer& w, FrameKind kind) {
 }
 
 void end_frame(Writer& w, std::size_t at) {
-  std::uint64_t len = w.size() - at - kHeaderSize;
+  std::uint64_t len = w.total_size() - at - kHeaderSize;
   auto kind = static_cast<FrameKind>(w.data()[at + 5]);
   put_header(w.data() + at, kind, len);
 }

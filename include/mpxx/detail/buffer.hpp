@@ -41,6 +41,7 @@ class Writer {
 
   void put(const void* p, std::size_t n) {
     if (n == 0) return;
+    if (n >= kRefMin && refs_on_) return add_ref(p, n);
     if (size_ + n > cap_) grow(size_ + n);
     std::memcpy(data_ + size_, p, n);
     size_ += n;
@@ -63,7 +64,25 @@ class Writer {
   void clear() noexcept {
     size_ = 0;
     fds_.clear();
+    refs_.clear();
+    ref_bytes_ = 0;
   }
+
+  // Blocks of at least kRefMin bytes put from now on are not copied: the
+  // Writer notes where they are, to go between its own bytes when they are
+  // sent (a 100 MiB vector goes from its own memory into the pipe). The
+  // caller keeps them alive and unchanged until then. Only a Connection's
+  // send() turns this on; bytes() and data() hold the Writer's own bytes.
+  static constexpr std::size_t kRefMin = std::size_t{1} << 20;
+  struct Ref {
+    std::size_t at;  // where the block goes among the Writer's own bytes
+    const std::byte* p;
+    std::size_t n;
+  };
+  void reference_large_blocks() noexcept { refs_on_ = true; }
+  const std::vector<Ref>& refs() const noexcept { return refs_; }
+  // Own bytes plus referenced blocks.
+  std::size_t total_size() const noexcept { return size_ + ref_bytes_; }
   std::byte* data() noexcept { return data_; }
   const std::byte* data() const noexcept { return data_; }
   std::size_t size() const noexcept { return size_; }
@@ -81,9 +100,16 @@ class Writer {
 
  private:
   void grow(std::size_t need);
+  void add_ref(const void* p, std::size_t n) {
+    refs_.push_back({size_, static_cast<const std::byte*>(p), n});
+    ref_bytes_ += n;
+  }
   std::byte* data_ = nullptr;
   std::size_t size_ = 0, cap_ = 0;
   std::vector<int> fds_;
+  bool refs_on_ = false;
+  std::vector<Ref> refs_;
+  std::size_t ref_bytes_ = 0;
 };
 
 // The rest of a message that is not in memory yet: a large message still
@@ -122,6 +148,7 @@ class Reader {
   // A view of the next n bytes, consumed (valid as long as the Reader).
   std::span<const std::byte> take(std::size_t n) {
     if (n > buffered()) return take_more(n);
+    window_viewed_ = window_ != nullptr;  // (a view into the window, or not: keep it anyway)
     std::span<const std::byte> s(p_, n);
     p_ += n;
     return s;
@@ -147,6 +174,8 @@ class Reader {
   // What was read from more_ into memory: windows of small reads and copies
   // made by take(), kept while the Reader lives so that views stay valid.
   std::vector<std::unique_ptr<std::byte[]>> read_;
+  std::byte* window_ = nullptr;  // the window small reads are served from
+  bool window_viewed_ = false;   // take() may have handed out a view into it
   std::vector<int> fds_;
 };
 

@@ -110,6 +110,9 @@ void CEREAL_SAVE_FUNCTION_NAME(OutArchive& ar, const cereal::SizeTag<T>& t) {
 // A size prefix larger than the bytes left cannot be honest (every element
 // takes at least one byte, except empty classes, which are capped apart).
 void check_size_prefix(const Reader& r, std::uint64_t n);
+// The same for n elements of `size` bytes each, read as one block: they
+// must all be in the message (before the destination is sized for them).
+void check_block_prefix(const Reader& r, std::uint64_t n, std::size_t size);
 template <class T>
 void CEREAL_LOAD_FUNCTION_NAME(InArchive& ar, cereal::SizeTag<T>& t) {
   ar.loadBinary(&t.size, sizeof t.size);
@@ -139,6 +142,7 @@ std::enable_if_t<std::is_arithmetic_v<T> && !std::is_same_v<T, bool>>
 CEREAL_LOAD_FUNCTION_NAME(InArchive& ar, std::vector<T>& v) {
   cereal::size_type n;
   ar(cereal::make_size_tag(n));
+  check_block_prefix(ar.reader(), n, sizeof(T));
   reserve_destination(v, static_cast<std::size_t>(n));
   v.resize(static_cast<std::size_t>(n));
   ar(cereal::binary_data(v.data(), static_cast<std::size_t>(n) * sizeof(T)));
@@ -148,6 +152,7 @@ std::enable_if_t<std::is_arithmetic_v<C>>
 CEREAL_LOAD_FUNCTION_NAME(InArchive& ar, std::basic_string<C, Tr>& s) {
   cereal::size_type n;
   ar(cereal::make_size_tag(n));
+  check_block_prefix(ar.reader(), n, sizeof(C));
   reserve_destination(s, static_cast<std::size_t>(n));
   s.resize(static_cast<std::size_t>(n));
   ar(cereal::binary_data(s.data(), static_cast<std::size_t>(n) * sizeof(C)));
