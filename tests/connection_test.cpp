@@ -355,6 +355,34 @@ TEST(PipeProcesses, AFailedDecodeOfALargeValueLeavesTheStreamIntact) {
           [](mpxx::Connection& a) { EXPECT_THROW(a.recv<HalfReadable>(), std::runtime_error); });
 }
 
+// Trivially copyable, but encoded by a free save() that writes a large
+// temporary: its bytes must be copied when encoded, never referenced.
+struct Expanded {
+  int seed = 0;
+};
+template <class Ar>
+void save(Ar& ar, const Expanded& e) {
+  ar(std::string(2u << 20, static_cast<char>('a' + e.seed)));
+}
+template <class Ar>
+void load(Ar& ar, Expanded& e) {
+  std::string s;
+  ar(s);
+  if (s.size() != (2u << 20) || s.find_first_not_of(s.front()) != std::string::npos)
+    throw std::runtime_error("a temporary arrived corrupted");
+  e.seed = s.front() - 'a';
+}
+
+TEST(Pipe, ValuesEncodedFromTemporariesArriveIntact) {
+  auto [a, b] = mpxx::Pipe();
+  std::vector<Expanded> sent{{1}, {2}, {3}};
+  std::thread t([&, a = a]() mutable { a.send(sent); });
+  auto got = b.recv<std::vector<Expanded>>();
+  t.join();
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[2].seed, 3);
+}
+
 // A large vector is sent from its own memory; once send() returns, the
 // caller may change it without changing what was sent.
 TEST(Pipe, ALargeValueMayChangeOnceSendReturns) {
