@@ -309,6 +309,21 @@ bool splice_out(int fd, const std::vector<std::span<const std::byte>>& parts) {
   return true;
 }
 
+// One read() from a large message's pipe, of at most n bytes: waits (up to
+// the deadline, if any) for data, and the end of the pipe in the middle of a
+// message is an EOFError.
+std::size_t read_some(int fd, std::byte* p, std::size_t n, const std::optional<sys::Deadline>& deadline) {
+  for (;;) {
+    if (deadline && !sys::wait_readable(fd, *deadline))
+      throw TimeoutError("mpxx: the peer sent nothing in time (stalled in the middle of a message)");
+    const ssize_t r = ::read(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) sys::throw_errno("read(message pipe)");
+    if (r == 0) throw EOFError("mpxx: the other end closed the connection in the middle of a message");
+    return static_cast<std::size_t>(r);
+  }
+}
+
 // Reads a large payload of `size` bytes from its pipe into `out`, which
 // grows with what arrives (a peer cannot make us allocate by announcing).
 void splice_in(int fd, wire::Writer& out, std::uint64_t size, const std::optional<sys::Deadline>& deadline) {
@@ -317,14 +332,9 @@ void splice_in(int fd, wire::Writer& out, std::uint64_t size, const std::optiona
     std::size_t room = static_cast<std::size_t>(
         std::min<std::uint64_t>(size - got, std::max<std::uint64_t>(std::uint64_t{1} << 20, got)));
     out.reserve(static_cast<std::size_t>(got) + room);
-    if (deadline && !sys::wait_readable(fd, *deadline))
-      throw TimeoutError("mpxx: the peer sent nothing in time (stalled in the middle of a message)");
-    ssize_t r = ::read(fd, out.data() + got, room);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) sys::throw_errno("read(message pipe)");
-    if (r == 0) throw EOFError("mpxx: the other end closed the connection in the middle of a message");
-    out.extend(static_cast<std::size_t>(r));
-    got += static_cast<std::uint64_t>(r);
+    const std::size_t r = read_some(fd, out.data() + got, room, deadline);
+    out.extend(r);
+    got += r;
   }
 }
 
@@ -353,18 +363,10 @@ class PipeSource final : public wire::Source {
   void read(void* out, std::size_t n) override {
     auto* p = static_cast<std::byte*>(out);
     while (n > 0) {
-      if (deadline_ && !sys::wait_readable(pipe_.get(), *deadline_))
-        throw TimeoutError("mpxx: the peer sent nothing in time (stalled in the middle of a message)");
-      const ssize_t r = ::read(pipe_.get(), p, n);
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0) sys::throw_errno("read(message pipe)");
-      if (r == 0) {
-        left_ = 0;
-        throw EOFError("mpxx: the other end closed the connection in the middle of a message");
-      }
+      const std::size_t r = read_some(pipe_.get(), p, n, deadline_);
       p += r;
-      n -= static_cast<std::size_t>(r);
-      left_ -= static_cast<std::uint64_t>(r);
+      n -= r;
+      left_ -= r;
     }
   }
 
