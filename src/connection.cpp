@@ -434,19 +434,30 @@ Connection::Connection(int fd, bool readable, bool writable, bool mpxx_peer)
 
 bool Connection::streams_large() const noexcept { return st_ && st_->mpxx_peer; }
 
+namespace detail {
+namespace {
+// A Writer's bytes from `from` on, in order: its own bytes with the blocks
+// it references between them.
+std::vector<std::span<const std::byte>> pieces(const wire::Writer& w, std::size_t from) {
+  std::vector<std::span<const std::byte>> out;
+  std::size_t at = from;
+  for (const auto& ref : w.refs()) {
+    if (ref.at > at) out.emplace_back(w.data() + at, ref.at - at);
+    out.emplace_back(ref.p, ref.n);
+    at = ref.at;
+  }
+  if (w.size() > at) out.emplace_back(w.data() + at, w.size() - at);
+  return out;
+}
+}  // namespace
+}  // namespace detail
+
 void Connection::send_frame(detail::wire::Writer w) {
   ConnState& c = detail::live(st_, false, true);
   if (c.mpxx_peer && w.total_size() > detail::kExternalThreshold) {
     // The payload streams through a pipe of its own, sent with a small frame.
     const std::size_t payload = w.total_size() - detail::wire::kHeaderSize;
-    std::vector<std::span<const std::byte>> parts;
-    std::size_t at = detail::wire::kHeaderSize;
-    for (const auto& ref : w.refs()) {
-      if (ref.at > at) parts.emplace_back(w.data() + at, ref.at - at);
-      parts.emplace_back(ref.p, ref.n);
-      at = ref.at;
-    }
-    if (w.size() > at) parts.emplace_back(w.data() + at, w.size() - at);
+    const auto parts = detail::pieces(w, detail::wire::kHeaderSize);
     auto [rd, wr] = sys::make_pipe();
     auto kind = static_cast<detail::wire::FrameKind>(w.data()[5]);
     detail::wire::Writer small;
@@ -463,13 +474,7 @@ void Connection::send_frame(detail::wire::Writer w) {
   }
   if (!w.refs().empty()) {  // not sent through a pipe after all: one buffer
     detail::wire::Writer flat;
-    std::size_t at = 0;
-    for (const auto& ref : w.refs()) {
-      flat.put(w.data() + at, ref.at - at);
-      flat.put(ref.p, ref.n);
-      at = ref.at;
-    }
-    flat.put(w.data() + at, w.size() - at);
+    for (auto piece : detail::pieces(w, 0)) flat.put(piece.data(), piece.size());
     for (int fd : w.fds()) flat.add_fd(fd);
     w = std::move(flat);
   }
