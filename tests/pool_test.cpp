@@ -504,6 +504,47 @@ TEST(Pool, ProgressBarIsDrawnWhenForcedAndSilentOtherwise) {
   EXPECT_EQ(ProgressBar::render("imap", 7, -1, 2.0, 60), "imap: 7it [00:02, 3.50it/s]");
 }
 
+// The core calls a task's completion only if it is set, and moves it
+// around before: a moved-from completion must be empty, or it would run
+// twice (or on nothing).
+TEST(PoolCompletion, SharesAContextMovesAndEmptiesWhenMovedFrom) {
+  using mpxx::detail::Completion;
+  using mpxx::detail::TaskOutcome;
+  struct Ctx {
+    long sum = 0;
+    int calls = 0;
+  };
+  auto ctx = std::make_shared<Ctx>();
+  Completion a(ctx, 5, [](Ctx& c, long k, const TaskOutcome& o) {
+    c.sum += k + static_cast<long>(o.payload.size());
+    ++c.calls;
+  });
+  Completion b(ctx, 7, [](Ctx& c, long k, const TaskOutcome&) {
+    c.sum += k;
+    ++c.calls;
+  });
+  EXPECT_EQ(ctx.use_count(), 3);
+  const std::byte bytes[3]{};
+  Completion moved = std::move(a);
+  EXPECT_FALSE(a);  // NOLINT(bugprone-use-after-move): that is the point
+  ASSERT_TRUE(moved);
+  moved(TaskOutcome{bytes, nullptr});
+  b(TaskOutcome{{}, nullptr});
+  EXPECT_EQ(ctx->sum, 5 + 3 + 7);
+  EXPECT_EQ(ctx->calls, 2);
+  b = std::move(moved);
+  EXPECT_FALSE(moved);  // NOLINT(bugprone-use-after-move)
+  EXPECT_EQ(ctx.use_count(), 2);  // b's old context reference was released
+
+  // Any callable, kept in a context of its own; and the empty one.
+  std::string seen;
+  Completion f = [&seen](const TaskOutcome& o) { seen = o.error ? "error" : "ok"; };
+  f(TaskOutcome{{}, std::make_exception_ptr(std::runtime_error("x"))});
+  EXPECT_EQ(seen, "error");
+  EXPECT_FALSE(Completion{});
+  EXPECT_FALSE(Completion(nullptr));
+}
+
 namespace {
 // The body of the Ctrl-C tests: a program that maps slow tasks in its own
 // process group; reports its workers' pids on `out`.

@@ -705,6 +705,7 @@ class Pool {
       std::conditional_t<direct, std::vector<std::conditional_t<direct, R, int>>, int> all{};
       std::atomic<std::size_t> left;
       std::unique_ptr<detail::ProgressBar> bar;
+      std::size_t n = 0, cs = 1;  // items, items per chunk
     };
     auto st = std::make_shared<detail::ResultState<T>>();
     auto sh = std::make_shared<Shared>();
@@ -717,10 +718,12 @@ class Pool {
     else
       sh->parts.resize(nchunks);
     sh->left = nchunks;
+    sh->n = n;
+    sh->cs = cs;
     sh->bar = std::make_unique<detail::ProgressBar>(Star ? "starmap" : "map", static_cast<long>(n),
                                                     opts.progress.enabled());
-    // Every chunk's completion shares one state (it runs once per task:
-    // it captures only a pointer and three numbers).
+    // Every chunk's completion shares one state and knows only its chunk
+    // number: nothing is allocated per task for it.
     static constexpr auto finish = [](Shared& sh) {
       sh.bar->finish();
       if constexpr (std::is_void_v<T>) {
@@ -784,7 +787,10 @@ class Pool {
       t.timeout = opts.timeout;
       t.index = static_cast<long>(lo);
       t.user_code = sh->cb.callback || sh->cb.error_callback;
-      t.done = [sh, k, lo, count = static_cast<long>(hi - lo)](const detail::TaskOutcome& o) {
+      t.done = detail::Completion(sh, static_cast<long>(k), [](Shared& sh, long k,
+                                                              const detail::TaskOutcome& o) {
+        const std::size_t lo = static_cast<std::size_t>(k) * sh.cs;
+        const long count = static_cast<long>(std::min(sh.n, lo + sh.cs) - lo);
         std::exception_ptr err = o.error;
         if (!err) {
           try {
@@ -794,10 +800,10 @@ class Pool {
               if (m != static_cast<std::uint64_t>(count))
                 throw ProtocolError("mpxx: a map chunk came back with " + std::to_string(m) +
                                     " results for " + std::to_string(count) + " items");
-              r.get(sh->all.data() + lo, static_cast<std::size_t>(count) * sizeof(R));
+              r.get(sh.all.data() + lo, static_cast<std::size_t>(count) * sizeof(R));
               r.expect_done("a map chunk's results");
             } else {
-              sh->parts[k] = detail::decode_result<CR>(o.payload);
+              sh.parts[static_cast<std::size_t>(k)] = detail::decode_result<CR>(o.payload);
             }
           } catch (...) {
             err = std::current_exception();
@@ -805,14 +811,14 @@ class Pool {
         }
         if (err) {
           if constexpr (std::is_void_v<T>)
-            detail::deliver(*sh->st, sh->cb, err);
+            detail::deliver(*sh.st, sh.cb, err);
           else
-            detail::deliver(*sh->st, sh->cb, std::optional<T>{}, err);
+            detail::deliver(*sh.st, sh.cb, std::optional<T>{}, err);
           return;
         }
-        sh->bar->advance(count);
-        if (sh->left.fetch_sub(1) == 1) finish(*sh);
-      };
+        sh.bar->advance(count);
+        if (sh.left.fetch_sub(1) == 1) finish(sh);
+      });
       batch_bytes += t.call.size();
       tasks.push_back(std::move(t));
       // Hand tasks over as they are encoded, in batches, so the workers

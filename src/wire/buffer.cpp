@@ -149,8 +149,8 @@ Writer& Writer::operator=(Writer&& o) noexcept {
 
 Writer::~Writer() { release(data_, cap_); }
 
-void Writer::grow(std::size_t need) {
-  std::size_t cap = cap_ ? cap_ : 256;
+void Writer::grow(std::size_t need, bool exact) {
+  std::size_t cap = exact ? (need + 15) & ~std::size_t{15} : cap_ ? cap_ : 256;
   while (cap < need) cap = cap * 2 > cap ? cap * 2 : need;
   if (cap >= kCacheMin) {
     if (BufferCache::Buf b = cache().take(need); b.p) {

@@ -58,8 +58,10 @@ class Writer {
     size_ += n;
     return p;
   }
+  // Room for n bytes in all, allocated as asked (a pool keeps a map's
+  // 100k small tasks encoded at once: each is as large as it needs).
   void reserve(std::size_t n) {
-    if (n > cap_) grow(n);
+    if (n > cap_) grow(n, true);
   }
   void clear() noexcept {
     size_ = 0;
@@ -99,7 +101,7 @@ class Writer {
   const std::vector<int>& fds() const noexcept { return fds_; }
 
  private:
-  void grow(std::size_t need);
+  void grow(std::size_t need, bool exact = false);
   void add_ref(const void* p, std::size_t n) {
     refs_.push_back({size_, static_cast<const std::byte*>(p), n});
     ref_bytes_ += n;

@@ -20,6 +20,8 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "mpxx/context.hpp"
@@ -32,7 +34,54 @@ struct TaskOutcome {
   std::span<const std::byte> payload;  // valid only during the call
   std::exception_ptr error;            // set when the task failed
 };
-using Completion = std::function<void(const TaskOutcome&)>;
+
+// What runs when a task ends: a function of a context and a number. The
+// tasks of one map share its context, so a map of 100k tasks allocates
+// nothing per task for its completions (a std::function holding a
+// shared_ptr and a chunk number would allocate for each). Any other
+// callable is kept in a context of its own. Move-only; empty when moved
+// from.
+class Completion {
+ public:
+  Completion() = default;
+  Completion(std::nullptr_t) noexcept {}  // NOLINT(google-explicit-constructor)
+  template <class Ctx>
+  Completion(std::shared_ptr<Ctx> ctx, long arg,
+             std::type_identity_t<void (*)(Ctx&, long, const TaskOutcome&)> fn)
+      : call_(&trampoline<Ctx>), fn_(reinterpret_cast<void (*)()>(fn)), ctx_(std::move(ctx)),
+        arg_(arg) {}
+  template <class F>
+    requires(!std::is_same_v<std::decay_t<F>, Completion> &&
+             std::is_invocable_v<std::decay_t<F>&, const TaskOutcome&>)
+  Completion(F&& f)  // NOLINT(google-explicit-constructor): a lambda converts, as to std::function
+      : Completion(std::make_shared<std::decay_t<F>>(std::forward<F>(f)), 0,
+                   [](std::decay_t<F>& g, long, const TaskOutcome& o) { g(o); }) {}
+  Completion(Completion&& o) noexcept
+      : call_(std::exchange(o.call_, nullptr)), fn_(std::exchange(o.fn_, nullptr)),
+        ctx_(std::move(o.ctx_)), arg_(o.arg_) {}
+  Completion& operator=(Completion&& o) noexcept {
+    call_ = std::exchange(o.call_, nullptr);
+    fn_ = std::exchange(o.fn_, nullptr);
+    ctx_ = std::move(o.ctx_);
+    arg_ = o.arg_;
+    return *this;
+  }
+  Completion(const Completion&) = delete;
+  Completion& operator=(const Completion&) = delete;
+
+  void operator()(const TaskOutcome& o) const { call_(fn_, ctx_.get(), arg_, o); }
+  explicit operator bool() const noexcept { return call_ != nullptr; }
+
+ private:
+  template <class Ctx>
+  static void trampoline(void (*fn)(), void* ctx, long arg, const TaskOutcome& o) {
+    reinterpret_cast<void (*)(Ctx&, long, const TaskOutcome&)>(fn)(*static_cast<Ctx*>(ctx), arg, o);
+  }
+  void (*call_)(void (*)(), void*, long, const TaskOutcome&) = nullptr;
+  void (*fn_)() = nullptr;
+  std::shared_ptr<void> ctx_;
+  long arg_ = 0;
+};
 
 struct TaskSpec {
   wire::Writer call;                            // [entry id][callable][args]
