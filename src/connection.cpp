@@ -434,30 +434,12 @@ Connection::Connection(int fd, bool readable, bool writable, bool mpxx_peer)
 
 bool Connection::streams_large() const noexcept { return st_ && st_->mpxx_peer; }
 
-namespace detail {
-namespace {
-// A Writer's bytes from `from` on, in order: its own bytes with the blocks
-// it references between them.
-std::vector<std::span<const std::byte>> pieces(const wire::Writer& w, std::size_t from) {
-  std::vector<std::span<const std::byte>> out;
-  std::size_t at = from;
-  for (const auto& ref : w.refs()) {
-    if (ref.at > at) out.emplace_back(w.data() + at, ref.at - at);
-    out.emplace_back(ref.p, ref.n);
-    at = ref.at;
-  }
-  if (w.size() > at) out.emplace_back(w.data() + at, w.size() - at);
-  return out;
-}
-}  // namespace
-}  // namespace detail
-
 void Connection::send_frame(detail::wire::Writer w) {
   ConnState& c = detail::live(st_, false, true);
   if (c.mpxx_peer && w.total_size() > detail::kExternalThreshold) {
     // The payload streams through a pipe of its own, sent with a small frame.
     const std::size_t payload = w.total_size() - detail::wire::kHeaderSize;
-    const auto parts = detail::pieces(w, detail::wire::kHeaderSize);
+    const auto parts = w.pieces(detail::wire::kHeaderSize);
     auto [rd, wr] = sys::make_pipe();
     auto kind = static_cast<detail::wire::FrameKind>(w.data()[5]);
     detail::wire::Writer small;
@@ -474,7 +456,7 @@ void Connection::send_frame(detail::wire::Writer w) {
   }
   if (!w.refs().empty()) {  // not sent through a pipe after all: one buffer
     detail::wire::Writer flat;
-    for (auto piece : detail::pieces(w, 0)) flat.put(piece.data(), piece.size());
+    for (auto piece : w.pieces(0)) flat.put(piece.data(), piece.size());
     for (int fd : w.fds()) flat.add_fd(fd);
     w = std::move(flat);
   }

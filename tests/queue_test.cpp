@@ -84,6 +84,23 @@ void simple_echo(mpxx::SimpleQueue<std::string> in, mpxx::SimpleQueue<std::strin
 
 void send_huge(mpxx::Queue<std::string> q) { q.put(std::string(100u << 20, 'q')); }
 
+// Large values of a type copied into the message (strings in a vector) and
+// of types put from their own memory (a vector of numbers, a string),
+// between small ones. The vector is changed as soon as put() returns.
+void put_large_mix(mpxx::Queue<std::vector<std::string>> strings,
+                   mpxx::Queue<std::vector<double>> numbers, mpxx::Queue<std::string> text) {
+  std::vector<std::string> many;
+  for (int i = 0; i < 20000; ++i) many.push_back(std::to_string(i) + std::string(100, 's'));
+  strings.put(many);             // ~2.1 MiB, element by element
+  strings.put({"small"});
+  std::vector<double> v(400000);  // 3.2 MiB
+  std::iota(v.begin(), v.end(), 0.5);
+  numbers.put(v);
+  std::fill(v.begin(), v.end(), -1.0);  // the queue holds its own copy
+  numbers.put({1.0, 2.0});
+  text.put(std::string((2u << 20) + 5, 't'));
+}
+
 }  // namespace queue_targets
 
 namespace {
@@ -386,6 +403,30 @@ TEST_P(QueueTest, HundredMiBMessage) {
   p.join();
   ASSERT_EQ(s.size(), 100u << 20);
   EXPECT_EQ(s[12345678], 'q');
+}
+
+// Messages of 1 MiB and more are written into the ring's memory file and
+// read back from it straight into the value being decoded.
+TEST_P(QueueTest, LargeMessagesOfEveryKindArriveWholeAndInOrder) {
+  mpxx::Queue<std::vector<std::string>> strings;
+  mpxx::Queue<std::vector<double>> numbers;
+  mpxx::Queue<std::string> text;
+  mpxx::Process p(opts(), put_large_mix, strings, numbers, text);
+  p.start();
+  auto many = strings.get(60s);
+  ASSERT_EQ(many.size(), 20000u);
+  for (int i : {0, 1, 9999, 19999}) EXPECT_EQ(many[i], std::to_string(i) + std::string(100, 's'));
+  EXPECT_EQ(strings.get(60s), std::vector<std::string>{"small"});
+  auto v = numbers.get(60s);
+  ASSERT_EQ(v.size(), 400000u);
+  EXPECT_EQ(v.front(), 0.5);
+  EXPECT_EQ(v.back(), 399999.5);
+  EXPECT_EQ(numbers.get(60s), (std::vector<double>{1.0, 2.0}));
+  auto t = text.get(60s);
+  ASSERT_EQ(t.size(), (2u << 20) + 5);
+  EXPECT_EQ(t.find_first_not_of('t'), std::string::npos);
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
 }
 
 TEST(QueueDeath, ProducerKilledMidPutLeavesOnlyWholeMessages) {

@@ -50,18 +50,6 @@
 #include "mpxx/errors.hpp"
 
 namespace mpxx {
-namespace detail {
-template <class T>
-struct by_reference_ok : std::false_type {};
-// Vectors of numbers and strings: their data is saved as one block from the
-// value's own memory, and their encoding runs no user code.
-template <class A, class Alloc>
-struct by_reference_ok<std::vector<A, Alloc>>
-    : std::bool_constant<std::is_arithmetic_v<A> && !std::is_same_v<A, bool>> {};
-template <class C, class Tr, class Alloc>
-struct by_reference_ok<std::basic_string<C, Tr, Alloc>> : std::is_arithmetic<C> {};
-}  // namespace detail
-
 
 class Connection;
 namespace detail {

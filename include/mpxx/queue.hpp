@@ -50,10 +50,18 @@ class QueueCore {
   // Copies one message in; false on timeout (Full). nanoseconds::max():
   // wait forever; zero: do not wait.
   bool put(std::span<const std::byte> message, std::chrono::nanoseconds timeout);
+  // The same for a Writer's bytes and the blocks it references.
+  bool put(const wire::Writer& message, std::chrono::nanoseconds timeout);
   // Hands the next message to `consume` (in place, under the consumer lock)
   // and removes it once consume returns; false on timeout (Empty).
   bool get(const std::function<void(std::span<const std::byte>)>& consume,
            std::chrono::nanoseconds timeout);
+  // The same, but a message of kStreamedMin bytes or more comes as an empty
+  // span and a Source that reads it from the shared memory on demand, so
+  // that a decoder copies it once, straight into its destination.
+  static constexpr std::size_t kStreamedMin = std::size_t{1} << 20;
+  bool get_streamed(const std::function<void(std::span<const std::byte>, wire::Source*)>& consume,
+                    std::chrono::nanoseconds timeout);
   // Waits, without taking the consumer lock, until a message may be there
   // or `also()` holds (checked whenever the waiter wakes, so whoever makes
   // it true must then put a message); false on timeout.
@@ -71,6 +79,10 @@ class QueueCore {
   void load(wire::InArchive& ar);
 
  private:
+  template <class Copy>
+  bool put_impl(std::size_t size, const Copy& copy, std::chrono::nanoseconds timeout);
+  template <class Consume>
+  bool get_impl(const Consume& consume, std::chrono::nanoseconds timeout);
   std::shared_ptr<QueueShared> sh_;
   std::shared_ptr<bool> closed_;
 };
@@ -126,6 +138,9 @@ class Queue {
   void put_ns(const T& v, std::chrono::nanoseconds timeout) {
     thread_local detail::wire::Writer w;  // reused: no allocation per put
     w.clear();
+    // A large vector's or string's data goes into the queue from where it
+    // is (put returns only once it is in).
+    if constexpr (detail::by_reference_ok<T>::value) w.reference_large_blocks();
     detail::wire::encode_tagged(w, v);  // in the caller: a failure takes no slot
     // A large message's buffer is not kept for the next put.
     struct Trim {
@@ -139,14 +154,14 @@ class Queue {
           "mpxx: this value carries file descriptors (a lock, a shared value, a connection...) "
           "and cannot go through a Queue; pass it to the Process as an argument or send it "
           "over a Pipe");
-    if (!core_.put(w.bytes(), timeout)) throw Full();
+    if (!core_.put(w, timeout)) throw Full();
   }
 
   T get_ns(std::chrono::nanoseconds timeout) {
     std::optional<T> out;
-    bool got = core_.get(
-        [&](std::span<const std::byte> bytes) {
-          detail::wire::Reader r(bytes);
+    bool got = core_.get_streamed(
+        [&](std::span<const std::byte> bytes, detail::wire::Source* rest) {
+          detail::wire::Reader r(bytes, rest);
           out.emplace(detail::wire::decode_tagged<T>(r));
           r.expect_done("Queue::get");
         },

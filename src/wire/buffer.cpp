@@ -149,6 +149,18 @@ Writer& Writer::operator=(Writer&& o) noexcept {
 
 Writer::~Writer() { release(data_, cap_); }
 
+std::vector<std::span<const std::byte>> Writer::pieces(std::size_t from) const {
+  std::vector<std::span<const std::byte>> out;
+  std::size_t at = from;
+  for (const Ref& ref : refs_) {
+    if (ref.at > at) out.emplace_back(data_ + at, ref.at - at);
+    out.emplace_back(ref.p, ref.n);
+    at = ref.at;
+  }
+  if (size_ > at) out.emplace_back(data_ + at, size_ - at);
+  return out;
+}
+
 void Writer::grow(std::size_t need, bool exact) {
   std::size_t cap = exact ? (need + 15) & ~std::size_t{15} : cap_ ? cap_ : 256;
   while (cap < need) cap = cap * 2 > cap ? cap * 2 : need;

@@ -58,10 +58,12 @@ class Writer {
     size_ += n;
     return p;
   }
-  // Room for n bytes in all, allocated as asked (a pool keeps a map's
-  // 100k small tasks encoded at once: each is as large as it needs).
+  // Room for n bytes in all. A first reservation is allocated as asked (a
+  // pool keeps a map's 100k small tasks encoded at once: each is as large
+  // as it needs); growing a buffer doubles it, so that reserving a little
+  // more at a time stays linear.
   void reserve(std::size_t n) {
-    if (n > cap_) grow(n, true);
+    if (n > cap_) grow(n, cap_ == 0);  // exact the first time; then geometric, as for put()
   }
   void clear() noexcept {
     size_ = 0;
@@ -85,6 +87,9 @@ class Writer {
   const std::vector<Ref>& refs() const noexcept { return refs_; }
   // Own bytes plus referenced blocks.
   std::size_t total_size() const noexcept { return size_ + ref_bytes_; }
+  // The message from byte `from` of the Writer's own bytes on, in order:
+  // spans of its own bytes and the referenced blocks between them.
+  std::vector<std::span<const std::byte>> pieces(std::size_t from = 0) const;
   std::byte* data() noexcept { return data_; }
   const std::byte* data() const noexcept { return data_; }
   std::size_t size() const noexcept { return size_; }

@@ -307,3 +307,18 @@ T decode_tagged(Reader& r) {
 }
 
 }  // namespace mpxx::detail::wire
+
+namespace mpxx::detail {
+// Values whose large blocks a Writer may reference instead of copying
+// (Writer::reference_large_blocks): vectors of numbers and strings, whose
+// data is saved as one block from the value's own memory and whose
+// encoding runs no user code (a user's save() may encode a temporary that
+// is gone before the message is sent).
+template <class T>
+struct by_reference_ok : std::false_type {};
+template <class A, class Alloc>
+struct by_reference_ok<std::vector<A, Alloc>>
+    : std::bool_constant<std::is_arithmetic_v<A> && !std::is_same_v<A, bool>> {};
+template <class C, class Tr, class Alloc>
+struct by_reference_ok<std::basic_string<C, Tr, Alloc>> : std::is_arithmetic<C> {};
+}  // namespace mpxx::detail
