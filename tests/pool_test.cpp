@@ -535,6 +535,13 @@ TEST(PoolCompletion, SharesAContextMovesAndEmptiesWhenMovedFrom) {
   b = std::move(moved);
   EXPECT_FALSE(moved);  // NOLINT(bugprone-use-after-move)
   EXPECT_EQ(ctx.use_count(), 2);  // b's old context reference was released
+  b(TaskOutcome{bytes, nullptr});  // now a's function, number and context
+  EXPECT_EQ(ctx->sum, 5 + 3 + 7 + 5 + 3);
+  EXPECT_EQ(ctx->calls, 3);
+  EXPECT_THROW(moved(TaskOutcome{}), std::bad_function_call);  // NOLINT(bugprone-use-after-move)
+  static_assert(!std::is_copy_constructible_v<Completion>);
+  static_assert(std::is_nothrow_move_constructible_v<Completion>);
+  static_assert(!std::is_constructible_v<Completion, Completion&>);
 
   // Any callable, kept in a context of its own; and the empty one.
   std::string seen;

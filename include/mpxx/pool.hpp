@@ -757,16 +757,22 @@ class Pool {
         return collected.begin();
     }();
     std::vector<A> chunk;
+    constexpr bool raw_items = detail::wire::raw_v<A> && !std::is_same_v<A, bool>;
+    // What every raw chunk's message starts with: [task id][entry][callable].
+    detail::wire::Writer prefix;
+    if constexpr (raw_items) {
+      prefix.pod(std::uint64_t{0});
+      prefix.pod(detail::RawChunkEntry<Chunk, A>::id);
+      detail::CallableCodec<Chunk>::encode(prefix, Chunk{fn});
+    }
     for (std::size_t k = 0; k < nchunks; ++k) {
       const std::size_t lo = k * cs, hi = std::min(n, lo + cs);
       detail::TaskSpec t;
-      if constexpr (detail::wire::raw_v<A> && !std::is_same_v<A, bool>) {
+      if constexpr (raw_items) {
         // Items of trivially copyable types go straight from the range into
         // the message, laid out as the std::vector<A> the worker decodes.
-        t.call.reserve(64 + (hi - lo) * sizeof(A));
-        t.call.pod(std::uint64_t{0});
-        t.call.pod(detail::RawChunkEntry<Chunk, A>::id);
-        detail::CallableCodec<Chunk>::encode(t.call, Chunk{fn});
+        t.call.reserve(prefix.size() + 8 + (hi - lo) * sizeof(A));
+        t.call.put(prefix.data(), prefix.size());
         t.call.pod(static_cast<std::uint64_t>(hi - lo));
         std::byte* out = t.call.extend((hi - lo) * sizeof(A));
         for (std::size_t i = lo; i < hi; ++i, ++next, out += sizeof(A)) {

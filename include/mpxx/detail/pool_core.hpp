@@ -52,6 +52,7 @@ class Completion {
         arg_(arg) {}
   template <class F>
     requires(!std::is_same_v<std::decay_t<F>, Completion> &&
+             std::is_constructible_v<std::decay_t<F>, F> &&
              std::is_invocable_v<std::decay_t<F>&, const TaskOutcome&>)
   Completion(F&& f)  // NOLINT(google-explicit-constructor): a lambda converts, as to std::function
       : Completion(std::make_shared<std::decay_t<F>>(std::forward<F>(f)), 0,
@@ -69,7 +70,10 @@ class Completion {
   Completion(const Completion&) = delete;
   Completion& operator=(const Completion&) = delete;
 
-  void operator()(const TaskOutcome& o) const { call_(fn_, ctx_.get(), arg_, o); }
+  void operator()(const TaskOutcome& o) const {
+    if (!call_) throw std::bad_function_call();  // as an empty std::function would
+    call_(fn_, ctx_.get(), arg_, o);
+  }
   explicit operator bool() const noexcept { return call_ != nullptr; }
 
  private:
