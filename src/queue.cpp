@@ -17,6 +17,7 @@
 
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -190,11 +191,21 @@ void write_at(int fd, std::span<const std::byte> bytes, std::uint64_t at) {
   while (n > 0) {
     const ssize_t r = ::pwrite(fd, p, n, static_cast<off_t>(at));
     if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) sys::throw_errno("mpxx: Queue.put: writing a large message into shared memory");
+    if (r < 0) sys::throw_errno("mpxx: Queue.put: writing a large message into shared memory");
+    if (r == 0) throw OSError(EIO, "mpxx: Queue.put: shared memory took no more bytes");
     p += r;
     n -= static_cast<std::size_t>(r);
     at += static_cast<std::uint64_t>(r);
   }
+}
+
+// Whether write() may reach `end` of a file: RLIMIT_FSIZE (ulimit -f)
+// applies to writes into a memfd too, where it raises SIGXFSZ, but not to
+// stores through a mapping.
+bool file_writes_reach(std::uint64_t end) {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_FSIZE, &lim) != 0) return false;
+  return lim.rlim_cur == RLIM_INFINITY || lim.rlim_cur >= end;
 }
 }  // namespace
 
@@ -212,12 +223,17 @@ bool QueueCore::put(const wire::Writer& message, std::chrono::nanoseconds timeou
   // A large message goes in with pwrite(), from the value's own memory for
   // the blocks the Writer references: no staging copy, and no page fault
   // per 4 KiB of fresh shared memory in this process.
+  const bool by_file = file_writes_reach(kHeaderBytes + sh_->cap());
   return put_impl(
       message.total_size(),
-      [&](std::byte*, std::uint64_t file_at) {
+      [&](std::byte* dst, std::uint64_t file_at) {
         for (std::span<const std::byte> piece : message.pieces()) {
-          write_at(sh_->map->fd(), piece, file_at);
+          if (by_file)
+            write_at(sh_->map->fd(), piece, file_at);
+          else
+            std::memcpy(dst, piece.data(), piece.size());
           file_at += piece.size();
+          dst += piece.size();
         }
       },
       timeout);

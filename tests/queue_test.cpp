@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <dirent.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -427,6 +428,40 @@ TEST_P(QueueTest, LargeMessagesOfEveryKindArriveWholeAndInOrder) {
   EXPECT_EQ(t.find_first_not_of('t'), std::string::npos);
   p.join();
   EXPECT_EQ(p.exitcode(), 0);
+}
+
+// Large messages anywhere in the ring: at its start, further on, and
+// after the record that sends a lap back to the start.
+TEST(Queue, LargeMessagesAtEveryPlaceInTheRingArriveWhole) {
+  mpxx::Queue<std::vector<std::uint32_t>> q;
+  for (std::uint32_t round = 0; round < 7; ++round) {
+    std::vector<std::uint32_t> v((3u << 20) / 4 + 5 * round);  // ~3 MiB
+    std::iota(v.begin(), v.end(), round * 1000003u);
+    q.put(v);
+    q.put({round});  // a small record between the large ones
+    auto got = q.get(10s);
+    ASSERT_EQ(got.size(), v.size()) << "round " << round;
+    EXPECT_TRUE(std::equal(got.begin(), got.end(), v.begin())) << "round " << round;
+    EXPECT_EQ(q.get(10s), std::vector<std::uint32_t>{round});
+  }
+}
+
+void put_large_with_a_file_size_limit(mpxx::Queue<std::vector<std::uint32_t>> q) {
+  // Writes into files (a memfd too) beyond 1 MiB would raise SIGXFSZ.
+  rlimit lim{1u << 20, 1u << 20};
+  if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) std::exit(3);
+  q.put(std::vector<std::uint32_t>(1u << 20, 42u));  // 4 MiB
+}
+
+TEST(Queue, ALargePutWorksUnderAFileSizeLimit) {
+  mpxx::Queue<std::vector<std::uint32_t>> q;
+  mpxx::Process p(put_large_with_a_file_size_limit, q);
+  p.start();
+  p.join(30s);
+  ASSERT_EQ(p.exitcode(), 0) << "the producer died (SIGXFSZ is signal 25)";
+  auto v = q.get(10s);
+  ASSERT_EQ(v.size(), 1u << 20);
+  EXPECT_TRUE(std::all_of(v.begin(), v.end(), [](std::uint32_t x) { return x == 42u; }));
 }
 
 TEST(QueueDeath, ProducerKilledMidPutLeavesOnlyWholeMessages) {

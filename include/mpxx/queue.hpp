@@ -58,7 +58,8 @@ class QueueCore {
            std::chrono::nanoseconds timeout);
   // The same, but a message of kStreamedMin bytes or more comes as an empty
   // span and a Source that reads it from the shared memory on demand, so
-  // that a decoder copies it once, straight into its destination.
+  // that a decoder copies it once, straight into its destination. A read
+  // that fails raises like a failed decode: the message is consumed.
   static constexpr std::size_t kStreamedMin = std::size_t{1} << 20;
   bool get_streamed(const std::function<void(std::span<const std::byte>, wire::Source*)>& consume,
                     std::chrono::nanoseconds timeout);

@@ -74,9 +74,11 @@ class Writer {
 
   // Blocks of at least kRefMin bytes put from now on are not copied: the
   // Writer notes where they are, to go between its own bytes when they are
-  // sent (a 100 MiB vector goes from its own memory into the pipe). The
-  // caller keeps them alive and unchanged until then. Only a Connection's
-  // send() turns this on; bytes() and data() hold the Writer's own bytes.
+  // sent (a 100 MiB vector goes from its own memory into the pipe or the
+  // queue). The caller keeps them alive and unchanged until then. Only
+  // Connection::send() and Queue::put() turn this on, for values whose
+  // encoding runs no user code (by_reference_ok); bytes() and data() hold
+  // the Writer's own bytes.
   static constexpr std::size_t kRefMin = std::size_t{1} << 20;
   struct Ref {
     std::size_t at;  // where the block goes among the Writer's own bytes
