@@ -180,9 +180,7 @@ void release_blocks(QueueShared& q, std::uint64_t from, std::uint64_t to) {
                 static_cast<off_t>(kHeaderBytes + boff), static_cast<off_t>(len));
   }
 }
-}  // namespace
 
-namespace {
 // Writes bytes into the ring's memory file at `at` (pwrite: the kernel
 // copies into the shared pages without this process mapping them).
 void write_at(int fd, std::span<const std::byte> bytes, std::uint64_t at) {
