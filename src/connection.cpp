@@ -51,13 +51,24 @@ std::size_t put_length(unsigned char* out, std::uint64_t n) {
   return 12;
 }
 
-void send_on_socket(ConnState& c, const void* data, std::size_t n, const std::vector<int>& fds) {
-  unsigned char head[12];
-  std::size_t hn = put_length(head, n);
+}  // namespace
+
+void send_on_socket(ConnState& c, const void* data, std::size_t n, const std::vector<int>& fds,
+                    std::optional<std::uint64_t> tag) {
+  unsigned char head[kTagBytes + 12];
+  std::size_t hn = 0;
+  if (tag) {
+    head[0] = kTag;
+    std::memcpy(head + 1, &*tag, sizeof *tag);
+    hn = kTagBytes;
+  }
+  hn += put_length(head + hn, n);
   iovec iov[2] = {{head, hn}, {const_cast<void*>(data), n}};
   if (!sys::sendmsg_all(c.fd.get(), iov, n ? 2 : 1, fds))
     throw OSError(EPIPE, "mpxx: send: the other end of the connection is closed");
 }
+
+namespace {
 
 // One message. On a Pipe's lane, a small message without fds is a record
 // in shared memory; any other leaves a marker there and takes the socket
@@ -73,9 +84,9 @@ void send_message(ConnState& c, const void* data, std::size_t n, const std::vect
   std::lock_guard<Lock> hold(lane->write_lock());
   if (lane->write_lock().recovered()) lane->after_recovery(fd);
   if (fds.empty() && n <= kMaxInline && lane->put_inline(fd, data, n)) return;
-  lane->put_marker(fd, kRecordOnSocket);
+  const std::uint64_t at = lane->put_marker(fd, kRecordOnSocket);
   try {
-    send_on_socket(c, data, n, fds);
+    send_on_socket(c, data, n, fds, at);
     lane->sent();
   } catch (...) {
     lane->sent();
@@ -154,12 +165,13 @@ bool recv_exact(int fd, void* buf, std::size_t n, std::vector<int>& fds, bool eo
                               "; connection closed");
 }
 
-// Reads one whole message from the socket into `out`; returns false at a
-// clean EOF.
+// Reads one whole message from the socket into `out` (after the tag a
+// lane's writer puts before it, if `tagged`); returns false at a clean EOF.
 bool recv_from_socket(ConnState& c, wire::Writer& out, std::vector<int>& fds,
-                      std::optional<std::size_t> maxlength, bool spin) {
-  unsigned char head[8];
-  if (!recv_exact(c.fd.get(), head, 4, fds, true, spin, c.deadline)) return false;
+                      std::optional<std::size_t> maxlength, bool spin, bool tagged = false) {
+  unsigned char head[kTagBytes];
+  if (tagged && !recv_exact(c.fd.get(), head, kTagBytes, fds, true, spin, c.deadline)) return false;
+  if (!recv_exact(c.fd.get(), head, 4, fds, !tagged, spin, c.deadline)) return false;
   std::uint64_t n = (std::uint64_t{head[0]} << 24) | (std::uint64_t{head[1]} << 16) |
                     (std::uint64_t{head[2]} << 8) | head[3];
   if (n == 0xffffffffu) {
@@ -202,13 +214,13 @@ bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
   for (;;) {
     if (lane.has_record() || lane.spin_for_record(kSpin)) {
       out.clear();
-      auto [flags, n] = lane.take(out, maxlength);
-      if (maxlength && n > *maxlength) too_long(c, n, maxlength, fds);
-      if (flags == kRecordCancel) continue;  // a stray cancel (its marker's reader gave up)
-      if (flags == kRecordOnSocket) {
-        auto next = lane.skip_bells(fd);
+      const LaneEnd::Record rec = lane.take(out, maxlength);
+      if (maxlength && rec.length > *maxlength) too_long(c, rec.length, maxlength, fds);
+      if (rec.flags == kRecordCancel) continue;  // a stray cancel (its marker's message came)
+      if (rec.flags == kRecordOnSocket) {
+        auto next = lane.skip_bells(fd, rec.at);
         if (next == LaneEnd::Next::cancelled) continue;
-        if (next == LaneEnd::Next::eof || !recv_from_socket(c, out, fds, maxlength, false))
+        if (next == LaneEnd::Next::eof || !recv_from_socket(c, out, fds, maxlength, false, true))
           throw EOFError("mpxx: the other end closed the connection in the middle of a message");
       }
       return true;

@@ -1,7 +1,9 @@
 // src/connection_state.hpp - what a Connection handle refers to. Internal.
 #pragma once
 
+#include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "mpxx/connection.hpp"
 #include "lane.hpp"
@@ -23,7 +25,13 @@ struct ConnState {
 struct ConnAccess {
   static void set_deadline(Connection& c, std::optional<sys::Deadline> d) { c.st_->deadline = d; }
   static void set_lane(Connection& c, std::shared_ptr<LaneEnd> l) { c.st_->lane = std::move(l); }
+  static ConnState& state(const Connection& c) { return *c.st_; }
 };
+
+// Sends one message on the socket in CPython's framing; on a Pipe's lane,
+// after the tag of its marker (at `tag` in the ring, see lane.hpp).
+void send_on_socket(ConnState& c, const void* data, std::size_t n, const std::vector<int>& fds,
+                    std::optional<std::uint64_t> tag = std::nullopt);
 
 }  // namespace mpxx::detail
 

@@ -93,10 +93,24 @@ std::size_t leading_bells(const unsigned char* buf, std::size_t n) {
 void consume(int sock, std::size_t k) {
   unsigned char buf[64];
   while (k > 0) {
-    ssize_t r = sys::retry([&] { return ::recv(sock, buf, k, MSG_DONTWAIT); });
+    ssize_t r = sys::retry([&] { return ::recv(sock, buf, std::min(k, sizeof buf), MSG_DONTWAIT); });
     if (r <= 0) return;  // they were there; an error will show on the next read
     k -= static_cast<std::size_t>(r);
   }
+}
+
+// The tag of the message at the front of the socket (its bells read): the
+// position of its marker. A sender writes the tag in the same sendmsg as
+// the message's start, so it arrives whole.
+std::uint64_t peek_tag(int sock) {
+  unsigned char buf[kTagBytes];
+  ssize_t r = sys::retry([&] { return ::recv(sock, buf, sizeof buf, MSG_PEEK); });
+  if (r < 0) sys::throw_errno("recv(pipe)");
+  if (static_cast<std::size_t>(r) < kTagBytes || buf[0] != kTag)
+    throw ProtocolError("mpxx: recv: a message on the pipe's socket without its tag");
+  std::uint64_t at;
+  std::memcpy(&at, buf + 1, sizeof at);
+  return at;
 }
 
 }  // namespace
@@ -168,17 +182,17 @@ bool LaneEnd::put_inline(int sock, const void* data, std::size_t n) {
   return true;
 }
 
-void LaneEnd::put_marker(int sock, std::uint32_t flags) {
+std::uint64_t LaneEnd::put_marker(int sock, std::uint32_t flags) {
   // A marker leaves room for the cancel that may follow it, so a writer
   // whose send fails never waits for the reader to cancel.
   wait_room(sock, flags == kRecordOnSocket ? 2 * kRecordHeader : kRecordHeader);
   out().inflight = flags == kRecordOnSocket;  // set first: a writer may die right after publishing
-  publish(sock, nullptr, 0, flags);
+  return publish(sock, nullptr, 0, flags);
 }
 
 void LaneEnd::sent() noexcept { out().inflight = 0; }
 
-void LaneEnd::publish(int sock, const void* data, std::size_t n, std::uint32_t flags) {
+std::uint64_t LaneEnd::publish(int sock, const void* data, std::size_t n, std::uint32_t flags) {
   Dir& d = out();
   const std::uint64_t t = d.tail.load(std::memory_order_relaxed);  // only lock holders move it
   std::byte* r = ring(side_);
@@ -190,7 +204,7 @@ void LaneEnd::publish(int sock, const void* data, std::size_t n, std::uint32_t f
   // Ring the bell unless a reader promised to look (Dekker with
   // spin_for_record: tail stored, then reader_until loaded).
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (mono_ns() < d.reader_until.load(std::memory_order_relaxed)) return;
+  if (mono_ns() < d.reader_until.load(std::memory_order_relaxed)) return t;
   if (d.bell.exchange(1, std::memory_order_acq_rel) == 0) {
     ssize_t w = sys::retry([&] { return ::send(sock, &kBell, 1, MSG_NOSIGNAL); });
     if (w < 0) {
@@ -200,6 +214,7 @@ void LaneEnd::publish(int sock, const void* data, std::size_t n, std::uint32_t f
   } else if (peer_closed(sock)) {  // an unread bell: the reader may be gone
     peer_gone();
   }
+  return t;
 }
 
 bool LaneEnd::has_record() const noexcept {
@@ -227,8 +242,7 @@ bool LaneEnd::spin_for_record(std::chrono::nanoseconds spin) noexcept {
   return got || has_record();
 }
 
-std::pair<std::uint32_t, std::uint64_t> LaneEnd::take(wire::Writer& out,
-                                                      std::optional<std::size_t> maxlength) {
+LaneEnd::Record LaneEnd::take(wire::Writer& out, std::optional<std::size_t> maxlength) {
   Dir& d = in();
   const std::byte* r = ring(1 - side_);
   const std::uint64_t h = d.head.load(std::memory_order_relaxed);
@@ -248,7 +262,7 @@ std::pair<std::uint32_t, std::uint64_t> LaneEnd::take(wire::Writer& out,
     d.space.fetch_add(1, std::memory_order_release);
     futex_wake(&d.space, 1);
   }
-  return {flags, n};
+  return {flags, n, h};
 }
 
 LaneEnd::Sleeping::Sleeping(LaneEnd& e) noexcept : e_(e) {
@@ -320,7 +334,21 @@ bool LaneEnd::take_cancel() {
   return true;
 }
 
-LaneEnd::Next LaneEnd::skip_bells(int sock) {
+// The socket's front is a message (its bells read): whether it is the one
+// of the marker at `at`. If it is a later marker's, this marker's message
+// never came, and its cancel was published (under the writers' lock)
+// before that later message was sent.
+LaneEnd::Next LaneEnd::behind_bells(int sock, std::uint64_t at, bool cancel_taken) {
+  // The tag is left for the caller to read with the message: its first
+  // bytes bring the message's fds.
+  if (peek_tag(sock) == at) return Next::message;  // a cancel behind the marker is left stray
+  if (cancel_taken || take_cancel()) return Next::cancelled;
+  throw ProtocolError(
+      "mpxx: recv: a message on the pipe's socket out of order (two processes reading one end at "
+      "once?)");
+}
+
+LaneEnd::Next LaneEnd::skip_bells(int sock, std::uint64_t at) {
   Next next;
   for (;;) {
     Front front = read_bells(sock, false);
@@ -329,16 +357,17 @@ LaneEnd::Next LaneEnd::skip_bells(int sock) {
       break;
     }
     if (front == Front::message) {
-      // The message is this marker's only if no cancel follows the marker:
-      // a cancel is published, under the writers' lock, before any later
-      // writer sends, so it is visible by now.
-      next = take_cancel() ? Next::cancelled : Next::message;
+      next = behind_bells(sock, at, false);
       break;
     }
     // Not sent yet, or never: a writer whose socket send failed follows
-    // its marker with a cancel record (and rings, so the poll below wakes).
+    // its marker with a cancel record (and rings, so the poll below wakes),
+    // and so does the next writer after one that died. One that died may
+    // have sent its message whole first: that is on the socket by now (it
+    // died before the cancel was published), so look once more.
     if (take_cancel()) {
-      next = Next::cancelled;
+      front = read_bells(sock, false);
+      next = front == Front::message ? behind_bells(sock, at, true) : Next::cancelled;
       break;
     }
     Sleeping asleep(*this);  // pollers in other threads leave our bell alone

@@ -11,7 +11,10 @@
 // Order. Every message has a record in the ring, in send order; a message
 // that travels on the socket leaves a marker record there first, and the
 // receiver that takes the marker reads that message from the socket. So
-// the ring alone decides the order, whichever way the bytes went.
+// the ring alone decides the order, whichever way the bytes went. On the
+// socket, such a message is tagged with its marker's place in the ring
+// (kTag, then that position, then CPython's length and the bytes), so a
+// receiver can tell its marker's message from a later one.
 //
 // Bells. A receiver that stops spinning sleeps in poll() on the socket
 // (so mpxx::wait and Connection::poll see it too). A sender that publishes a
@@ -26,8 +29,9 @@
 // where a socket would have buffered the data. A writer whose socket send
 // fails after its marker (sendmsg refused it) follows the marker with a
 // cancel record, so the reader does not wait for a message that never
-// comes; a receiver checks for that cancel before it takes socket bytes as
-// the marker's message.
+// comes. A cancel only says that the message may not have been sent: the
+// tag on the socket decides (the marker's own message is delivered, a
+// later one means this one never came).
 //
 // Receivers about to sleep in poll() count themselves in `sleepers` and
 // clear the bell flag before their last look at the ring (a bell in the
@@ -42,8 +46,9 @@
 // becomes visible only once it is whole (the tail moves last), so a writer
 // killed mid-copy leaves nothing behind. The next writer, taking the lock
 // over, forgets the bell flag (the dead one may have set it without
-// ringing) and cancels a marker whose message the dead one was sending
-// (if part of it went out, the stream is broken, as a socket's would be).
+// ringing) and cancels a marker whose message the dead one was sending.
+// If that message went out whole, its tag makes the receiver take it all
+// the same; if part of it did, the stream is broken, as a socket's would be.
 // A writer killed between publishing and ringing leaves its message unseen
 // by a sleeping reader until the next send or until every writer has gone
 // (EOF wakes the reader, which reads the ring first).
@@ -76,6 +81,8 @@ namespace mpxx::detail {
 inline constexpr std::size_t kLaneCapacity = 7936;  // bytes per direction
 inline constexpr std::size_t kMaxInline = 2048;     // larger messages take the socket
 inline constexpr unsigned char kBell = 0x80;
+inline constexpr unsigned char kTag = 0x81;       // then the marker's u64 position
+inline constexpr std::size_t kTagBytes = 9;
 
 // Record flags.
 inline constexpr std::uint32_t kRecordOnSocket = 1;  // a marker: the message is on the socket
@@ -98,9 +105,10 @@ class LaneEnd {
   // looking. OSError(EPIPE) if the other end is gone.
   bool put_inline(int sock, const void* data, std::size_t n);
   // Publishes an empty record (a marker or a cancel), waiting while the
-  // ring has no room even for that, and rings the bell likewise. After a
+  // ring has no room even for that, and rings the bell likewise; returns
+  // its position (a marker's message carries it as its tag). After a
   // marker, call sent() once its message is on the socket.
-  void put_marker(int sock, std::uint32_t flags);
+  std::uint64_t put_marker(int sock, std::uint32_t flags);
   void sent() noexcept;
 
   // ---- reading (from this end's incoming ring)
@@ -109,9 +117,14 @@ class LaneEnd {
   // to `spin` while the ring is empty; true once a record is there.
   bool spin_for_record(std::chrono::nanoseconds spin) noexcept;
   // Takes the next record (has_record() must be true): appends its payload
-  // to out and returns (flags, length). A payload longer than maxlength is
+  // to out and says what it was. A payload longer than maxlength is
   // consumed but not copied. ProtocolError if the ring is corrupt.
-  std::pair<std::uint32_t, std::uint64_t> take(wire::Writer& out, std::optional<std::size_t> maxlength);
+  struct Record {
+    std::uint32_t flags;
+    std::uint64_t length;
+    std::uint64_t at;  // its position in the ring (a marker's tag)
+  };
+  Record take(wire::Writer& out, std::optional<std::size_t> maxlength);
   // A receiver about to sleep in poll() counts itself here (Sleeping), so
   // that poll() and mpxx::wait in other threads leave its bell alone.
   class Sleeping {
@@ -133,11 +146,12 @@ class LaneEnd {
   // sleeper may be a process that died asleep).
   enum class Drainer { receiver, poller, poller_forced };
   Front drain_bells(int sock, Drainer who);
-  // Before reading a message from the socket (after its marker): skips the
-  // bells in front of it, waiting for its first byte. Every bell consumed
-  // clears the flag, or senders would stop ringing.
+  // After taking the marker at position `at`: skips the bells in front of
+  // its message on the socket, waiting for its first byte, and checks its
+  // tag (left there); or says that it was cancelled and never sent. Every
+  // bell consumed clears the flag, or senders would stop ringing.
   enum class Next { message, eof, cancelled };
-  Next skip_bells(int sock);
+  Next skip_bells(int sock, std::uint64_t at);
 
   // The wire form: the shared block, the side, the write lock.
   void save(wire::OutArchive& ar) const;
@@ -150,12 +164,13 @@ class LaneEnd {
   Dir& out() const noexcept;
   Dir& in() const noexcept;
   std::byte* ring(int dir) const noexcept;
-  void publish(int sock, const void* data, std::size_t n, std::uint32_t flags);
+  std::uint64_t publish(int sock, const void* data, std::size_t n, std::uint32_t flags);
   void wait_room(int sock, std::uint64_t need);
   bool room_for(std::uint64_t need) const noexcept;
   bool next_is_cancel() const noexcept;
   bool take_cancel();
   Front read_bells(int sock, bool hold_for_sleepers);
+  Next behind_bells(int sock, std::uint64_t at, bool cancel_taken);
   void forget_bell() noexcept;
 
   ShmBlock block_;

@@ -1,0 +1,77 @@
+// A Pipe's shared-memory lane (src/lane.hpp) when a writer dies at the
+// worst moment: holding the writers' lock, its marker published, before or
+// after its message went out on the socket. These tests drive the lane's
+// internals to stop a writer exactly there.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "connection_state.hpp"
+#include "lane.hpp"
+#include "mpxx/mpxx.hpp"
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+
+namespace lane_targets {
+
+const std::string kFirst(4096, 'A');  // over kMaxInline: it takes the socket
+
+// A writer of `c` that dies holding the writers' lock with its marker
+// published, before its socket send or after it (before it could say so).
+void die_behind_marker(mpxx::Connection c, bool after_send) {
+  mpxx::detail::ConnState& st = mpxx::detail::ConnAccess::state(c);
+  st.lane->write_lock().acquire();
+  const std::uint64_t at = st.lane->put_marker(st.fd.get(), mpxx::detail::kRecordOnSocket);
+  if (after_send) mpxx::detail::send_on_socket(st, kFirst.data(), kFirst.size(), {}, at);
+  std::_Exit(0);
+}
+
+}  // namespace lane_targets
+
+namespace {
+using lane_targets::kFirst;
+
+// The dead writer's case, then two more messages from the writer that takes
+// the lock over (through the ring, then the socket). The reader reads only
+// afterwards, or is already waiting behind the dead writer's marker.
+std::vector<std::string> after_a_dead_writer(bool after_send, bool reader_waits) {
+  auto [a, b] = mpxx::Pipe();
+  const std::size_t expected = after_send ? 3 : 2;
+  std::vector<std::string> got;
+  std::thread reader;
+  auto read_all = [&got, expected, b = b]() mutable {
+    for (std::size_t i = 0; i < expected; ++i) {
+      if (!b.poll(20s)) return;  // fails the comparison instead of hanging
+      got.push_back(b.recv_bytes());
+    }
+  };
+  if (reader_waits) reader = std::thread(read_all);
+  mpxx::Process p(lane_targets::die_behind_marker, a, after_send);
+  p.start();
+  p.join();
+  if (reader_waits) std::this_thread::sleep_for(20ms);  // the reader takes the marker first
+  a.send_bytes(std::string("second"));  // takes the lock over: cancels the dead one's marker
+  a.send_bytes(std::string(5000, 'C'));
+  if (reader_waits) reader.join();
+  else read_all();
+  return got;
+}
+
+TEST(PipeLane, AWriterKilledAfterItsSocketSendLosesNothing) {
+  const std::vector<std::string> want = {kFirst, "second", std::string(5000, 'C')};
+  EXPECT_EQ(after_a_dead_writer(true, false), want);
+  EXPECT_EQ(after_a_dead_writer(true, true), want);
+}
+
+TEST(PipeLane, AWriterKilledBeforeItsSocketSendLeavesNothingToWaitFor) {
+  const std::vector<std::string> want = {"second", std::string(5000, 'C')};
+  EXPECT_EQ(after_a_dead_writer(false, false), want);
+  EXPECT_EQ(after_a_dead_writer(false, true), want);
+}
+
+}  // namespace
