@@ -397,19 +397,23 @@ class PipeSource final : public wire::Source {
 class HoldBack {
  public:
   bool expired() const noexcept {
-    return since_ && std::chrono::steady_clock::now() - *since_ > std::chrono::milliseconds(2);
+    return holding_ && std::chrono::steady_clock::now() - since_ > std::chrono::milliseconds(2);
   }
   void pause_if(bool held_back) {
     if (!held_back) {
-      since_.reset();
+      holding_ = false;
       return;
     }
-    if (!since_) since_ = std::chrono::steady_clock::now();
+    if (!holding_) since_ = std::chrono::steady_clock::now();
+    holding_ = true;
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
 
  private:
-  std::optional<std::chrono::steady_clock::time_point> since_;
+  // Not an optional<time_point>: g++ 12 -O2 warns that its value may be
+  // read uninitialized.
+  bool holding_ = false;
+  std::chrono::steady_clock::time_point since_{};
 };
 
 // After poll() found a lane's socket readable: true if a message (or the
