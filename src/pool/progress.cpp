@@ -65,7 +65,10 @@ void ProgressBar::finish() {
 void ProgressBar::draw(bool final) {
   last_draw_ = std::chrono::steady_clock::now();
   double secs = std::chrono::duration<double>(last_draw_ - start_).count();
-  std::string line = "\r" + render(desc_, done_, total_, secs, terminal_width());
+  // Appended, not "\r" + render(...): g++ 12 -O2 warns (-Wrestrict) about
+  // the inlined operator+ of a literal and a temporary string.
+  std::string line = "\r";
+  line += render(desc_, done_, total_, secs, terminal_width());
   if (final) line += "\n";
   [[maybe_unused]] auto n = ::write(2, line.data(), line.size());
 }
