@@ -32,6 +32,7 @@ constexpr std::size_t kExternalThreshold = 1u << 20;
 // the rest itself; see PipeSource).
 constexpr std::uint64_t kStreamedStart = 64u << 10;
 constexpr auto kSpin = std::chrono::microseconds(50);
+constexpr auto kNap = std::chrono::milliseconds(100);
 
 ConnState& live(const std::shared_ptr<ConnState>& st, bool need_read, bool need_write) {
   if (!st || !st->fd) throw OSError(EBADF, "mpxx: handle is closed");
@@ -89,13 +90,15 @@ void send_message(ConnState& c, const void* data, std::size_t n, const std::vect
     send_on_socket(c, data, n, fds, at);
     lane->sent();
   } catch (...) {
-    lane->sent();
     // sendmsg refused the message (nothing went out) or the reader is
-    // gone: tell a reader waiting behind the marker not to wait.
+    // gone: tell a reader waiting behind the marker not to wait. (The
+    // in-flight flag stays set until then: dying in between, this writer
+    // leaves the cancel to the next.)
     try {
       lane->put_marker(fd, kRecordCancel);
     } catch (...) {
     }
+    lane->sent();
     throw;
   }
 }
@@ -202,6 +205,15 @@ bool recv_from_socket(ConnState& c, wire::Writer& out, std::vector<int>& fds,
   return true;
 }
 
+// Reads and drops the message at the front of a lane's socket whose
+// marker's reader died before reading it (lane.hpp), holding the front turn.
+void drop_stale(ConnState& c) {
+  wire::Writer lost;
+  std::vector<int> lost_fds;
+  recv_from_socket(c, lost, lost_fds, std::nullopt, false, true);
+  close_all(lost_fds);
+}
+
 // Reads one whole message into `out`; returns false at a clean EOF. On a
 // Pipe's lane the receiver spins on shared memory, then sleeps in poll()
 // on the socket, where senders ring a bell (lane.hpp).
@@ -218,7 +230,9 @@ bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
       if (maxlength && rec.length > *maxlength) too_long(c, rec.length, maxlength, fds);
       if (rec.flags == kRecordCancel) continue;  // a stray cancel (its marker's message came)
       if (rec.flags == kRecordOnSocket) {
-        auto next = lane.skip_bells(fd, rec.at);
+        LaneEnd::FrontTurn turn(lane, true);  // pollers keep off the message's bytes
+        LaneEnd::Next next;
+        while ((next = lane.skip_bells(fd, rec.at)) == LaneEnd::Next::stale) drop_stale(c);
         if (next == LaneEnd::Next::cancelled) continue;
         if (next == LaneEnd::Next::eof || !recv_from_socket(c, out, fds, maxlength, false, true))
           throw EOFError("mpxx: the other end closed the connection in the middle of a message");
@@ -230,16 +244,25 @@ bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
       // thread then leaves the bell that wakes us alone.
       LaneEnd::Sleeping asleep(lane);
       if (lane.has_record()) continue;
-      sys::wait_readable(fd, c.deadline ? *c.deadline : sys::Deadline::never());
+      // In naps: a poller forced to drain may take the bell meant for us.
+      const sys::Deadline nap = sys::Deadline::after(kNap);
+      const bool sooner = c.deadline && !c.deadline->infinite() && c.deadline->poll_ms() < nap.poll_ms();
+      sys::wait_readable(fd, sooner ? *c.deadline : nap);
     }
     const LaneEnd::Front front = lane.drain_bells(fd, LaneEnd::Drainer::receiver);
     if (front == LaneEnd::Front::eof) {
       if (lane.has_record()) continue;  // sent before the other end closed
       return false;
     }
-    if (front == LaneEnd::Front::message && !lane.has_record())
+    if (front == LaneEnd::Front::message && !lane.has_record()) {
+      LaneEnd::FrontTurn turn(lane, true);
+      if (lane.stale_in_front(fd)) {
+        drop_stale(c);
+        continue;
+      }
       throw ProtocolError("mpxx: recv: a message on the pipe's socket without its marker (two "
                           "processes reading one end at once?)");
+    }
     if (c.deadline && c.deadline->expired() && !lane.has_record())
       throw TimeoutError("mpxx: the peer sent nothing in time");
   }

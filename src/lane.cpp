@@ -8,6 +8,7 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <thread>
 
 #include "mpxx/detail/buffer.hpp"
 #include "mpxx/errors.hpp"
@@ -26,6 +27,7 @@ struct LaneEnd::Dir {
   std::atomic<std::uint32_t> sleepers;          // receivers asleep in poll() on the socket
   std::atomic<std::uint32_t> space;             // futex word: bumped when room appears
   std::atomic<std::uint32_t> writer_waiting;    // 1: a writer sleeps on `space`
+  std::atomic<std::uint32_t> front;             // tid holding the front turn, or 0
   std::uint32_t inflight;                       // 1: a marker's message is being sent (writers only)
 };
 
@@ -36,6 +38,9 @@ constexpr std::size_t kHeaderBytes = 384;
 constexpr std::size_t kLaneBytes = kHeaderBytes + 2 * kLaneCapacity;
 constexpr std::size_t kRecordHeader = 8;  // [u32 length][u32 flags]
 constexpr auto kSleepSlice = std::chrono::milliseconds(50);
+// A receiver asleep on the socket looks at the ring this often anyway: a
+// poller forced to drain (lane.hpp) may have taken the bell meant for it.
+constexpr int kNapMs = 100;
 
 struct Header {
   std::uint32_t magic;
@@ -142,11 +147,13 @@ void LaneEnd::after_recovery(int sock) {
   Dir& d = out();
   d.bell.store(0, std::memory_order_seq_cst);
   if (d.inflight) {
-    // The dead writer published a marker and died before its message was
-    // (wholly) sent. If nothing went out, the cancel keeps the stream
-    // right; if part did, the stream is broken, as a socket's would be.
-    d.inflight = 0;
+    // The dead writer published a marker and may have died before its
+    // message was (wholly) sent: the cancel tells the reader not to wait
+    // for it (lane.hpp). The flag is cleared only once the cancel is out:
+    // a writer that dies in between leaves it for the next to publish
+    // again (a second cancel is stray, and skipped).
     put_marker(sock, kRecordCancel);
+    d.inflight = 0;
   }
 }
 
@@ -186,7 +193,7 @@ std::uint64_t LaneEnd::put_marker(int sock, std::uint32_t flags) {
   // A marker leaves room for the cancel that may follow it, so a writer
   // whose send fails never waits for the reader to cancel.
   wait_room(sock, flags == kRecordOnSocket ? 2 * kRecordHeader : kRecordHeader);
-  out().inflight = flags == kRecordOnSocket;  // set first: a writer may die right after publishing
+  if (flags == kRecordOnSocket) out().inflight = 1;  // first: a writer may die right after publishing
   return publish(sock, nullptr, 0, flags);
 }
 
@@ -265,6 +272,25 @@ LaneEnd::Record LaneEnd::take(wire::Writer& out, std::optional<std::size_t> maxl
   return {flags, n, h};
 }
 
+LaneEnd::FrontTurn::FrontTurn(LaneEnd& e, bool wait) : e_(e) {
+  std::atomic<std::uint32_t>& front = e_.in().front;
+  const std::uint32_t me = current_tid();
+  for (;;) {
+    std::uint32_t holder = 0;
+    if (front.compare_exchange_strong(holder, me, std::memory_order_acquire)) break;
+    // A process killed in there (in the middle of a recv) leaves it held.
+    if (!id_alive(holder) && front.compare_exchange_strong(holder, me, std::memory_order_acquire))
+      break;
+    if (!wait) return;
+    // Pollers hold it for a peek and a read, a receiver for one message.
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+  held_ = true;
+}
+LaneEnd::FrontTurn::~FrontTurn() {
+  if (held_) e_.in().front.store(0, std::memory_order_release);
+}
+
 LaneEnd::Sleeping::Sleeping(LaneEnd& e) noexcept : e_(e) {
   Dir& d = e_.in();
   d.sleepers.fetch_add(1, std::memory_order_seq_cst);
@@ -313,6 +339,8 @@ void LaneEnd::forget_bell() noexcept {
 }
 
 LaneEnd::Front LaneEnd::drain_bells(int sock, Drainer who) {
+  FrontTurn turn(*this, who == Drainer::receiver);
+  if (!turn.held()) return Front::held_back;
   Front front = read_bells(sock, who == Drainer::poller);
   if (front != Front::held_back) forget_bell();
   return front;
@@ -341,11 +369,17 @@ bool LaneEnd::take_cancel() {
 LaneEnd::Next LaneEnd::behind_bells(int sock, std::uint64_t at, bool cancel_taken) {
   // The tag is left for the caller to read with the message: its first
   // bytes bring the message's fds.
-  if (peek_tag(sock) == at) return Next::message;  // a cancel behind the marker is left stray
+  const std::uint64_t tag = peek_tag(sock);
+  if (tag == at) return Next::message;  // a cancel behind the marker is left stray
+  if (tag < at) return Next::stale;     // positions only grow: its reader died before it
   if (cancel_taken || take_cancel()) return Next::cancelled;
   throw ProtocolError(
       "mpxx: recv: a message on the pipe's socket out of order (two processes reading one end at "
       "once?)");
+}
+
+bool LaneEnd::stale_in_front(int sock) const {
+  return peek_tag(sock) < in().head.load(std::memory_order_relaxed);
 }
 
 LaneEnd::Next LaneEnd::skip_bells(int sock, std::uint64_t at) {
@@ -373,7 +407,7 @@ LaneEnd::Next LaneEnd::skip_bells(int sock, std::uint64_t at) {
     Sleeping asleep(*this);  // pollers in other threads leave our bell alone
     if (next_is_cancel()) continue;
     pollfd p{sock, POLLIN, 0};
-    sys::retry([&] { return ::poll(&p, 1, -1); });
+    sys::retry([&] { return ::poll(&p, 1, kNapMs); });
   }
   forget_bell();  // a consumed bell must not stay flagged as unread
   return next;

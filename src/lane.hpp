@@ -53,6 +53,19 @@
 // by a sleeping reader until the next send or until every writer has gone
 // (EOF wakes the reader, which reads the ring first).
 //
+// The socket's front (bells, and behind a marker its message) is read by
+// one thread at a time, which holds the lane's front turn: a receiver for
+// its bells and for a marker's message, a poller for bells (it tries, and
+// holds back if another thread is reading there). Without it, a poller
+// could take bytes of a message that a receiver is reading as bells, or
+// two drains could count the same bell and the second take a message's
+// first byte. A turn left by a process that died is taken over.
+//
+// A reader that dies after taking a marker leaves that marker's message
+// on the socket; the next reader finds its tag lower than its own
+// marker's, and drops it (it was lost with its reader, as a socket's
+// would be).
+//
 // Readers are not serialized, as in CPython: two processes reading one end
 // at once is a program error there too. The reader validates every record
 // it takes (lengths, flags), so a corrupt ring is a ProtocolError, never an
@@ -137,21 +150,41 @@ class LaneEnd {
    private:
     LaneEnd& e_;
   };
+  // The turn to read at the socket's front (see the top of this file). A
+  // receiver waits for it; a poller only tries (held() then says).
+  class FrontTurn {
+   public:
+    FrontTurn(LaneEnd& e, bool wait);
+    ~FrontTurn();
+    FrontTurn(const FrontTurn&) = delete;
+    FrontTurn& operator=(const FrontTurn&) = delete;
+    bool held() const noexcept { return held_; }
+
+   private:
+    LaneEnd& e_;
+    bool held_ = false;
+  };
   // What is at the front of the socket once its bells are read.
   enum class Front { nothing, message, eof, held_back };
   // After poll() reported `sock` readable: reads the bell bytes at the
-  // front of the socket, then forgets the bell. A poller consumes no bell
-  // while a receiver sleeps (that bell is its wake-up): it reports
-  // held_back instead, unless forced (it has held back for long: the
-  // sleeper may be a process that died asleep).
+  // front of the socket (taking the front turn), then forgets the bell. A
+  // poller consumes no bell while a receiver sleeps (that bell is its
+  // wake-up) or reads at the front: it reports held_back instead. Forced
+  // (it has held back for long: the sleeper may be a process that died
+  // asleep), it ignores sleepers, never the turn.
   enum class Drainer { receiver, poller, poller_forced };
   Front drain_bells(int sock, Drainer who);
-  // After taking the marker at position `at`: skips the bells in front of
-  // its message on the socket, waiting for its first byte, and checks its
-  // tag (left there); or says that it was cancelled and never sent. Every
-  // bell consumed clears the flag, or senders would stop ringing.
-  enum class Next { message, eof, cancelled };
+  // After taking the marker at position `at`, holding the front turn:
+  // skips the bells in front of its message on the socket, waiting for its
+  // first byte, and checks its tag (left there); or says that it was
+  // cancelled and never sent, or that an earlier marker's message is in
+  // front (stale: its reader died; read it, drop it, and call again).
+  // Every bell consumed clears the flag, or senders would stop ringing.
+  enum class Next { message, eof, cancelled, stale };
   Next skip_bells(int sock, std::uint64_t at);
+  // Whether the message at the socket's front (its bells read) belongs to
+  // a marker already taken: one whose reader died before reading it.
+  bool stale_in_front(int sock) const;
 
   // The wire form: the shared block, the side, the write lock.
   void save(wire::OutArchive& ar) const;

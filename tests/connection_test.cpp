@@ -172,6 +172,36 @@ void poll_while_another_thread_receives() {
   receiver.join();
 }
 
+// One thread receives messages that take the socket while another polls
+// the same end: the poller must take none of their bytes for bells,
+// however the two interleave (payloads full of 0x80, a bell's value, too).
+void poll_while_another_thread_receives_large() {
+  constexpr int kN = 400;
+  auto message = [](int i) {
+    return i % 20 == 0 ? std::string(512 << 10, '\x80') : std::string(3000, static_cast<char>('a' + i % 26));
+  };
+  auto [a, b] = mpxx::Pipe();
+  std::atomic<bool> stop{false};
+  std::thread poller([&stop, b = b]() mutable {
+    while (!stop) b.poll(0s);
+  });
+  std::thread writer([&message, a = a]() mutable {
+    for (int i = 0; i < kN; ++i) {
+      std::this_thread::sleep_for(60us);
+      a.send_bytes(message(i));
+    }
+  });
+  for (int i = 0; i < kN; ++i) {
+    if (b.recv_bytes() != message(i)) {
+      std::fprintf(stderr, "message %d arrived wrong\n", i);
+      std::_Exit(3);
+    }
+  }
+  stop = true;
+  poller.join();
+  writer.join();
+}
+
 // Echoes strings after uneven pauses, until an empty one.
 void echo_with_pauses(mpxx::Connection c) {
   for (int i = 0;; ++i) {
@@ -624,6 +654,11 @@ TEST(PipeProcesses, AFailedSendLeavesNothingToWaitFor) {
 
 TEST(PipeProcesses, APollingThreadNeverSwallowsAReceiversWakeup) {
   expect_finishes(poll_while_another_thread_receives, "recv in one thread, poll in another");
+}
+
+TEST(PipeProcesses, APollingThreadNeverTakesBytesOfAMessageBeingReceived) {
+  expect_finishes(poll_while_another_thread_receives_large,
+                  "recv of socket messages in one thread, poll in another");
 }
 
 // A writer blocked on a full ring notices that its reader has gone.

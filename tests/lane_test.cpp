@@ -31,10 +31,29 @@ void die_behind_marker(mpxx::Connection c, bool after_send) {
   std::_Exit(0);
 }
 
+// A reader of `c` that dies after taking a marker, before reading its
+// message from the socket.
+void die_after_taking_a_marker(mpxx::Connection c) {
+  mpxx::detail::ConnState& st = mpxx::detail::ConnAccess::state(c);
+  while (!st.lane->has_record()) std::this_thread::sleep_for(1ms);
+  mpxx::detail::wire::Writer payload;
+  st.lane->take(payload, std::nullopt);
+  std::_Exit(0);
+}
+
 }  // namespace lane_targets
 
 namespace {
 using lane_targets::kFirst;
+
+// Joins a thread when the test leaves, also by an exception (a joinable
+// std::thread destroyed would end the whole test binary).
+struct Joined {
+  std::thread& t;
+  ~Joined() {
+    if (t.joinable()) t.join();
+  }
+};
 
 // The dead writer's case, then two more messages from the writer that takes
 // the lock over (through the ring, then the socket). The reader reads only
@@ -44,6 +63,7 @@ std::vector<std::string> after_a_dead_writer(bool after_send, bool reader_waits)
   const std::size_t expected = after_send ? 3 : 2;
   std::vector<std::string> got;
   std::thread reader;
+  Joined joined{reader};
   auto read_all = [&got, expected, b = b]() mutable {
     for (std::size_t i = 0; i < expected; ++i) {
       if (!b.poll(20s)) return;  // fails the comparison instead of hanging
@@ -72,6 +92,33 @@ TEST(PipeLane, AWriterKilledBeforeItsSocketSendLeavesNothingToWaitFor) {
   const std::vector<std::string> want = {"second", std::string(5000, 'C')};
   EXPECT_EQ(after_a_dead_writer(false, false), want);
   EXPECT_EQ(after_a_dead_writer(false, true), want);
+}
+
+}  // namespace
+
+namespace {
+
+// Its message is lost with it (as with a socket); the next reader gets the
+// messages after it, whether it reads at once or sleeps first.
+TEST(PipeLane, AMessageWhoseReaderDiedIsDroppedNotGivenToTheNextReader) {
+  for (bool sleeps_first : {false, true}) {
+    auto [a, b] = mpxx::Pipe();
+    mpxx::Process p(lane_targets::die_after_taking_a_marker, b);
+    p.start();
+    a.send_bytes(std::string(4096, 'x'));
+    p.join(20s);
+    ASSERT_FALSE(p.is_alive());
+    std::vector<std::string> got;
+    std::thread reader([&got, b = b]() mutable {
+      for (int i = 0; i < 2 && b.poll(20s); ++i) got.push_back(b.recv_bytes());
+    });
+    Joined joined{reader};
+    if (sleeps_first) std::this_thread::sleep_for(20ms);  // the reader finds only x's bytes
+    a.send_bytes(std::string(4096, 'y'));
+    a.send_bytes(std::string("z"));
+    reader.join();
+    EXPECT_EQ(got, (std::vector<std::string>{std::string(4096, 'y'), "z"})) << sleeps_first;
+  }
 }
 
 }  // namespace
