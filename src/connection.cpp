@@ -32,7 +32,7 @@ constexpr std::size_t kExternalThreshold = 1u << 20;
 // the rest itself; see PipeSource).
 constexpr std::uint64_t kStreamedStart = 64u << 10;
 constexpr auto kSpin = std::chrono::microseconds(50);
-constexpr auto kNap = std::chrono::milliseconds(100);
+constexpr auto kNap = std::chrono::milliseconds(250);
 
 ConnState& live(const std::shared_ptr<ConnState>& st, bool need_read, bool need_write) {
   if (!st || !st->fd) throw OSError(EBADF, "mpxx: handle is closed");
@@ -168,13 +168,12 @@ bool recv_exact(int fd, void* buf, std::size_t n, std::vector<int>& fds, bool eo
                               "; connection closed");
 }
 
-// Reads one whole message from the socket into `out` (after the tag a
-// lane's writer puts before it, if `tagged`); returns false at a clean EOF.
-bool recv_from_socket(ConnState& c, wire::Writer& out, std::vector<int>& fds,
-                      std::optional<std::size_t> maxlength, bool spin, bool tagged = false) {
+// Reads a message's length prefix from the socket (after the tag a lane's
+// writer puts before it, if `tagged`); nullopt at a clean EOF.
+std::optional<std::uint64_t> recv_length(ConnState& c, std::vector<int>& fds, bool spin, bool tagged) {
   unsigned char head[kTagBytes];
-  if (tagged && !recv_exact(c.fd.get(), head, kTagBytes, fds, true, spin, c.deadline)) return false;
-  if (!recv_exact(c.fd.get(), head, 4, fds, !tagged, spin, c.deadline)) return false;
+  if (tagged && !recv_exact(c.fd.get(), head, kTagBytes, fds, true, spin, c.deadline)) return std::nullopt;
+  if (!recv_exact(c.fd.get(), head, 4, fds, !tagged, spin, c.deadline)) return std::nullopt;
   std::uint64_t n = (std::uint64_t{head[0]} << 24) | (std::uint64_t{head[1]} << 16) |
                     (std::uint64_t{head[2]} << 8) | head[3];
   if (n == 0xffffffffu) {
@@ -186,6 +185,16 @@ bool recv_from_socket(ConnState& c, wire::Writer& out, std::vector<int>& fds,
     close_all(fds);
     throw ProtocolError("mpxx: negative message length: the stream is corrupt; connection closed");
   }
+  return n;
+}
+
+// Reads one whole message from the socket into `out` (after its tag, if
+// `tagged`); returns false at a clean EOF.
+bool recv_from_socket(ConnState& c, wire::Writer& out, std::vector<int>& fds,
+                      std::optional<std::size_t> maxlength, bool spin, bool tagged = false) {
+  const std::optional<std::uint64_t> length = recv_length(c, fds, spin, tagged);
+  if (!length) return false;
+  const std::uint64_t n = *length;
   if ((maxlength && n > *maxlength) || n > wire::kDefaultMaxFrame) too_long(c, n, maxlength, fds);
   out.clear();
   try {
@@ -206,11 +215,22 @@ bool recv_from_socket(ConnState& c, wire::Writer& out, std::vector<int>& fds,
 }
 
 // Reads and drops the message at the front of a lane's socket whose
-// marker's reader died before reading it (lane.hpp), holding the front turn.
+// marker's reader died before reading it (lane.hpp), holding the front
+// turn: in pieces, whatever its size, closing the fds it brought.
 void drop_stale(ConnState& c) {
-  wire::Writer lost;
   std::vector<int> lost_fds;
-  recv_from_socket(c, lost, lost_fds, std::nullopt, false, true);
+  try {
+    std::optional<std::uint64_t> left = recv_length(c, lost_fds, false, true);
+    unsigned char sink[64 << 10];
+    while (left && *left > 0) {
+      const std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(*left, sizeof sink));
+      recv_exact(c.fd.get(), sink, chunk, lost_fds, false, false, c.deadline);
+      *left -= chunk;
+    }
+  } catch (...) {
+    close_all(lost_fds);
+    throw;
+  }
   close_all(lost_fds);
 }
 
@@ -223,14 +243,20 @@ bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
   if (!keep) return recv_from_socket(c, out, fds, maxlength, !c.deadline);
   LaneEnd& lane = *keep;
   const int fd = c.fd.get();
+  bool spin = true;
   for (;;) {
-    if (lane.has_record() || lane.spin_for_record(kSpin)) {
+    if (lane.has_record() || (spin && lane.spin_for_record(kSpin))) {
       out.clear();
+      // A marker is taken holding the front turn, kept until its message
+      // is read: pollers keep off the message's bytes, and a tag below the
+      // marker's position can only be a dead reader's (lane.hpp).
+      std::optional<LaneEnd::FrontTurn> turn;
+      if (lane.next_is_marker()) turn.emplace(lane, LaneEnd::Drainer::receiver);
       const LaneEnd::Record rec = lane.take(out, maxlength);
       if (maxlength && rec.length > *maxlength) too_long(c, rec.length, maxlength, fds);
       if (rec.flags == kRecordCancel) continue;  // a stray cancel (its marker's message came)
       if (rec.flags == kRecordOnSocket) {
-        LaneEnd::FrontTurn turn(lane, true);  // pollers keep off the message's bytes
+        if (!turn) turn.emplace(lane, LaneEnd::Drainer::receiver);  // another thread reads here too
         LaneEnd::Next next;
         while ((next = lane.skip_bells(fd, rec.at)) == LaneEnd::Next::stale) drop_stale(c);
         if (next == LaneEnd::Next::cancelled) continue;
@@ -245,9 +271,15 @@ bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
       LaneEnd::Sleeping asleep(lane);
       if (lane.has_record()) continue;
       // In naps: a poller forced to drain may take the bell meant for us.
+      // After a nap with nothing to read, a look at the ring, no spin.
       const sys::Deadline nap = sys::Deadline::after(kNap);
       const bool sooner = c.deadline && !c.deadline->infinite() && c.deadline->poll_ms() < nap.poll_ms();
-      sys::wait_readable(fd, sooner ? *c.deadline : nap);
+      spin = sys::wait_readable(fd, sooner ? *c.deadline : nap);
+    }
+    if (!spin) {
+      if (c.deadline && c.deadline->expired() && !lane.has_record())
+        throw TimeoutError("mpxx: the peer sent nothing in time");
+      continue;
     }
     const LaneEnd::Front front = lane.drain_bells(fd, LaneEnd::Drainer::receiver);
     if (front == LaneEnd::Front::eof) {
@@ -255,7 +287,7 @@ bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
       return false;
     }
     if (front == LaneEnd::Front::message && !lane.has_record()) {
-      LaneEnd::FrontTurn turn(lane, true);
+      LaneEnd::FrontTurn turn(lane, LaneEnd::Drainer::receiver);
       if (lane.stale_in_front(fd)) {
         drop_stale(c);
         continue;
@@ -427,9 +459,14 @@ class HoldBack {
       holding_ = false;
       return;
     }
-    if (!holding_) since_ = std::chrono::steady_clock::now();
+    if (!holding_) {
+      since_ = std::chrono::steady_clock::now();
+      pause_ = std::chrono::microseconds(50);
+    }
     holding_ = true;
-    std::this_thread::sleep_for(std::chrono::microseconds(50));
+    // A receiver may hold the front for a whole large message: back off.
+    std::this_thread::sleep_for(pause_);
+    pause_ = std::min(2 * pause_, std::chrono::microseconds(1000));
   }
 
  private:
@@ -437,6 +474,7 @@ class HoldBack {
   // read uninitialized.
   bool holding_ = false;
   std::chrono::steady_clock::time_point since_{};
+  std::chrono::microseconds pause_{50};
 };
 
 // After poll() found a lane's socket readable: true if a message (or the
@@ -597,6 +635,7 @@ bool Connection::poll_ns(std::chrono::nanoseconds timeout) {
     if (!sys::wait_readable(c.fd.get(), deadline)) return lane->has_record();
     bool held_back = false;
     if (detail::lane_confirm(c.fd.get(), *lane, held_back, hold.expired())) return true;
+    if (deadline.expired()) return lane->has_record();  // held back by a receiver's turn, maybe
     hold.pause_if(held_back);
   }
 }

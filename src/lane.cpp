@@ -38,9 +38,6 @@ constexpr std::size_t kHeaderBytes = 384;
 constexpr std::size_t kLaneBytes = kHeaderBytes + 2 * kLaneCapacity;
 constexpr std::size_t kRecordHeader = 8;  // [u32 length][u32 flags]
 constexpr auto kSleepSlice = std::chrono::milliseconds(50);
-// A receiver asleep on the socket looks at the ring this often anyway: a
-// poller forced to drain (lane.hpp) may have taken the bell meant for it.
-constexpr int kNapMs = 100;
 
 struct Header {
   std::uint32_t magic;
@@ -272,23 +269,33 @@ LaneEnd::Record LaneEnd::take(wire::Writer& out, std::optional<std::size_t> maxl
   return {flags, n, h};
 }
 
-LaneEnd::FrontTurn::FrontTurn(LaneEnd& e, bool wait) : e_(e) {
+LaneEnd::FrontTurn::FrontTurn(LaneEnd& e, Drainer who) : e_(e), me_(current_tid()) {
   std::atomic<std::uint32_t>& front = e_.in().front;
-  const std::uint32_t me = current_tid();
+  auto since = std::chrono::steady_clock::now();
   for (;;) {
     std::uint32_t holder = 0;
-    if (front.compare_exchange_strong(holder, me, std::memory_order_acquire)) break;
-    // A process killed in there (in the middle of a recv) leaves it held.
-    if (!id_alive(holder) && front.compare_exchange_strong(holder, me, std::memory_order_acquire))
+    if (front.compare_exchange_strong(holder, me_, std::memory_order_acquire)) break;
+    // A process killed in there (in the middle of a recv) leaves it held;
+    // so may one whose tid is ours now. Liveness is asked only now and
+    // then (several system calls): by a receiver once per kLivenessSlice
+    // of waiting, by a poller once it has held back for long.
+    const bool ask = who == Drainer::receiver
+                         ? std::chrono::steady_clock::now() - since >= kLivenessSlice
+                         : who == Drainer::poller_forced;
+    if ((holder == me_ || (ask && !id_alive(holder))) &&
+        front.compare_exchange_strong(holder, me_, std::memory_order_acquire))
       break;
-    if (!wait) return;
+    if (who != Drainer::receiver) return;
+    if (ask) since = std::chrono::steady_clock::now();
     // Pollers hold it for a peek and a read, a receiver for one message.
     std::this_thread::sleep_for(std::chrono::microseconds(20));
   }
   held_ = true;
 }
 LaneEnd::FrontTurn::~FrontTurn() {
-  if (held_) e_.in().front.store(0, std::memory_order_release);
+  // Unless taken over meanwhile (this thread was wrongly judged dead).
+  std::uint32_t mine = me_;
+  if (held_) e_.in().front.compare_exchange_strong(mine, 0, std::memory_order_release);
 }
 
 LaneEnd::Sleeping::Sleeping(LaneEnd& e) noexcept : e_(e) {
@@ -339,21 +346,31 @@ void LaneEnd::forget_bell() noexcept {
 }
 
 LaneEnd::Front LaneEnd::drain_bells(int sock, Drainer who) {
-  FrontTurn turn(*this, who == Drainer::receiver);
+  FrontTurn turn(*this, who);
   if (!turn.held()) return Front::held_back;
   Front front = read_bells(sock, who == Drainer::poller);
+  // A message whose marker a dead reader took: not one to report, and a
+  // poller must not drop it (its writer may still be sending it).
+  if (who != Drainer::receiver && front == Front::message && !has_record() && stale_in_front(sock))
+    return Front::held_back;
   if (front != Front::held_back) forget_bell();
   return front;
 }
 
-bool LaneEnd::next_is_cancel() const noexcept {
+bool LaneEnd::next_is_marker() const noexcept { return next_flags() == kRecordOnSocket; }
+
+// The flags of the next record if it is an empty one (a marker or a
+// cancel); 0 for a message or no record.
+std::uint32_t LaneEnd::next_flags() const noexcept {
   const Dir& d = in();
   const std::uint64_t h = d.head.load(std::memory_order_relaxed);
-  if (d.tail.load(std::memory_order_acquire) - h < kRecordHeader) return false;
+  if (d.tail.load(std::memory_order_acquire) - h < kRecordHeader) return 0;
   std::uint32_t head[2];
   copy_out(ring(1 - side_), h, head, sizeof head);
-  return head[0] == 0 && head[1] == kRecordCancel;
+  return head[0] == 0 ? head[1] : 0;
 }
+
+bool LaneEnd::next_is_cancel() const noexcept { return next_flags() == kRecordCancel; }
 
 bool LaneEnd::take_cancel() {
   if (!next_is_cancel()) return false;
@@ -407,7 +424,7 @@ LaneEnd::Next LaneEnd::skip_bells(int sock, std::uint64_t at) {
     Sleeping asleep(*this);  // pollers in other threads leave our bell alone
     if (next_is_cancel()) continue;
     pollfd p{sock, POLLIN, 0};
-    sys::retry([&] { return ::poll(&p, 1, kNapMs); });
+    sys::retry([&] { return ::poll(&p, 1, -1); });  // holding the turn: no poller takes our bell
   }
   forget_bell();  // a consumed bell must not stay flagged as unread
   return next;

@@ -150,11 +150,15 @@ class LaneEnd {
    private:
     LaneEnd& e_;
   };
+  // What is at the front of the socket once its bells are read.
+  enum class Front { nothing, message, eof, held_back };
+  enum class Drainer { receiver, poller, poller_forced };
   // The turn to read at the socket's front (see the top of this file). A
-  // receiver waits for it; a poller only tries (held() then says).
+  // receiver waits for it; a poller only tries (held() then says), and
+  // asks whether its holder is alive only when forced.
   class FrontTurn {
    public:
-    FrontTurn(LaneEnd& e, bool wait);
+    FrontTurn(LaneEnd& e, Drainer who);
     ~FrontTurn();
     FrontTurn(const FrontTurn&) = delete;
     FrontTurn& operator=(const FrontTurn&) = delete;
@@ -162,17 +166,18 @@ class LaneEnd {
 
    private:
     LaneEnd& e_;
+    std::uint32_t me_;
     bool held_ = false;
   };
-  // What is at the front of the socket once its bells are read.
-  enum class Front { nothing, message, eof, held_back };
+  // Whether the next record (has_record() true) is a marker.
+  bool next_is_marker() const noexcept;
   // After poll() reported `sock` readable: reads the bell bytes at the
   // front of the socket (taking the front turn), then forgets the bell. A
   // poller consumes no bell while a receiver sleeps (that bell is its
   // wake-up) or reads at the front: it reports held_back instead. Forced
   // (it has held back for long: the sleeper may be a process that died
-  // asleep), it ignores sleepers, never the turn.
-  enum class Drainer { receiver, poller, poller_forced };
+  // asleep), it ignores sleepers, never the turn. A message at the front
+  // whose marker was taken (stale, see skip_bells) is held_back to pollers.
   Front drain_bells(int sock, Drainer who);
   // After taking the marker at position `at`, holding the front turn:
   // skips the bells in front of its message on the socket, waiting for its
@@ -200,6 +205,7 @@ class LaneEnd {
   std::uint64_t publish(int sock, const void* data, std::size_t n, std::uint32_t flags);
   void wait_room(int sock, std::uint64_t need);
   bool room_for(std::uint64_t need) const noexcept;
+  std::uint32_t next_flags() const noexcept;
   bool next_is_cancel() const noexcept;
   bool take_cancel();
   Front read_bells(int sock, bool hold_for_sleepers);

@@ -4,6 +4,9 @@
 // internals to stop a writer exactly there.
 #include <gtest/gtest.h>
 
+#include <sys/socket.h>
+
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <string>
@@ -107,10 +110,18 @@ TEST(PipeLane, AMessageWhoseReaderDiedIsDroppedNotGivenToTheNextReader) {
     p.start();
     a.send_bytes(std::string(4096, 'x'));
     p.join(20s);
-    ASSERT_FALSE(p.is_alive());
+    if (p.is_alive()) {
+      p.kill();
+      p.join();
+      FAIL() << "the reader never took the marker";
+    }
     std::vector<std::string> got;
     std::thread reader([&got, b = b]() mutable {
-      for (int i = 0; i < 2 && b.poll(20s); ++i) got.push_back(b.recv_bytes());
+      try {
+        for (int i = 0; i < 2 && b.poll(20s); ++i) got.push_back(b.recv_bytes());
+      } catch (const std::exception& e) {
+        got.push_back(std::string("error: ") + e.what());
+      }
     });
     Joined joined{reader};
     if (sleeps_first) std::this_thread::sleep_for(20ms);  // the reader finds only x's bytes
@@ -119,6 +130,35 @@ TEST(PipeLane, AMessageWhoseReaderDiedIsDroppedNotGivenToTheNextReader) {
     reader.join();
     EXPECT_EQ(got, (std::vector<std::string>{std::string(4096, 'y'), "z"})) << sleeps_first;
   }
+}
+
+}  // namespace
+
+namespace {
+
+// poll(timeout) returns in time while another thread reads at the socket's
+// front (as a receiver does for a whole socket message), though the socket
+// shows readable all along.
+TEST(PipeLane, PollKeepsItsTimeoutWhileAnotherThreadReadsAtTheFront) {
+  using mpxx::detail::LaneEnd;
+  auto [a, b] = mpxx::Pipe();
+  const unsigned char bell = mpxx::detail::kBell;
+  ASSERT_EQ(::send(mpxx::detail::ConnAccess::state(a).fd.get(), &bell, 1, 0), 1);
+  std::atomic<int> polled{-1};
+  std::thread poller;
+  Joined joined{poller};
+  std::chrono::steady_clock::duration took{};
+  {
+    LaneEnd::FrontTurn turn(*mpxx::detail::ConnAccess::state(b).lane, LaneEnd::Drainer::receiver);
+    ASSERT_TRUE(turn.held());
+    const auto t0 = std::chrono::steady_clock::now();
+    poller = std::thread([&polled, b = b]() mutable { polled = b.poll(100ms) ? 1 : 0; });
+    while (polled < 0 && std::chrono::steady_clock::now() - t0 < 10s) std::this_thread::sleep_for(1ms);
+    took = std::chrono::steady_clock::now() - t0;
+  }  // the turn is given back: a poller still waiting ends now
+  poller.join();
+  EXPECT_LT(took, 5s) << "poll(100ms) waited for the other thread's turn";
+  EXPECT_EQ(polled, 0) << "only a bell was there";
 }
 
 }  // namespace
