@@ -221,7 +221,7 @@ void drop_stale(ConnState& c) {
   std::vector<int> lost_fds;
   try {
     std::optional<std::uint64_t> left = recv_length(c, lost_fds, false, true);
-    unsigned char sink[64 << 10];
+    unsigned char sink[16 << 10];
     while (left && *left > 0) {
       const std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(*left, sizeof sink));
       recv_exact(c.fd.get(), sink, chunk, lost_fds, false, false, c.deadline);

@@ -349,11 +349,11 @@ LaneEnd::Front LaneEnd::drain_bells(int sock, Drainer who) {
   FrontTurn turn(*this, who);
   if (!turn.held()) return Front::held_back;
   Front front = read_bells(sock, who == Drainer::poller);
+  if (front != Front::held_back) forget_bell();
   // A message whose marker a dead reader took: not one to report, and a
   // poller must not drop it (its writer may still be sending it).
   if (who != Drainer::receiver && front == Front::message && !has_record() && stale_in_front(sock))
     return Front::held_back;
-  if (front != Front::held_back) forget_bell();
   return front;
 }
 
