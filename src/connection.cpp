@@ -251,7 +251,10 @@ bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
       // is read: pollers keep off the message's bytes, and a tag below the
       // marker's position can only be a dead reader's (lane.hpp).
       std::optional<LaneEnd::FrontTurn> turn;
-      if (lane.next_is_marker()) turn.emplace(lane, LaneEnd::Drainer::receiver);
+      if (lane.next_is_marker()) {
+        turn.emplace(lane, LaneEnd::Drainer::receiver);
+        if (!lane.has_record()) continue;  // another receiving thread took it meanwhile
+      }
       const LaneEnd::Record rec = lane.take(out, maxlength);
       if (maxlength && rec.length > *maxlength) too_long(c, rec.length, maxlength, fds);
       if (rec.flags == kRecordCancel) continue;  // a stray cancel (its marker's message came)
@@ -483,7 +486,10 @@ bool lane_confirm(int fd, LaneEnd& lane, bool& held_back, bool force) {
   const LaneEnd::Front front =
       lane.drain_bells(fd, force ? LaneEnd::Drainer::poller_forced : LaneEnd::Drainer::poller);
   held_back = front == LaneEnd::Front::held_back;
-  return front == LaneEnd::Front::eof || front == LaneEnd::Front::message || lane.has_record();
+  // Held back, a message still has its record in the ring; the end of the
+  // stream shows as a hang-up.
+  return front == LaneEnd::Front::eof || front == LaneEnd::Front::message || lane.has_record() ||
+         (held_back && peer_closed(fd));
 }
 
 bool lane_ready(const Connection& c) noexcept {
@@ -635,7 +641,7 @@ bool Connection::poll_ns(std::chrono::nanoseconds timeout) {
     if (!sys::wait_readable(c.fd.get(), deadline)) return lane->has_record();
     bool held_back = false;
     if (detail::lane_confirm(c.fd.get(), *lane, held_back, hold.expired())) return true;
-    if (deadline.expired()) return lane->has_record();  // held back by a receiver's turn, maybe
+    if (deadline.expired()) return lane->has_record();  // held back by another thread's turn
     hold.pause_if(held_back);
   }
 }

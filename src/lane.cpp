@@ -72,14 +72,6 @@ void copy_out(const std::byte* ring, std::uint64_t pos, void* dst, std::size_t n
   throw OSError(EPIPE, "mpxx: send: the other end of the connection is closed");
 }
 
-// Whether the socket's peer has closed (every copy of the other end). Not
-// POLLRDHUP: a one-way Pipe's writing end has shut its own reading side.
-bool peer_closed(int sock) {
-  pollfd p{sock, 0, 0};
-  int r = sys::retry([&] { return ::poll(&p, 1, 0); });
-  return r > 0 && (p.revents & (POLLHUP | POLLERR));
-}
-
 [[noreturn]] void corrupt() {
   throw ProtocolError("mpxx: recv: the pipe's shared-memory lane is corrupt");
 }
@@ -116,6 +108,13 @@ std::uint64_t peek_tag(int sock) {
 }
 
 }  // namespace
+
+// Not POLLRDHUP: a one-way Pipe's writing end has shut its own reading side.
+bool peer_closed(int sock) {
+  pollfd p{sock, 0, 0};
+  int r = sys::retry([&] { return ::poll(&p, 1, 0); });
+  return r > 0 && (p.revents & (POLLHUP | POLLERR));
+}
 
 LaneEnd::LaneEnd(ShmBlock block, int side, Lock wlock)
     : block_(std::move(block)), side_(side), wlock_(std::move(wlock)) {}
@@ -352,8 +351,9 @@ LaneEnd::Front LaneEnd::drain_bells(int sock, Drainer who) {
   if (front != Front::held_back) forget_bell();
   // A message whose marker a dead reader took: not one to report, and a
   // poller must not drop it (its writer may still be sending it).
+  // (A hang-up behind it is the end of the stream all the same.)
   if (who != Drainer::receiver && front == Front::message && !has_record() && stale_in_front(sock))
-    return Front::held_back;
+    return peer_closed(sock) ? Front::eof : Front::held_back;
   return front;
 }
 

@@ -101,6 +101,10 @@ inline constexpr std::size_t kTagBytes = 9;
 inline constexpr std::uint32_t kRecordOnSocket = 1;  // a marker: the message is on the socket
 inline constexpr std::uint32_t kRecordCancel = 2;    // the marker before it lost its message
 
+// Whether a socket's peer has closed (every copy of the other end), even
+// with data still unread.
+bool peer_closed(int sock);
+
 class LaneEnd {
  public:
   // A new lane; the two ends of a Pipe.

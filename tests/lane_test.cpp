@@ -101,20 +101,25 @@ TEST(PipeLane, AWriterKilledBeforeItsSocketSendLeavesNothingToWaitFor) {
 
 namespace {
 
+// A reader of b dies after taking the marker of a message sent on a (4096
+// x's), before reading it. False if it never took it (it is killed).
+bool a_reader_died_behind_a_marker(mpxx::Connection a, mpxx::Connection b) {
+  mpxx::Process p(lane_targets::die_after_taking_a_marker, b);
+  p.start();
+  a.send_bytes(std::string(4096, 'x'));
+  p.join(20s);
+  if (!p.is_alive()) return true;
+  p.kill();
+  p.join();
+  return false;
+}
+
 // Its message is lost with it (as with a socket); the next reader gets the
 // messages after it, whether it reads at once or sleeps first.
 TEST(PipeLane, AMessageWhoseReaderDiedIsDroppedNotGivenToTheNextReader) {
   for (bool sleeps_first : {false, true}) {
     auto [a, b] = mpxx::Pipe();
-    mpxx::Process p(lane_targets::die_after_taking_a_marker, b);
-    p.start();
-    a.send_bytes(std::string(4096, 'x'));
-    p.join(20s);
-    if (p.is_alive()) {
-      p.kill();
-      p.join();
-      FAIL() << "the reader never took the marker";
-    }
+    ASSERT_TRUE(a_reader_died_behind_a_marker(a, b));
     std::vector<std::string> got;
     std::thread reader([&got, b = b]() mutable {
       try {
@@ -159,6 +164,23 @@ TEST(PipeLane, PollKeepsItsTimeoutWhileAnotherThreadReadsAtTheFront) {
   poller.join();
   EXPECT_LT(took, 5s) << "poll(100ms) waited for the other thread's turn";
   EXPECT_EQ(polled, 0) << "only a bell was there";
+}
+
+}  // namespace
+
+namespace {
+
+// A dead reader's message, then the writer's close: mpxx::wait reports the
+// end of the stream (it does not hold back at that message forever), and
+// recv drops the message and raises EOFError.
+TEST(PipeLane, TheEndOfTheStreamShowsBehindADeadReadersMessage) {
+  auto [a, b] = mpxx::Pipe();
+  ASSERT_TRUE(a_reader_died_behind_a_marker(a, b));
+  a.close();
+  const auto ready = mpxx::wait(std::vector<mpxx::Connection>{b}, 10s);
+  EXPECT_EQ(ready.size(), 1u);
+  EXPECT_TRUE(b.poll(0s));
+  EXPECT_THROW(b.recv_bytes(), mpxx::EOFError);
 }
 
 }  // namespace
