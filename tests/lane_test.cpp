@@ -1,7 +1,9 @@
-// A Pipe's shared-memory lane (src/lane.hpp) when a writer dies at the
-// worst moment: holding the writers' lock, its marker published, before or
-// after its message went out on the socket. These tests drive the lane's
-// internals to stop a writer exactly there.
+// A Pipe's shared-memory lane (src/lane.hpp) at its worst moments: a
+// writer that dies holding the writers' lock with its marker published
+// (before or after its message went out on the socket), a reader that dies
+// after taking a marker, a poller while another thread reads at the
+// socket's front. These tests drive the lane's internals to stop a process
+// exactly there.
 #include <gtest/gtest.h>
 
 #include <sys/socket.h>
