@@ -279,24 +279,21 @@ bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
       const bool sooner = c.deadline && !c.deadline->infinite() && c.deadline->poll_ms() < nap.poll_ms();
       spin = sys::wait_readable(fd, sooner ? *c.deadline : nap);
     }
-    if (!spin) {
-      if (c.deadline && c.deadline->expired() && !lane.has_record())
-        throw TimeoutError("mpxx: the peer sent nothing in time");
-      continue;
-    }
-    const LaneEnd::Front front = lane.drain_bells(fd, LaneEnd::Drainer::receiver);
-    if (front == LaneEnd::Front::eof) {
-      if (lane.has_record()) continue;  // sent before the other end closed
-      return false;
-    }
-    if (front == LaneEnd::Front::message && !lane.has_record()) {
-      LaneEnd::FrontTurn turn(lane, LaneEnd::Drainer::receiver);
-      if (lane.stale_in_front(fd)) {
-        drop_stale(c);
-        continue;
+    if (spin) {  // the socket is readable
+      const LaneEnd::Front front = lane.drain_bells(fd, LaneEnd::Drainer::receiver);
+      if (front == LaneEnd::Front::eof) {
+        if (lane.has_record()) continue;  // sent before the other end closed
+        return false;
       }
-      throw ProtocolError("mpxx: recv: a message on the pipe's socket without its marker (two "
-                          "processes reading one end at once?)");
+      if (front == LaneEnd::Front::message && !lane.has_record()) {
+        LaneEnd::FrontTurn turn(lane, LaneEnd::Drainer::receiver);
+        if (lane.stale_in_front(fd)) {
+          drop_stale(c);
+          continue;
+        }
+        throw ProtocolError("mpxx: recv: a message on the pipe's socket without its marker (two "
+                            "processes reading one end at once?)");
+      }
     }
     if (c.deadline && c.deadline->expired() && !lane.has_record())
       throw TimeoutError("mpxx: the peer sent nothing in time");

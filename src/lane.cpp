@@ -270,7 +270,7 @@ LaneEnd::Record LaneEnd::take(wire::Writer& out, std::optional<std::size_t> maxl
 
 LaneEnd::FrontTurn::FrontTurn(LaneEnd& e, Drainer who) : e_(e), me_(current_tid()) {
   std::atomic<std::uint32_t>& front = e_.in().front;
-  auto since = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point since{};  // a receiver's wait, from its first failed try
   for (;;) {
     std::uint32_t holder = 0;
     if (front.compare_exchange_strong(holder, me_, std::memory_order_acquire)) break;
@@ -278,14 +278,17 @@ LaneEnd::FrontTurn::FrontTurn(LaneEnd& e, Drainer who) : e_(e), me_(current_tid(
     // so may one whose tid is ours now. Liveness is asked only now and
     // then (several system calls): by a receiver once per kLivenessSlice
     // of waiting, by a poller once it has held back for long.
-    const bool ask = who == Drainer::receiver
-                         ? std::chrono::steady_clock::now() - since >= kLivenessSlice
-                         : who == Drainer::poller_forced;
+    bool ask = who == Drainer::poller_forced;
+    if (who == Drainer::receiver) {
+      const auto now = std::chrono::steady_clock::now();
+      if (since == std::chrono::steady_clock::time_point{}) since = now;
+      ask = now - since >= kLivenessSlice;
+      if (ask) since = now;
+    }
     if ((holder == me_ || (ask && !id_alive(holder))) &&
         front.compare_exchange_strong(holder, me_, std::memory_order_acquire))
       break;
     if (who != Drainer::receiver) return;
-    if (ask) since = std::chrono::steady_clock::now();
     // Pollers hold it for a peek and a read, a receiver for one message.
     std::this_thread::sleep_for(std::chrono::microseconds(20));
   }
@@ -351,9 +354,9 @@ LaneEnd::Front LaneEnd::drain_bells(int sock, Drainer who) {
   if (front != Front::held_back) forget_bell();
   // A message whose marker a dead reader took: not one to report, and a
   // poller must not drop it (its writer may still be sending it).
-  // (A hang-up behind it is the end of the stream all the same.)
+  // (lane_confirm reports a hang-up behind it, as for any poller held back.)
   if (who != Drainer::receiver && front == Front::message && !has_record() && stale_in_front(sock))
-    return peer_closed(sock) ? Front::eof : Front::held_back;
+    return Front::held_back;
   return front;
 }
 
