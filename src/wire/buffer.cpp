@@ -14,6 +14,10 @@
 
 #include "mpxx/detail/buffer.hpp"
 
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25  // Linux 6.1; older kernels refuse it (EINVAL), which is fine
+#endif
+
 namespace mpxx::detail::wire {
 
 namespace {
@@ -115,10 +119,17 @@ std::byte* resize_buffer(std::byte* p, std::size_t size, std::size_t cap, std::s
 
 void advise_huge(void* p, std::size_t n) noexcept {
   if (n < kHugeMin) return;
-  constexpr std::uintptr_t kHuge = std::uintptr_t{2} << 20;
-  auto begin = (reinterpret_cast<std::uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
-  auto end = (reinterpret_cast<std::uintptr_t>(p) + n) & ~(kHuge - 1);
-  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+  constexpr std::uintptr_t kPage = 4096, kHuge = std::uintptr_t{2} << 20;
+  const auto begin = reinterpret_cast<std::uintptr_t>(p) & ~(kPage - 1);
+  const auto end = (reinterpret_cast<std::uintptr_t>(p) + n + kPage - 1) & ~(kPage - 1);
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+  if (begin % kHuge == 0) ::madvise(reinterpret_cast<void*>(begin), kHuge, MADV_COLLAPSE);
+}
+
+std::size_t huge_friendly_size(std::size_t n) noexcept {
+  constexpr std::size_t kHuge = std::size_t{2} << 20, kMallocExtra = 32;
+  if (n < kHugeMin || n > SIZE_MAX - kHuge - kMallocExtra) return n;
+  return (n + kMallocExtra + kHuge - 1) / kHuge * kHuge - kMallocExtra;
 }
 
 Writer::Writer(Writer&& o) noexcept

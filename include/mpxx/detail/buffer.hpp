@@ -23,12 +23,21 @@ namespace mpxx::detail::wire {
 
 // Buffers of at least this size ask the kernel for transparent huge pages.
 inline constexpr std::size_t kHugeMin = std::size_t{4} << 20;
-// Advises huge pages for the 2 MiB-aligned part of [p, p + n) when n is at
-// least kHugeMin; does nothing otherwise (and ignores failure). Writing a
-// fresh 100 MiB buffer then takes 50 page faults instead of 25600, which on
-// a VM is the difference between ~0.3 and several GB/s. Only advice: the
-// memory's contents and ownership are untouched.
+// Advises huge pages for the pages of [p, p + n) when n is at least
+// kHugeMin; does nothing otherwise (and ignores failure). Writing a fresh
+// 100 MiB buffer then takes 50 page faults instead of 25600, which on a VM
+// is the difference between ~0.3 and several GB/s. Where those pages start
+// on a huge-page boundary, the first huge page is also made whole at once
+// (MADV_COLLAPSE): the allocator has already written its header there, so
+// it would otherwise stay 512 small pages. Only advice: the memory's
+// contents and ownership are untouched.
 void advise_huge(void* p, std::size_t n) noexcept;
+// A size to allocate for a buffer of at least n bytes that glibc's malloc
+// maps as a whole number of huge pages (its mapping holds a header of 16
+// bytes more). Linux 6.8 and later place such a mapping on a huge-page
+// boundary, so that every 2 MiB of it can be one huge page; elsewhere it
+// costs at most 2 MiB of address space that is never touched.
+std::size_t huge_friendly_size(std::size_t n) noexcept;
 
 class Writer {
  public:

@@ -127,6 +127,11 @@ void CEREAL_LOAD_FUNCTION_NAME(InArchive& ar, cereal::BinaryData<T>& bd) {
   ar.loadBinary(bd.data, static_cast<std::size_t>(bd.size));
 }
 
+template <class T>
+struct is_basic_string : std::false_type {};
+template <class C, class Tr, class A>
+struct is_basic_string<std::basic_string<C, Tr, A>> : std::true_type {};
+
 // Contiguous numbers and strings: cereal's own loads, except that a large
 // destination is reserved first and advised to use huge pages, so filling
 // it does not fault in 4 KiB at a time (see advise_huge).
@@ -134,7 +139,9 @@ template <class Container>
 void reserve_destination(Container& c, std::size_t count) {
   using T = typename Container::value_type;
   if (count * sizeof(T) < kHugeMin || c.capacity() >= count) return;
-  c.reserve(count);
+  // A string allocates one element more than its capacity (the null).
+  constexpr std::size_t extra = is_basic_string<Container>::value;
+  c.reserve(std::max(count, huge_friendly_size((count + extra) * sizeof(T)) / sizeof(T) - extra));
   advise_huge(c.data(), c.capacity() * sizeof(T));
 }
 template <class T>
