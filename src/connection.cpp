@@ -20,6 +20,7 @@
 
 #include "mpxx/detail/shm.hpp"
 #include "connection_state.hpp"
+#include "remote.hpp"
 #include "sys/fd.hpp"
 
 namespace mpxx {
@@ -518,17 +519,43 @@ void Connection::send_frame(detail::wire::Writer w) {
   ConnState& c = detail::live(st_, false, true);
   if (c.mpxx_peer && w.total_size() > detail::kExternalThreshold) {
     // The payload streams through a pipe of its own, sent with a small frame.
+    // Between the ends of a Pipe with a lane, the receiver is offered the
+    // payload where it is, to read it itself (remote.hpp); the pipe sent
+    // along serves if it may not.
     const std::size_t payload = w.total_size() - detail::wire::kHeaderSize;
     const auto parts = w.pieces(detail::wire::kHeaderSize);
     auto [rd, wr] = sys::make_pipe();
+    std::optional<detail::RemoteOffer> offer;
+    if (c.lane && parts.size() <= detail::wire::kMaxRemotePieces &&
+        w.fds().size() + 3 <= sys::kMaxFdsPerMessage)
+      offer = detail::make_remote_offer();
     auto kind = static_cast<detail::wire::FrameKind>(w.data()[5]);
     detail::wire::Writer small;
-    detail::wire::write_header(small, kind, 8, detail::wire::kFlagExternal);
+    detail::wire::write_header(small, kind, 8 + (offer ? 16 * parts.size() : 0),
+                               detail::wire::kFlagExternal | (offer ? detail::wire::kFlagRemote : 0));
     small.pod(static_cast<std::uint64_t>(payload));
     std::vector<int> fds = w.fds();
     fds.push_back(rd.get());
+    if (offer) {
+      detail::write_remote_pieces(small, parts);
+      fds.push_back(offer->asker.get());
+      fds.push_back(offer->pidfd.get());
+    }
     detail::send_message(c, small.data(), small.size(), fds);  // with its marker, on a lane
     rd.reset();
+    if (offer) {
+      offer->asker.reset();
+      offer->pidfd.reset();
+      switch (detail::await_remote_answer(offer->answer.get())) {
+        case detail::RemoteAnswer::done:
+          return;
+        case detail::RemoteAnswer::gone:
+          throw OSError(EPIPE, "mpxx: send: the other end closed the connection before it had read "
+                               "the whole message");
+        case detail::RemoteAnswer::push:
+          break;
+      }
+    }
     if (!detail::splice_out(wr.get(), parts))
       throw OSError(EPIPE, "mpxx: send: the other end closed the connection before it had read "
                            "the whole message");
@@ -563,14 +590,36 @@ std::span<const std::byte> Connection::recv_frame(detail::wire::Writer& storage,
     if (all.size() - detail::wire::kHeaderSize != h.length)
       throw ProtocolError("mpxx: recv: frame length does not match the message");
     if (h.flags & detail::wire::kFlagExternal) {
-      if (fds.empty()) throw ProtocolError("mpxx: recv: external frame without its pipe");
+      const bool remote = h.flags & detail::wire::kFlagRemote;
+      if (fds.size() < (remote ? 3u : 1u)) throw ProtocolError("mpxx: recv: external frame without its pipe");
+      if (remote && !c.lane)
+        throw ProtocolError("mpxx: recv: a large value offered where it is, on a connection without a lane");
       std::uint64_t size;
       std::memcpy(&size, all.data() + detail::wire::kHeaderSize, 8);
       if (size > detail::wire::kDefaultMaxFrame)
         throw ProtocolError("mpxx: recv: external message of " + std::to_string(size) +
                             " bytes exceeds the limit");
+      const std::uint64_t first_part = std::min<std::uint64_t>(size, detail::kStreamedStart);
+      sys::UniqueFd pidfd, asker;
+      if (remote) {
+        pidfd = sys::UniqueFd(fds.back());
+        fds.pop_back();
+        asker = sys::UniqueFd(fds.back());
+        fds.pop_back();
+      }
       sys::UniqueFd pipe(fds.back());
       fds.pop_back();
+      if (remote) {
+        auto source = std::make_unique<detail::RemoteSource>(
+            all.subspan(detail::wire::kHeaderSize + 8), size, std::move(pidfd), std::move(asker));
+        detail::wire::Writer payload;
+        if (source->start(payload, static_cast<std::size_t>(first_part))) {
+          storage = std::move(payload);
+          if (first_part < size) rest = std::move(source);
+          return {storage.data(), storage.size()};
+        }
+        // Not permitted: the sender now streams the payload through the pipe.
+      }
       struct stat st {};
       if (::fstat(pipe.get(), &st) < 0 || !S_ISFIFO(st.st_mode))
         throw ProtocolError("mpxx: recv: external frame without its pipe");
@@ -581,7 +630,7 @@ std::span<const std::byte> Connection::recv_frame(detail::wire::Writer& storage,
       // messages (a Pipe end handed to another program included) are read
       // whole first, into a buffer that grows with what arrives: they
       // cannot make us allocate by announcing.
-      const std::uint64_t first = c.lane ? std::min<std::uint64_t>(size, detail::kStreamedStart) : size;
+      const std::uint64_t first = c.lane ? first_part : size;
       detail::wire::Writer payload;
       detail::splice_in(pipe.get(), payload, first, c.deadline);
       storage = std::move(payload);

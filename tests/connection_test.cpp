@@ -1,7 +1,12 @@
 // Pipe and Connection: values and bytes, EOF, type checks, fds, large
 // messages, signals, and CPython's framing.
 #include <gtest/gtest.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -9,7 +14,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdio>
+#include <cstring>
 #include <stdexcept>
 #include <map>
 #include <thread>
@@ -212,6 +219,107 @@ void echo_with_pauses(mpxx::Connection c) {
   }
 }
 
+
+// A large value of several fields (28 MiB: the receiver reads it from the
+// sender's memory with two threads, a half each).
+struct Blocks {
+  std::vector<std::uint32_t> a;
+  std::string s;
+  int mid = 0;
+  std::vector<double> d;
+  template <class Ar>
+  void serialize(Ar& ar) {
+    ar(a, s, mid, d);
+  }
+  static Blocks make() {
+    Blocks b;
+    b.a.resize((20u << 20) / 4 + 3);
+    for (std::size_t i = 0; i < b.a.size(); ++i) b.a[i] = static_cast<std::uint32_t>(i * 2654435761u);
+    b.s.assign((3u << 20) + 5, 'q');
+    for (std::size_t i = 0; i < b.s.size(); i += 4099) b.s[i] = static_cast<char>('a' + i % 26);
+    b.mid = 1234567;
+    b.d.resize((5u << 20) / 8 + 1);
+    for (std::size_t i = 0; i < b.d.size(); ++i) b.d[i] = static_cast<double>(i) * 0.5;
+    return b;
+  }
+  bool operator==(const Blocks&) const = default;
+};
+
+void send_blocks(mpxx::Connection c) { c.send(Blocks::make()); }
+
+// Makes process_vm_readv fail with `err` in this process: every call, or
+// (only_one_piece) only the calls that name one piece of the sender's
+// memory, which are the reads after the first of a large vector (the first
+// spans the frame's own bytes and the vector's block). False if seccomp
+// cannot be used here.
+bool refuse_remote_reads(int err, bool only_one_piece) {
+  sock_filter all[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_vm_readv, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (static_cast<unsigned>(err) & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_filter one_piece[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_vm_readv, 0, 3),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args[4])),  // riovcnt (low word)
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (static_cast<unsigned>(err) & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_fprog prog = only_one_piece ? sock_fprog{static_cast<unsigned short>(std::size(one_piece)), one_piece}
+                                   : sock_fprog{static_cast<unsigned short>(std::size(all)), all};
+  return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+         ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+}
+
+// Receives Blocks with process_vm_readv refused by a seccomp filter (as in
+// a container that forbids it): the sender must push the payload instead.
+void recv_blocks_without_remote_reads(mpxx::Connection c) {
+  if (!refuse_remote_reads(EPERM, false)) return c.send(std::string("seccomp: ") + std::strerror(errno));
+  iovec none{nullptr, 0};
+  if (::process_vm_readv(::getppid(), &none, 1, &none, 1, 0) != -1 || errno != EPERM)
+    return c.send(std::string("the filter did not refuse process_vm_readv"));
+  c.send(std::string("ready"));
+  const Blocks got = c.recv<Blocks>();
+  c.send(std::string(got == Blocks::make() ? "same" : "different"));
+}
+
+// Takes the first part of a large vector, then fails to read the rest.
+void recv_vector_failing_half_way(mpxx::Connection c) {
+  if (!refuse_remote_reads(EFAULT, true)) return c.send(std::string("seccomp: ") + std::strerror(errno));
+  c.send(std::string("ready"));
+  try {
+    c.recv<std::vector<std::uint8_t>>();
+    c.send(std::string("received"));
+  } catch (const mpxx::OSError& e) {
+    c.send(std::string(e.code() == EFAULT ? "EFAULT" : e.what()));
+  }
+}
+
+// Receives a Connection together with a large vector, and answers on it.
+void recv_connection_with_vector(mpxx::Connection c) {
+  auto [back, v] = c.recv<std::pair<mpxx::Connection, std::vector<std::uint8_t>>>();
+  back.send(v.size() == (6u << 20) && v[12345] == 9 ? std::string("whole") : std::string("broken"));
+}
+
+// Starts a child that filters its own system calls and answers "ready",
+// or why it cannot.
+std::string start_filtered(mpxx::Process& p, mpxx::Connection& a, mpxx::Connection& b) {
+  p.start();
+  b.close();
+  return a.recv<std::string>();
+}
+
+// Bytes this process has read with read()-like calls (/proc/self/io).
+long long bytes_read_so_far() {
+  std::FILE* f = std::fopen("/proc/self/io", "r");
+  if (!f) return -1;
+  long long rchar = -1;
+  if (std::fscanf(f, "rchar: %lld", &rchar) != 1) rchar = -1;
+  std::fclose(f);
+  return rchar;
+}
 }  // namespace conn_targets
 
 namespace {
@@ -488,6 +596,81 @@ TEST(PipeProcesses, LargeSenderKilledHalfWayGivesEof) {
   p.kill();
   p.join();
   EXPECT_THROW(a.recv<std::vector<std::uint8_t>>(), mpxx::EOFError);
+}
+
+TEST(PipeProcesses, ALargeValueOfSeveralFieldsIsReadWhole) {
+  auto [a, b] = mpxx::Pipe();
+  mpxx::Process p(send_blocks, b);
+  p.start();
+  b.close();
+  const Blocks got = a.recv<Blocks>();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_TRUE(got == Blocks::make());
+}
+
+TEST(PipeProcesses, AReceiverThatMayNotReadTheSendersMemoryHasTheValuePushed) {
+  auto [a, b] = mpxx::Pipe();
+  mpxx::Process p(recv_blocks_without_remote_reads, b);
+  if (const std::string why = start_filtered(p, a, b); why != "ready") {
+    p.join();
+    GTEST_SKIP() << why;
+  }
+  a.send(Blocks::make());
+  EXPECT_EQ(a.recv<std::string>(), "same");
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+// Between the ends of a Pipe, a large value is read from the sender's
+// memory, not through a pipe: the receiver read()s almost nothing.
+TEST(PipeProcesses, ALargeValueIsReadFromTheSendersMemory) {
+  auto [a, b] = mpxx::Pipe();
+  mpxx::Process p(send_big, b, std::size_t{64} << 20);
+  p.start();
+  b.close();
+  ASSERT_TRUE(a.poll(10s));
+  const long long before = bytes_read_so_far();
+  if (before < 0) GTEST_SKIP() << "no /proc/self/io here";
+  const auto v = a.recv<std::vector<std::uint8_t>>();
+  const long long read = bytes_read_so_far() - before;
+  p.join();
+  ASSERT_EQ(v.size(), std::size_t{64} << 20);
+  EXPECT_EQ(v[(32u << 20) + 5], static_cast<std::uint8_t>(((32u << 20) + 5) * 7));
+  EXPECT_LT(read, 1 << 20) << "the value came through read()";
+}
+
+// A receiver that fails to read the value does not tell the sender it is
+// done: the sender's send() raises, as when a reader leaves half way.
+TEST(PipeProcesses, ASendRaisesWhenTheReceiverFailsToReadTheValue) {
+  auto [a, b] = mpxx::Pipe();
+  mpxx::Process p(recv_vector_failing_half_way, b);
+  if (const std::string why = start_filtered(p, a, b); why != "ready") {
+    p.join();
+    GTEST_SKIP() << why;
+  }
+  try {
+    a.send(std::vector<std::uint8_t>(8u << 20, 1));
+    ADD_FAILURE() << "send returned although the receiver failed";
+  } catch (const mpxx::OSError& e) {
+    EXPECT_EQ(e.code(), EPIPE) << e.what();
+  }
+  EXPECT_EQ(a.recv<std::string>(), "EFAULT");
+  p.join();
+}
+
+TEST(PipeProcesses, ALargeValueCarriesConnectionsToo) {
+  auto [a, b] = mpxx::Pipe();
+  auto [back_here, back_there] = mpxx::Pipe();
+  mpxx::Process p(recv_connection_with_vector, b);
+  p.start();
+  b.close();
+  std::vector<std::uint8_t> v(6u << 20, 9);
+  a.send(std::pair<mpxx::Connection, std::vector<std::uint8_t>>(back_there, v));
+  back_there.close();
+  EXPECT_EQ(back_here.recv<std::string>(), "whole");
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
 }
 
 TEST(Pipe, LargeValueBetweenThreads) {

@@ -117,13 +117,28 @@ std::byte* resize_buffer(std::byte* p, std::size_t size, std::size_t cap, std::s
 
 }  // namespace
 
+// MADV_COLLAPSE makes a huge page whatever the system's setting: only
+// where transparent huge pages are not turned off.
+bool huge_pages_wanted() noexcept {
+  static const bool wanted = [] {
+    char text[128] = {};
+    const int f = ::open("/sys/kernel/mm/transparent_hugepage/enabled", O_RDONLY | O_CLOEXEC);
+    if (f < 0) return false;
+    const ssize_t n = ::read(f, text, sizeof text - 1);
+    ::close(f);
+    return n > 0 && std::strstr(text, "[never]") == nullptr;
+  }();
+  return wanted;
+}
+
 void advise_huge(void* p, std::size_t n) noexcept {
   if (n < kHugeMin) return;
   constexpr std::uintptr_t kPage = 4096, kHuge = std::uintptr_t{2} << 20;
   const auto begin = reinterpret_cast<std::uintptr_t>(p) & ~(kPage - 1);
   const auto end = (reinterpret_cast<std::uintptr_t>(p) + n + kPage - 1) & ~(kPage - 1);
   ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-  if (begin % kHuge == 0) ::madvise(reinterpret_cast<void*>(begin), kHuge, MADV_COLLAPSE);
+  if (begin % kHuge == 0 && huge_pages_wanted())
+    ::madvise(reinterpret_cast<void*>(begin), kHuge, MADV_COLLAPSE);
 }
 
 std::size_t huge_friendly_size(std::size_t n) noexcept {

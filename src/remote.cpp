@@ -1,0 +1,270 @@
+// Large values read straight from the sender's memory: see remote.hpp.
+#include "remote.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <tuple>
+
+#include "mpxx/errors.hpp"
+
+namespace mpxx::detail {
+
+namespace {
+
+constexpr char kDone = 'D', kPush = 'P';
+
+// Whether the /proc mounted here shows pids as this process sees them
+// (it may belong to another pid namespace, as after `unshare --pid` without
+// a new /proc): only then does fdinfo name the pid process_vm_readv takes.
+bool proc_is_ours() {
+  char link[32];
+  const ssize_t n = ::readlink("/proc/self", link, sizeof link - 1);
+  if (n <= 0) return false;
+  link[n] = '\0';
+  return std::strtol(link, nullptr, 10) == static_cast<long>(::getpid());
+}
+
+// The pid a pidfd names, as this process sees it (from its fdinfo): 0 if
+// that cannot be told (no /proc, another pid namespace), -1 if the process
+// has exited. ProtocolError if the fd is not a pidfd.
+pid_t pidfd_pid(int pidfd) {
+  if (!proc_is_ours()) return 0;
+  const std::string path = "/proc/self/fdinfo/" + std::to_string(pidfd);
+  sys::UniqueFd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!f) return 0;
+  char text[1024];
+  std::size_t n = 0;
+  for (;;) {
+    const ssize_t r = sys::retry([&] { return ::read(f.get(), text + n, sizeof text - 1 - n); });
+    if (r <= 0) break;
+    n += static_cast<std::size_t>(r);
+    if (n == sizeof text - 1) break;
+  }
+  text[n] = '\0';
+  const char* at = std::strstr(text, "\nPid:");
+  if (!at) throw ProtocolError("mpxx: recv: a large value's offer came without the sender's pidfd");
+  return static_cast<pid_t>(std::strtol(at + 5, nullptr, 10));
+}
+
+bool exited(int pidfd) {
+  pollfd p{pidfd, POLLIN, 0};
+  return sys::retry([&] { return ::poll(&p, 1, 0); }) > 0;
+}
+
+// Whether the sender closed its end of the answer socket: it died, or
+// another of its threads ran exec() (same pid, other memory). The sender
+// never writes on it, so anything readable is its end.
+bool hung_up(int socket) {
+  pollfd p{socket, POLLIN | POLLRDHUP, 0};
+  return sys::retry([&] { return ::poll(&p, 1, 0); }) > 0;
+}
+
+// A large read is split between two threads only where there is a second
+// CPU to run the other.
+constexpr std::size_t kTwoThreadsMin = std::size_t{16} << 20;
+
+bool two_cpus() {
+  static const bool two = [] {
+    cpu_set_t set;
+    return ::sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 1;
+  }();
+  return two;
+}
+
+// A thread with every signal blocked (signals are for the threads the
+// program made); nothing if none can be made now.
+template <class F>
+std::optional<std::thread> start_thread(F f) {
+  sigset_t all, old;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  std::optional<std::thread> t;
+  try {
+    t.emplace(std::move(f));
+  } catch (...) {  // std::system_error, std::bad_alloc: one thread reads it all
+  }
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return t;
+}
+
+EOFError sender_died() {
+  return EOFError("mpxx: the other end closed the connection in the middle of a message (the "
+                  "sender died while its value was read)");
+}
+
+}  // namespace
+
+std::optional<RemoteOffer> make_remote_offer() {
+  const int fd = static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0));
+  if (fd < 0) return std::nullopt;
+  RemoteOffer offer;
+  offer.pidfd = sys::UniqueFd(fd);
+  try {
+    std::tie(offer.answer, offer.asker) = sys::socket_pair();
+  } catch (const OSError&) {  // out of fds: the pipe serves
+    return std::nullopt;
+  }
+  return offer;
+}
+
+RemoteAnswer await_remote_answer(int answer_fd) {
+  char a = 0;
+  if (!sys::read_full(answer_fd, &a, 1)) return RemoteAnswer::gone;
+  if (a == kDone) return RemoteAnswer::done;
+  if (a == kPush) return RemoteAnswer::push;
+  throw ProtocolError("mpxx: send: the receiver answered a large value's offer with byte " +
+                      std::to_string(static_cast<unsigned char>(a)));
+}
+
+void write_remote_pieces(wire::Writer& out, std::span<const std::span<const std::byte>> pieces) {
+  for (std::span<const std::byte> piece : pieces) {
+    out.pod(static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(piece.data())));
+    out.pod(static_cast<std::uint64_t>(piece.size()));
+  }
+}
+
+RemoteSource::RemoteSource(std::span<const std::byte> pieces, std::uint64_t size, sys::UniqueFd pidfd,
+                           sys::UniqueFd asker)
+    : left_(size), pidfd_(std::move(pidfd)), asker_(std::move(asker)) {
+  struct stat st {};
+  if (::fstat(asker_.get(), &st) != 0 || !S_ISSOCK(st.st_mode)) {
+    asker_.reset();  // never written to
+    throw ProtocolError("mpxx: recv: a large value's offer came without its answer socket");
+  }
+  if (pieces.empty() || pieces.size() % 16 != 0 || pieces.size() / 16 > wire::kMaxRemotePieces)
+    throw ProtocolError("mpxx: recv: a large value's offer names " + std::to_string(pieces.size()) +
+                        " bytes of pieces");
+  std::uint64_t total = 0;
+  for (std::size_t i = 0; i < pieces.size(); i += 16) {
+    std::uint64_t address, length;
+    std::memcpy(&address, pieces.data() + i, 8);
+    std::memcpy(&length, pieces.data() + i + 8, 8);
+    if (length > size - total)
+      throw ProtocolError("mpxx: recv: a large value's pieces are longer than its size");
+    total += length;
+    if (length) pieces_.push_back({reinterpret_cast<void*>(static_cast<std::uintptr_t>(address)), length});
+  }
+  if (total != size) throw ProtocolError("mpxx: recv: a large value's pieces are shorter than its size");
+}
+
+// Done with, read or not (a decoder may fail half way: the value is then
+// consumed, as any other), unless reading failed.
+RemoteSource::~RemoteSource() {
+  if (!failed_) answer(kDone);
+}
+
+void RemoteSource::answer(char what) noexcept {
+  if (!asker_) return;
+  try {
+    sys::write_full(asker_.get(), &what, 1);  // a sender already gone needs no answer
+  } catch (...) {
+  }
+  asker_.reset();
+}
+
+long RemoteSource::read_some(Position at, std::byte* out, std::size_t n) const noexcept {
+  iovec remote[IOV_MAX];
+  int count = 0;
+  std::size_t want = 0;
+  for (std::size_t i = at.piece, off = at.offset; i < pieces_.size() && want < n && count < IOV_MAX;
+       ++i, off = 0) {
+    const std::size_t take = std::min(pieces_[i].iov_len - off, n - want);
+    remote[count++] = {static_cast<std::byte*>(pieces_[i].iov_base) + off, take};
+    want += take;
+  }
+  iovec local{out, want};
+  return sys::retry([&] { return ::process_vm_readv(pid_, &local, 1, remote, static_cast<unsigned long>(count), 0); });
+}
+
+void RemoteSource::advance(Position& at, std::size_t n) const noexcept {
+  while (n > 0) {
+    const std::size_t step = std::min(pieces_[at.piece].iov_len - at.offset, n);
+    at.offset += step;
+    n -= step;
+    if (at.offset == pieces_[at.piece].iov_len) {
+      ++at.piece;
+      at.offset = 0;
+    }
+  }
+}
+
+int RemoteSource::copy(Position at, std::byte* out, std::size_t n) const noexcept {
+  while (n > 0) {
+    const long r = read_some(at, out, n);
+    if (r < 0) return errno;
+    if (r == 0) return ESRCH;  // nothing more to read there: not the sender's memory any more
+    advance(at, static_cast<std::size_t>(r));
+    out += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return 0;
+}
+
+bool RemoteSource::start(wire::Writer& out, std::size_t n) {
+  pid_ = pidfd_pid(pidfd_.get());
+  if (pid_ > 0) {
+    out.reserve(n);
+    const long r = read_some(at_, out.data(), n);
+    if (r > 0) {
+      std::byte* p = out.extend(n);
+      advance(at_, static_cast<std::size_t>(r));
+      left_ -= static_cast<std::size_t>(r);
+      read(p + r, n - static_cast<std::size_t>(r));  // the rest, if the first read came short
+      return true;
+    }
+  }
+  // Not permitted (EPERM, ENOSYS), or anything else before the first byte
+  // (a sender that died meanwhile then closes the pipe: an EOFError there).
+  answer(kPush);
+  return false;
+}
+
+void RemoteSource::read(void* out, std::size_t n) {
+  if (n > left_) throw ProtocolError("mpxx: recv: a large value is shorter than its decoder reads");
+  auto* p = static_cast<std::byte*>(out);
+  int err = 0, helper_err = 0;
+  std::optional<std::thread> helper;
+  if (n >= kTwoThreadsMin && two_cpus()) {
+    // Two threads copy a half each: the kernel's copy runs at about half
+    // the speed of a memcpy (it pins the sender's pages a few at a time),
+    // and the sender is only waiting meanwhile.
+    const std::size_t first = n / 2 & ~std::size_t{4095};
+    Position second = at_;
+    advance(second, first);
+    helper = start_thread([&, second] { helper_err = copy(second, p + first, n - first); });
+    err = copy(at_, p, helper ? first : n);
+    if (helper) {
+      helper->join();
+      if (!err) err = helper_err;
+    }
+  } else {
+    err = copy(at_, p, n);
+  }
+  // A failed read is never answered 'D': the sender's send() raises.
+  failed_ = true;
+  if (err == ESRCH) throw sender_died();
+  if (err) sys::throw_errno(err, "mpxx: recv: reading a large value from the sender's memory");
+  // Bytes read from a pid the sender no longer holds, or from memory it no
+  // longer has, are not its bytes.
+  if (exited(pidfd_.get()) || (asker_ && hung_up(asker_.get()))) throw sender_died();
+  failed_ = false;
+  advance(at_, n);
+  left_ -= n;
+  if (left_ == 0) answer(kDone);
+}
+
+}  // namespace mpxx::detail
