@@ -364,6 +364,21 @@ TEST(Callable, ForgedFunctionReferencesAreRejected) {
             std::string::npos);
 }
 
+// Two functions that begin with the same code bytes (here: the same
+// code): a reference to one, its offset turned into the other's, must not
+// resolve (a corrupted message would otherwise call a function of another
+// type).
+[[gnu::noinline]] int twin_a(int x) { return x * 3 + 1; }
+[[gnu::noinline]] int twin_b(int x) { return x * 3 + 1; }
+
+TEST(Callable, AReferenceMovedToAnotherFunctionThatBeginsAlikeIsRefused) {
+  const auto a = mpxx::detail::make_fn_ref(reinterpret_cast<const void*>(&twin_a));
+  const auto b = mpxx::detail::make_fn_ref(reinterpret_cast<const void*>(&twin_b));
+  ASSERT_NE(a.offset, b.offset);
+  EXPECT_EQ(mpxx::detail::resolve_fn_ref(a), reinterpret_cast<const void*>(&twin_a));
+  EXPECT_THROW(mpxx::detail::resolve_fn_ref({a.module, b.offset, a.code_hash}), ProtocolError);
+}
+
 TEST(Callable, RandomCorruptionNeverCrashes) {
   wire::Writer base;
   mpxx::detail::encode_call(base, &greet, std::string("someone"));

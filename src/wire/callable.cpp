@@ -96,10 +96,13 @@ ModuleTable& modules() {
   return *t;
 }
 
-// Hashes up to 16 code bytes at addr without reading past the segment.
-std::uint64_t code_hash(std::uintptr_t addr, std::uintptr_t seg_end) {
+// Hashes up to 16 code bytes at addr without reading past the segment,
+// with the function's offset in its module: many functions begin with the
+// same 16 bytes (an unoptimized build's prologue), so a corrupted offset
+// that lands on the start of another one must not hash the same.
+std::uint64_t code_hash(std::uintptr_t addr, std::uintptr_t seg_end, std::uint64_t offset) {
   std::size_t n = seg_end - addr < 16 ? seg_end - addr : 16;
-  return fnv1a(reinterpret_cast<const void*>(addr), n);
+  return fnv1a(reinterpret_cast<const void*>(addr), n) ^ (offset * 0x9e3779b97f4a7c15u);
 }
 
 }  // namespace
@@ -133,7 +136,7 @@ FnRef make_fn_ref(const void* fn) {
     if (attempt == 1 || t.modules.empty()) t.rebuild();
     for (const Module& m : t.modules)
       for (auto [b, e] : m.exec)
-        if (addr >= b && addr < e) return FnRef{m.key, addr - m.base, code_hash(addr, e)};
+        if (addr >= b && addr < e) return FnRef{m.key, addr - m.base, code_hash(addr, e, addr - m.base)};
   }
   throw ValueError("mpxx: function at " + hex(addr) +
                    " is not in the code of any loaded module and cannot be sent to another process");
@@ -150,7 +153,7 @@ const void* resolve_fn_ref(const FnRef& ref) {
       if (addr < m.base) break;  // offset wrapped around
       for (auto [b, e] : m.exec) {
         if (addr < b || addr >= e) continue;
-        if (code_hash(addr, e) != ref.code_hash)
+        if (code_hash(addr, e, ref.offset) != ref.code_hash)
           throw ProtocolError("mpxx: forged or stale function reference: the code at offset " +
                               hex(ref.offset) + " of " + (m.name.empty() ? "the program" : m.name) +
                               " does not match (different build?)");

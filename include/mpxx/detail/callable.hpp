@@ -9,10 +9,11 @@
 //    table before main() runs. An id not in the table is a ProtocolError.
 //  * callable state: for a function pointer, the build-id of the module it
 //    lives in, its offset from that module's load address, and a hash of its
-//    first code bytes. The receiver finds the module by build-id, checks that
-//    the offset falls in an executable segment and that the code bytes hash
-//    the same, and only then calls it: a forged or corrupted reference is a
-//    ProtocolError, never a jump to an arbitrary address.
+//    first code bytes and that offset. The receiver finds the module by
+//    build-id, checks that the offset falls in an executable segment and that
+//    the code bytes and offset hash the same, and only then calls it: a
+//    forged or corrupted reference is a ProtocolError, never a jump to an
+//    arbitrary address (nor to another function that begins alike).
 //    For a function object: nothing if it is empty (captureless lambdas),
 //    else its cereal-serialized members. mpxx::partial carries its inner
 //    callable and bound values.
@@ -52,7 +53,7 @@ EntryFns find_entry(std::uint64_t id);
 struct FnRef {
   std::uint64_t module;     // hash of the module's GNU build-id (or of its path)
   std::uint64_t offset;     // address - module load address
-  std::uint64_t code_hash;  // hash of the first bytes of the function's code
+  std::uint64_t code_hash;  // hash of the first bytes of the function's code and of offset
 };
 FnRef make_fn_ref(const void* fn);       // throws ValueError if fn is not in a loaded module
 const void* resolve_fn_ref(const FnRef&);  // throws ProtocolError
