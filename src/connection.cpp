@@ -610,8 +610,9 @@ std::span<const std::byte> Connection::recv_frame(detail::wire::Writer& storage,
       sys::UniqueFd pipe(fds.back());
       fds.pop_back();
       if (remote) {
+        const pid_t sender = detail::pidfd_pid(pidfd.get());
         auto source = std::make_unique<detail::RemoteSource>(
-            all.subspan(detail::wire::kHeaderSize + 8), size, std::move(pidfd), std::move(asker));
+            all.subspan(detail::wire::kHeaderSize + 8), size, sender, std::move(pidfd), std::move(asker));
         detail::wire::Writer payload;
         if (source->start(payload, static_cast<std::size_t>(first_part))) {
           storage = std::move(payload);

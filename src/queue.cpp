@@ -12,7 +12,9 @@
 // consumed. Consumed 4 MiB blocks beyond the first 16 MiB are punched out of
 // the memfd, so memory follows what is in flight, not the ring's size; a
 // lap ends as early as the backlog allows (see kShortLap), so a busy pair
-// keeps to the first few MiB it has already touched.
+// keeps to the first few MiB it has already touched. A large message put
+// while the ring is empty and a consumer waits in get skips the ring: the
+// consumer reads it from the producer's memory (see offer()).
 #include "mpxx/queue.hpp"
 
 #include <fcntl.h>
@@ -25,9 +27,11 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <optional>
 
 #include "mpxx/detail/shm.hpp"
 #include "mpxx/sync.hpp"
+#include "remote.hpp"
 #include "sync/futex.hpp"
 #include "sys/fd.hpp"
 
@@ -51,6 +55,15 @@ constexpr std::uint64_t kWarm = 16u << 20;
 // alternating runs of `mpxx_bench queue_small`).
 constexpr std::uint64_t kShortLap = 4u << 20;
 constexpr std::uint64_t kLook = 64u << 10;
+
+// Offers (see QueueCore::offer).
+constexpr std::size_t kOfferPieces = 16;
+enum OfferState : std::uint32_t { kNone = 0, kOffered = 1, kTaken = 2, kDone = 3, kRefused = 4 };
+constexpr std::uint32_t offer_state(std::uint32_t word) { return word & 0xff; }
+constexpr std::uint32_t offer_word(std::uint32_t word, OfferState s) { return (word & ~0xffu) | s; }
+// How long a producer waits for a waiting consumer to take its offer
+// before it puts the message into the ring after all.
+constexpr auto kOfferPatience = std::chrono::milliseconds(10);
 
 struct alignas(64) Line {
   std::byte bytes[64];
@@ -81,6 +94,20 @@ struct QueueHeader {
   alignas(64) std::atomic<std::int64_t> unfinished;
   std::atomic<std::uint32_t> unfinished_seq;
   std::atomic<std::uint32_t> joiners_waiting;
+  // A large message offered straight to a consumer waiting in get (see
+  // QueueCore::offer). `offer` is the offer's state in its low byte and a
+  // generation above it; it changes only by compare-and-swap (and is a
+  // futex word for the producer waiting on it). The other fields are
+  // written by the producer holding put_lock before it publishes OFFERED.
+  alignas(64) std::atomic<std::uint32_t> offer;
+  std::atomic<std::uint32_t> offer_getter;  // pid of the consumer waiting in get, or 0
+  std::uint32_t offer_pid;                  // the producer
+  std::uint32_t offer_taker;                // the consumer that took it (written before TAKEN)
+  std::uint64_t offer_taker_start;          // and its start time
+  std::uint64_t offer_start;                // the producer's start time: with its pid, names it
+  std::uint64_t offer_size;
+  std::uint32_t offer_count;
+  std::byte offer_pieces[16 * kOfferPieces];  // (address, length) pairs
 };
 static_assert(sizeof(QueueHeader) <= kHeaderBytes);
 
@@ -233,11 +260,134 @@ bool QueueCore::put(const wire::Writer& message, std::chrono::nanoseconds timeou
           dst += piece.size();
         }
       },
-      timeout);
+      timeout, &message);
 }
 
+namespace {
+
+// This process's start time (with its pid, it names the process for good).
+std::uint64_t own_start_time() {
+  thread_local std::uint32_t pid = 0;
+  thread_local std::uint64_t start = 0;
+  if (pid != current_pid()) {  // first call in this thread, or a forked child
+    start = process_start_time(static_cast<pid_t>(current_pid()));
+    pid = current_pid();
+  }
+  return start;
+}
+
+// Whether the process that started at `start` still holds `pid` (a pid
+// taken over by another process does not count).
+// Conservative: a start time that cannot be read counts as a match.
+bool still_alive(std::uint32_t pid, std::uint64_t start) {
+  if (!id_alive(pid)) return false;
+  const std::uint64_t now = process_start_time(static_cast<pid_t>(pid));
+  return now == 0 || now == start;
+}
+
+// Undoes a put's count of unfinished tasks when the message does not go in.
+void uncount(QueueHeader* h) {
+  if (h->joinable) h->unfinished.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// Hands a large message straight to a consumer waiting in get: the
+// consumer reads it from this process's memory (remote.hpp), so it never
+// goes into the ring's shared pages (the first touch of each costs a fault
+// and a zeroing; on a VM often far more than the copy). Called with
+// put_lock held, so no other message can go in meanwhile; offered only
+// when the ring is empty, so the order is kept. Only for a put without a
+// timeout, of a vector of numbers or a string (the Writer references its
+// block): the put then waits while the consumer copies it, and the copy
+// runs no user code. True if the message was handed over; false if it
+// must go into the ring after all: no consumer waiting, none took it
+// within kOfferPatience, the one that did may not read this process's
+// memory, or it died reading it (the message is then still this put's to
+// make, as a message stays in the ring when a consumer dies getting it).
+//
+// The offer's states, each change a compare-and-swap of `offer`:
+//   NONE/DONE/REFUSED -> OFFERED   a producer, holding put_lock
+//   OFFERED -> NONE                its producer withdrawing it; or, with a
+//                                  new generation, the next producer (the
+//                                  one that offered it died holding
+//                                  put_lock)
+//   OFFERED -> TAKEN               the consumer holding get_lock
+//   TAKEN -> DONE                  read (or its decoding failed: consumed)
+//   TAKEN -> REFUSED               not permitted to read it: the ring then
+//   TAKEN -> NONE                  the consumer died reading it (cleared by
+//                                  its producer, which then puts it in the
+//                                  ring), or found its producer dead (the
+//                                  message is lost, as a put cut short)
+// A JoinableQueue counts the message before it is offered; whoever ends
+// an offer without its message going in (the producer withdrawing it or
+// clearing its dead consumer's TAKEN or a dead producer's offer, the
+// consumer settling REFUSED or NONE) undoes the count, and a producer that
+// then puts the message into the ring counts it again.
+bool offer(QueueShared& q, const wire::Writer& message) {
+  QueueHeader* h = q.h;
+  const std::uint32_t getter = h->offer_getter.load(std::memory_order_acquire);
+  if (getter == 0 || message.refs().empty()) return false;
+  if (h->tail.load(std::memory_order_relaxed) != h->head.load(std::memory_order_acquire)) return false;
+  const auto pieces = message.pieces(0);
+  const std::uint64_t start = own_start_time();
+  if (pieces.size() > kOfferPieces || start == 0 || !id_alive(getter)) return false;
+  std::uint32_t word = h->offer.load(std::memory_order_acquire);
+  // An offer still open belongs to a producer that died holding put_lock.
+  if (offer_state(word) == kOffered ||
+      (offer_state(word) == kTaken && !still_alive(h->offer_taker, h->offer_taker_start))) {
+    if (!h->offer.compare_exchange_strong(word, offer_word(word + 0x100, kNone), std::memory_order_acq_rel))
+      return false;  // taken meanwhile: its consumer settles it
+    word = offer_word(word + 0x100, kNone);
+    uncount(h);
+  }
+  if (offer_state(word) == kTaken) return false;  // a consumer is still finding its producer dead
+  h->offer_pid = current_pid();
+  h->offer_start = start;
+  h->offer_size = message.total_size();
+  h->offer_count = static_cast<std::uint32_t>(pieces.size());
+  for (std::size_t i = 0; i < pieces.size(); ++i) {
+    const std::uint64_t pair[2] = {reinterpret_cast<std::uintptr_t>(pieces[i].data()), pieces[i].size()};
+    std::memcpy(h->offer_pieces + 16 * i, pair, 16);
+  }
+  // Counted before any consumer can take it (and call task_done).
+  if (h->joinable) h->unfinished.fetch_add(1, std::memory_order_relaxed);
+  const std::uint32_t offered = offer_word(word + 0x100, kOffered);
+  if (!h->offer.compare_exchange_strong(word, offered, std::memory_order_acq_rel)) {
+    uncount(h);
+    return false;
+  }
+  h->data_seq.fetch_add(1, std::memory_order_seq_cst);
+  futex_wake(&h->data_seq, INT_MAX);
+
+  // Wait for it to be taken, then for the consumer to be done with it.
+  const FutexDeadline patience = FutexDeadline::after(kOfferPatience);
+  std::uint32_t now = offered;
+  auto changed = [&] { return (now = h->offer.load(std::memory_order_acquire)) != offered; };
+  while (!spin_until(changed) && !patience.expired()) futex_wait(&h->offer, offered, patience);
+  if (now == offered &&
+      h->offer.compare_exchange_strong(now, offer_word(offered, kNone), std::memory_order_acq_rel)) {
+    uncount(h);
+    return false;  // withdrawn
+  }
+  while (offer_state(now) == kTaken) {
+    futex_wait(&h->offer, now, FutexDeadline::after(kLivenessSlice));
+    const std::uint32_t taken = now;
+    now = h->offer.load(std::memory_order_acquire);
+    if (now == taken && !still_alive(h->offer_taker, h->offer_taker_start) &&
+        h->offer.compare_exchange_strong(now, offer_word(taken, kNone), std::memory_order_acq_rel)) {
+      uncount(h);
+      return false;  // its consumer died reading it: into the ring
+    }
+  }
+  // REFUSED, or NONE (a consumer took this producer for dead): the consumer
+  // undid the count.
+  return offer_state(now) == kDone;
+}
+
+}  // namespace
+
 template <class Copy>
-bool QueueCore::put_impl(std::size_t size, const Copy& copy, std::chrono::nanoseconds timeout) {
+bool QueueCore::put_impl(std::size_t size, const Copy& copy, std::chrono::nanoseconds timeout,
+                         const wire::Writer* offerable) {
   if (*closed_) throw ValueError("mpxx: Queue is closed");
   QueueShared& q = *sh_;
   QueueHeader* h = q.h;
@@ -249,6 +399,7 @@ bool QueueCore::put_impl(std::size_t size, const Copy& copy, std::chrono::nanose
   const FutexDeadline deadline = FutexDeadline::after(timeout);
   if (!q.put_lock.acquire(timeout)) return false;
   std::scoped_lock<LockBase> held(std::adopt_lock, q.put_lock);
+  if (offerable && timeout == std::chrono::nanoseconds::max() && offer(q, *offerable)) return true;
 
   const std::uint64_t tail = h->tail.load(std::memory_order_relaxed);
   const std::uint64_t off = tail % cap;
@@ -375,17 +526,101 @@ bool QueueCore::get_streamed(
         RingSource rest(sh_->map->fd(), file_at, whole.size());
         consume({}, &rest);
       },
-      timeout);
+      timeout, &consume);
 }
 
+namespace {
+// Takes the message offered (see offer) and hands it to `consume`, read
+// from the producer's memory as the decoder asks for it. True if it was
+// consumed (consume's exception, if any, is passed on: the message is
+// consumed all the same); false if there was none to take after all, this
+// process may not read the producer's memory (it then puts the message
+// into the ring), or the producer died while it was read (it is lost, as
+// a message whose producer dies in the middle of a put).
+bool take_offer(QueueHeader* h,
+                const std::function<void(std::span<const std::byte>, wire::Source*)>& consume) {
+  std::uint32_t word = h->offer.load(std::memory_order_acquire);
+  if (offer_state(word) != kOffered) return false;
+  h->offer_taker = current_pid();
+  h->offer_taker_start = own_start_time();
+  const std::uint32_t taken = offer_word(word, kTaken);
+  if (!h->offer.compare_exchange_strong(word, taken, std::memory_order_acq_rel)) return false;
+  // Settled exactly once, whatever leaves this function (REFUSED if an
+  // exception does before a decision: the producer then uses the ring).
+  struct Settle {
+    QueueHeader* h;
+    std::uint32_t taken;
+    bool done = false;
+    void operator()(OfferState s) {
+      done = true;
+      std::uint32_t expected = taken;
+      if (h->offer.compare_exchange_strong(expected, offer_word(taken, s), std::memory_order_acq_rel) &&
+          s != kDone)
+        uncount(h);  // not delivered: see offer()
+      futex_wake(&h->offer, INT_MAX);
+    }
+    ~Settle() {
+      if (!done) (*this)(kRefused);
+    }
+  } settle{h, taken};
+  const auto pid = static_cast<pid_t>(h->offer_pid);
+  const std::uint64_t start = h->offer_start;
+  const std::uint64_t size = h->offer_size;
+  const std::uint32_t count = std::min<std::uint32_t>(h->offer_count, kOfferPieces);
+  std::byte pieces[16 * kOfferPieces];
+  std::memcpy(pieces, h->offer_pieces, 16 * count);
+  bool gone = false;
+  sys::UniqueFd producer = open_process(pid, start, gone);
+  if (!producer) {
+    settle(gone ? kNone : kRefused);
+    return false;
+  }
+  std::optional<RemoteSource> source;
+  wire::Writer first;
+  try {
+    source.emplace(std::span<const std::byte>(pieces, 16 * count), size, pid, std::move(producer));
+    if (!source->start(first, static_cast<std::size_t>(std::min<std::uint64_t>(size, 64u << 10)))) {
+      settle(kRefused);
+      return false;
+    }
+  } catch (...) {
+    settle(source && source->sender_lost() ? kNone : kRefused);
+    return false;
+  }
+  try {
+    consume({first.data(), first.size()}, &*source);
+  } catch (...) {
+    if (source->sender_lost()) {
+      settle(kNone);
+      return false;
+    }
+    // A failed decode consumes the message, as from the ring; a failed
+    // read leaves it to its producer, which puts it into the ring.
+    settle(source->read_failed() ? kRefused : kDone);
+    throw;
+  }
+  settle(kDone);
+  return true;
+}
+}  // namespace
+
 template <class Consume>
-bool QueueCore::get_impl(const Consume& consume, std::chrono::nanoseconds timeout) {
+bool QueueCore::get_impl(const Consume& consume, std::chrono::nanoseconds timeout,
+                         const StreamedConsume* takes_offers) {
   QueueShared& q = *sh_;
   QueueHeader* h = q.h;
   const std::uint64_t cap = q.cap();
   const FutexDeadline deadline = FutexDeadline::after(timeout);
   if (!q.get_lock.acquire(timeout)) return false;
   std::scoped_lock<LockBase> held(std::adopt_lock, q.get_lock);
+  // While this consumer waits, producers may offer it large messages.
+  struct Getter {
+    QueueHeader* h;
+    ~Getter() {
+      if (h) h->offer_getter.store(0, std::memory_order_release);
+    }
+  } getter{takes_offers && timeout != std::chrono::nanoseconds::zero() && own_start_time() != 0 ? h : nullptr};
+  if (getter.h) h->offer_getter.store(current_pid(), std::memory_order_release);
 
   std::uint64_t head = h->head.load(std::memory_order_relaxed);
   for (;;) {
@@ -393,12 +628,17 @@ bool QueueCore::get_impl(const Consume& consume, std::chrono::nanoseconds timeou
     auto ready = [&] {
       if (h->tail_seen != head) return true;
       h->tail_seen = h->tail.load(std::memory_order_acquire);
-      return h->tail_seen != head;
+      return h->tail_seen != head ||
+             (getter.h && offer_state(h->offer.load(std::memory_order_acquire)) == kOffered);
     };
     if (timeout == std::chrono::nanoseconds::zero() ? !ready()
                                                      : !wait_until(h->data_seq, h->consumers_waiting,
                                                                    deadline, ready, &h->data_sleeps))
       return false;
+    if (h->tail_seen == head) {  // no message in the ring: an offer
+      if (take_offer(h, *takes_offers)) return true;
+      continue;
+    }
     const std::uint64_t tail = h->tail_seen;
     const std::uint64_t off = head % cap;
     std::uint32_t rec[2];

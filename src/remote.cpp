@@ -38,28 +38,6 @@ bool proc_is_ours() {
   return std::strtol(link, nullptr, 10) == static_cast<long>(::getpid());
 }
 
-// The pid a pidfd names, as this process sees it (from its fdinfo): 0 if
-// that cannot be told (no /proc, another pid namespace), -1 if the process
-// has exited. ProtocolError if the fd is not a pidfd.
-pid_t pidfd_pid(int pidfd) {
-  if (!proc_is_ours()) return 0;
-  const std::string path = "/proc/self/fdinfo/" + std::to_string(pidfd);
-  sys::UniqueFd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!f) return 0;
-  char text[1024];
-  std::size_t n = 0;
-  for (;;) {
-    const ssize_t r = sys::retry([&] { return ::read(f.get(), text + n, sizeof text - 1 - n); });
-    if (r <= 0) break;
-    n += static_cast<std::size_t>(r);
-    if (n == sizeof text - 1) break;
-  }
-  text[n] = '\0';
-  const char* at = std::strstr(text, "\nPid:");
-  if (!at) throw ProtocolError("mpxx: recv: a large value's offer came without the sender's pidfd");
-  return static_cast<pid_t>(std::strtol(at + 5, nullptr, 10));
-}
-
 bool exited(int pidfd) {
   pollfd p{pidfd, POLLIN, 0};
   return sys::retry([&] { return ::poll(&p, 1, 0); }) > 0;
@@ -108,6 +86,61 @@ EOFError sender_died() {
 
 }  // namespace
 
+// From the pidfd's fdinfo.
+pid_t pidfd_pid(int pidfd) {
+  if (!proc_is_ours()) return 0;
+  const std::string path = "/proc/self/fdinfo/" + std::to_string(pidfd);
+  sys::UniqueFd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!f) return 0;
+  char text[1024];
+  std::size_t n = 0;
+  for (;;) {
+    const ssize_t r = sys::retry([&] { return ::read(f.get(), text + n, sizeof text - 1 - n); });
+    if (r <= 0) break;
+    n += static_cast<std::size_t>(r);
+    if (n == sizeof text - 1) break;
+  }
+  text[n] = '\0';
+  const char* at = std::strstr(text, "\nPid:");
+  if (!at) throw ProtocolError("mpxx: recv: a large value's offer came without the sender's pidfd");
+  return static_cast<pid_t>(std::strtol(at + 5, nullptr, 10));
+}
+
+
+std::uint64_t process_start_time(pid_t pid) {
+  if (pid <= 0 || !proc_is_ours()) return 0;
+  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  sys::UniqueFd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!f) return 0;
+  char text[1024];
+  const ssize_t n = sys::retry([&] { return ::read(f.get(), text, sizeof text - 1); });
+  if (n <= 0) return 0;
+  text[n] = '\0';
+  // After the command (in parentheses, and it may hold anything), the
+  // state is field 3 and the start time field 22.
+  const char* at = std::strrchr(text, ')');
+  for (int field = 2; at && field < 22; ++field) at = std::strchr(at + 1, ' ');
+  return at ? std::strtoull(at + 1, nullptr, 10) : 0;
+}
+
+sys::UniqueFd open_process(pid_t pid, std::uint64_t start_time, bool& gone) {
+  gone = false;
+  if (start_time == 0 || pid <= 0 || !proc_is_ours()) return {};
+  sys::UniqueFd fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (!fd) {
+    gone = errno == ESRCH;
+    return {};
+  }
+  // Opened first, checked after: a pidfd names the process that held the
+  // pid when it was opened, so if that one started at start_time it is the
+  // process meant (and not one that took the pid over since).
+  if (process_start_time(pid) != start_time || exited(fd.get())) {
+    gone = true;
+    return {};
+  }
+  return fd;
+}
+
 std::optional<RemoteOffer> make_remote_offer() {
   const int fd = static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0));
   if (fd < 0) return std::nullopt;
@@ -137,11 +170,11 @@ void write_remote_pieces(wire::Writer& out, std::span<const std::span<const std:
   }
 }
 
-RemoteSource::RemoteSource(std::span<const std::byte> pieces, std::uint64_t size, sys::UniqueFd pidfd,
-                           sys::UniqueFd asker)
-    : left_(size), pidfd_(std::move(pidfd)), asker_(std::move(asker)) {
+RemoteSource::RemoteSource(std::span<const std::byte> pieces, std::uint64_t size, pid_t pid,
+                           sys::UniqueFd pidfd, sys::UniqueFd asker)
+    : left_(size), pid_(pid), pidfd_(std::move(pidfd)), asker_(std::move(asker)) {
   struct stat st {};
-  if (::fstat(asker_.get(), &st) != 0 || !S_ISSOCK(st.st_mode)) {
+  if (asker_ && (::fstat(asker_.get(), &st) != 0 || !S_ISSOCK(st.st_mode))) {
     asker_.reset();  // never written to
     throw ProtocolError("mpxx: recv: a large value's offer came without its answer socket");
   }
@@ -215,7 +248,6 @@ int RemoteSource::copy(Position at, std::byte* out, std::size_t n) const noexcep
 }
 
 bool RemoteSource::start(wire::Writer& out, std::size_t n) {
-  pid_ = pidfd_pid(pidfd_.get());
   if (pid_ > 0) {
     out.reserve(n);
     const long r = read_some(at_, out.data(), n);
@@ -256,11 +288,11 @@ void RemoteSource::read(void* out, std::size_t n) {
   }
   // A failed read is never answered 'D': the sender's send() raises.
   failed_ = true;
-  if (err == ESRCH) throw sender_died();
-  if (err) sys::throw_errno(err, "mpxx: recv: reading a large value from the sender's memory");
   // Bytes read from a pid the sender no longer holds, or from memory it no
   // longer has, are not its bytes.
-  if (exited(pidfd_.get()) || (asker_ && hung_up(asker_.get()))) throw sender_died();
+  lost_ = err == ESRCH || (!err && (exited(pidfd_.get()) || (asker_ && hung_up(asker_.get()))));
+  if (lost_) throw sender_died();
+  if (err) sys::throw_errno(err, "mpxx: recv: reading a large value from the sender's memory");
   failed_ = false;
   advance(at_, n);
   left_ -= n;

@@ -59,25 +59,44 @@ void write_remote_pieces(wire::Writer& out, std::span<const std::span<const std:
 
 // ----------------------------------------------------------- the receiver
 
-// Reads a remote payload as the decoder asks for it. The destructor
-// answers 'D' if the receiver has not answered yet.
+// The pid a pidfd names, as this process sees it: 0 if that cannot be told
+// (no /proc, or a /proc of another pid namespace), -1 if the process has
+// exited. ProtocolError if the fd is not a pidfd.
+pid_t pidfd_pid(int pidfd);
+// When the process started (clock ticks since boot, /proc/<pid>/stat): with
+// its pid it names one process for good. 0 if that cannot be told.
+std::uint64_t process_start_time(pid_t pid);
+// A pidfd for process `pid` if it is still the one that started at
+// `start_time` and is alive; nothing otherwise, with `gone` set if that
+// process is known to have exited (or its pid to name another process).
+sys::UniqueFd open_process(pid_t pid, std::uint64_t start_time, bool& gone);
+
+// Reads a remote payload as the decoder asks for it.
 class RemoteSource final : public wire::Source {
  public:
   // `pieces`: the offer's (address, length) pairs, `size` bytes in all
-  // (checked against them); `pidfd` and `asker` came with the offer.
-  RemoteSource(std::span<const std::byte> pieces, std::uint64_t size, sys::UniqueFd pidfd,
-               sys::UniqueFd asker);
+  // (checked against them), in the memory of process `pid` (0: unknown),
+  // whose `pidfd` came with them. `asker`, if any, is the receiver's end of
+  // the answer socket (the destructor answers 'D' on it unless a read
+  // failed).
+  RemoteSource(std::span<const std::byte> pieces, std::uint64_t size, pid_t pid, sys::UniqueFd pidfd,
+               sys::UniqueFd asker = {});
   RemoteSource(const RemoteSource&) = delete;
   RemoteSource& operator=(const RemoteSource&) = delete;
   ~RemoteSource() override;
 
   // Reads the first n bytes into `out`. False if this process may not read
-  // the sender's memory: the sender has been asked to push the payload
-  // through its pipe, and this source must not be used.
+  // the sender's memory (or could not read its first byte): the sender has
+  // been asked to push the payload through its pipe, and this source must
+  // not be used.
   bool start(wire::Writer& out, std::size_t n);
 
   std::size_t left() const noexcept override { return static_cast<std::size_t>(left_); }
   void read(void* out, std::size_t n) override;
+  // True once a read found the sender gone (the EOFError it raised).
+  bool sender_lost() const noexcept { return lost_; }
+  // True once a read failed (the sender gone, or another error).
+  bool read_failed() const noexcept { return failed_; }
 
  private:
   struct Position {
@@ -100,6 +119,7 @@ class RemoteSource final : public wire::Source {
   sys::UniqueFd pidfd_;
   sys::UniqueFd asker_;
   bool failed_ = false;  // a read failed: the sender gets no answer, and raises
+  bool lost_ = false;
 };
 
 }  // namespace mpxx::detail

@@ -1,11 +1,7 @@
 // Pipe and Connection: values and bytes, EOF, type checks, fds, large
 // messages, signals, and CPython's framing.
 #include <gtest/gtest.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -247,36 +243,10 @@ struct Blocks {
 
 void send_blocks(mpxx::Connection c) { c.send(Blocks::make()); }
 
-// Makes process_vm_readv fail with `err` in this process: every call, or
-// (only_one_piece) only the calls that name one piece of the sender's
-// memory, which are the reads after the first of a large vector (the first
-// spans the frame's own bytes and the vector's block). False if seccomp
-// cannot be used here.
-bool refuse_remote_reads(int err, bool only_one_piece) {
-  sock_filter all[] = {
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_vm_readv, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (static_cast<unsigned>(err) & SECCOMP_RET_DATA)),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-  };
-  sock_filter one_piece[] = {
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_vm_readv, 0, 3),
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args[4])),  // riovcnt (low word)
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (static_cast<unsigned>(err) & SECCOMP_RET_DATA)),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-  };
-  sock_fprog prog = only_one_piece ? sock_fprog{static_cast<unsigned short>(std::size(one_piece)), one_piece}
-                                   : sock_fprog{static_cast<unsigned short>(std::size(all)), all};
-  return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
-         ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
-}
-
 // Receives Blocks with process_vm_readv refused by a seccomp filter (as in
 // a container that forbids it): the sender must push the payload instead.
 void recv_blocks_without_remote_reads(mpxx::Connection c) {
-  if (!refuse_remote_reads(EPERM, false)) return c.send(std::string("seccomp: ") + std::strerror(errno));
+  if (!mpxx_test::refuse_remote_reads(EPERM, false)) return c.send(std::string("seccomp: ") + std::strerror(errno));
   iovec none{nullptr, 0};
   if (::process_vm_readv(::getppid(), &none, 1, &none, 1, 0) != -1 || errno != EPERM)
     return c.send(std::string("the filter did not refuse process_vm_readv"));
@@ -287,7 +257,7 @@ void recv_blocks_without_remote_reads(mpxx::Connection c) {
 
 // Takes the first part of a large vector, then fails to read the rest.
 void recv_vector_failing_half_way(mpxx::Connection c) {
-  if (!refuse_remote_reads(EFAULT, true)) return c.send(std::string("seccomp: ") + std::strerror(errno));
+  if (!mpxx_test::refuse_remote_reads(EFAULT, true)) return c.send(std::string("seccomp: ") + std::strerror(errno));
   c.send(std::string("ready"));
   try {
     c.recv<std::vector<std::uint8_t>>();
@@ -311,15 +281,6 @@ std::string start_filtered(mpxx::Process& p, mpxx::Connection& a, mpxx::Connecti
   return a.recv<std::string>();
 }
 
-// Bytes this process has read with read()-like calls (/proc/self/io).
-long long bytes_read_so_far() {
-  std::FILE* f = std::fopen("/proc/self/io", "r");
-  if (!f) return -1;
-  long long rchar = -1;
-  if (std::fscanf(f, "rchar: %lld", &rchar) != 1) rchar = -1;
-  std::fclose(f);
-  return rchar;
-}
 }  // namespace conn_targets
 
 namespace {
@@ -630,10 +591,10 @@ TEST(PipeProcesses, ALargeValueIsReadFromTheSendersMemory) {
   p.start();
   b.close();
   ASSERT_TRUE(a.poll(10s));
-  const long long before = bytes_read_so_far();
+  const long long before = mpxx_test::bytes_read_so_far();
   if (before < 0) GTEST_SKIP() << "no /proc/self/io here";
   const auto v = a.recv<std::vector<std::uint8_t>>();
-  const long long read = bytes_read_so_far() - before;
+  const long long read = mpxx_test::bytes_read_so_far() - before;
   p.join();
   ASSERT_EQ(v.size(), std::size_t{64} << 20);
   EXPECT_EQ(v[(32u << 20) + 5], static_cast<std::uint8_t>(((32u << 20) + 5) * 7));

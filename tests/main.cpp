@@ -4,14 +4,19 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <poll.h>
 #include <sstream>
+#include <thread>
 
 #include "test_support.hpp"
 #include "mpxx/mpxx.hpp"
@@ -167,6 +172,54 @@ class LeakListener : public ::testing::EmptyTestEventListener {
 };
 
 }  // namespace
+
+bool refuse_remote_reads(int err, bool only_one_piece) {
+  sock_filter all[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_vm_readv, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (static_cast<unsigned>(err) & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_filter one_piece[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_vm_readv, 0, 3),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args[4])),  // riovcnt (low word)
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (static_cast<unsigned>(err) & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_fprog prog = only_one_piece ? sock_fprog{static_cast<unsigned short>(std::size(one_piece)), one_piece}
+                                   : sock_fprog{static_cast<unsigned short>(std::size(all)), all};
+  return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+         ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+}
+
+long long bytes_read_so_far() {
+  std::FILE* f = std::fopen("/proc/self/io", "r");
+  if (!f) return -1;
+  long long rchar = -1;
+  if (std::fscanf(f, "rchar: %lld", &rchar) != 1) rchar = -1;
+  std::fclose(f);
+  return rchar;
+}
+
+bool wait_rss_growth(pid_t pid, std::size_t bytes, std::chrono::milliseconds timeout) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/statm";
+  auto resident = [&] {
+    std::ifstream f(path);
+    std::size_t size = 0, pages = 0;
+    f >> size >> pages;
+    return pages * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  };
+  const std::size_t before = resident();
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  do {
+    if (resident() >= before + bytes) return true;
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  } while (std::chrono::steady_clock::now() < until);
+  return false;
+}
+
 }  // namespace mpxx_test
 
 int main(int argc, char** argv) {

@@ -7,7 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <numeric>
 #include <string_view>
@@ -101,6 +103,31 @@ void put_large_mix(mpxx::Queue<std::vector<std::string>> strings,
   numbers.put({1.0, 2.0});
   text.put(std::string((2u << 20) + 5, 't'));
 }
+
+// Large messages handed straight to a waiting consumer (the producer's
+// memory is read, not the ring's).
+
+template <class Q>
+void put_big_after(Q q, int ms, std::size_t n) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  q.put(std::vector<std::uint8_t>(n, 5));
+}
+
+// Gets a large message with process_vm_readv refused (a seccomp filter):
+// the producer must put it into the ring after all.
+void get_big_without_remote_reads(mpxx::Queue<std::vector<std::uint8_t>> q,
+                                  mpxx::Queue<std::string> report, mpxx::Event waiting) {
+  if (!mpxx_test::refuse_remote_reads(EPERM, false)) {
+    report.put(std::string("seccomp: ") + std::strerror(errno));
+    return;
+  }
+  report.put(std::string("ready"));
+  waiting.set();
+  auto v = q.get(30s);
+  report.put(v.size() == (8u << 20) && v[4321] == 5 ? std::string("whole") : std::string("broken"));
+}
+
+void get_one(mpxx::JoinableQueue<std::vector<std::uint8_t>> q) { q.get(); }
 
 }  // namespace queue_targets
 
@@ -495,10 +522,12 @@ TEST(QueueDeath, ProducerKilledMidPutLeavesOnlyWholeMessages) {
 TEST(QueueDeath, ConsumerKilledMidGetDoesNotCorrupt) {
   mpxx::Queue<std::vector<std::uint32_t>> q;
   mpxx::Event about_to_get;
+  // Put first, so that it goes into the ring (see QueueOffer for a
+  // consumer killed while it reads the producer's memory).
+  q.put(std::vector<std::uint32_t>(32u << 20, 7u));  // 128 MiB: slow to decode
   mpxx::Process c(get_big, q, about_to_get);
   c.start();
   ASSERT_TRUE(about_to_get.wait(30s));
-  q.put(std::vector<std::uint32_t>(32u << 20, 7u));  // 128 MiB: slow to decode
   c.kill();
   c.join();
   // Either the consumer finished (the message is gone) or it died first
@@ -511,6 +540,90 @@ TEST(QueueDeath, ConsumerKilledMidGetDoesNotCorrupt) {
   }
   q.put({9}, 10s);
   EXPECT_EQ(q.get(10s), (std::vector<std::uint32_t>{9}));
+}
+
+TEST(QueueOffer, AWaitingConsumerReadsALargeMessageFromTheProducersMemory) {
+  mpxx::Queue<std::vector<std::uint8_t>> q;
+  mpxx::Process p(put_big_after<decltype(q)>, q, 200, std::size_t{64} << 20);
+  p.start();
+  const long long before = mpxx_test::bytes_read_so_far();
+  if (before < 0) {
+    p.join();
+    GTEST_SKIP() << "no /proc/self/io here";
+  }
+  const auto v = q.get(30s);  // waiting when the producer puts
+  const long long read = mpxx_test::bytes_read_so_far() - before;
+  p.join();
+  ASSERT_EQ(v.size(), std::size_t{64} << 20);
+  EXPECT_EQ(v[(40u << 20) + 3], 5);
+  EXPECT_LT(read, 1 << 20) << "the message came through the ring";
+  EXPECT_EQ(q.qsize(), 0);
+}
+
+TEST(QueueOffer, AConsumerThatMayNotReadTheProducersMemoryGetsItThroughTheRing) {
+  mpxx::Queue<std::vector<std::uint8_t>> q;
+  mpxx::Queue<std::string> report;
+  mpxx::Event waiting;
+  mpxx::Process c(get_big_without_remote_reads, q, report, waiting);
+  c.start();
+  if (const auto ready = report.get(30s); ready != "ready") {
+    c.join();
+    GTEST_SKIP() << ready;
+  }
+  ASSERT_TRUE(waiting.wait(30s));
+  std::this_thread::sleep_for(200ms);  // into its get
+  q.put(std::vector<std::uint8_t>(8u << 20, 5));
+  EXPECT_EQ(report.get(30s), "whole");
+  c.join();
+  EXPECT_EQ(c.exitcode(), 0);
+}
+
+// A consumer killed while it reads the producer's memory (killed once the
+// value it fills has grown): the put goes on
+// into the ring, so the message stays in the queue for the next consumer
+// (as when a consumer dies getting it from the ring).
+TEST(QueueOffer, AConsumerKilledWhileReadingLeavesTheMessageInTheQueue) {
+  constexpr std::size_t kSize = std::size_t{128} << 20;
+  mpxx::JoinableQueue<std::vector<std::uint8_t>> q;
+  mpxx::Process c(get_one, q);
+  c.start();
+  std::this_thread::sleep_for(200ms);  // into its get
+  std::atomic<bool> killed_mid_read{false};
+  std::thread killer([&] {
+    killed_mid_read = mpxx_test::wait_rss_growth(c.pid(), kSize / 4, 30000ms);
+    c.kill();
+  });
+  q.put(std::vector<std::uint8_t>(kSize, 6));
+  killer.join();
+  c.join();
+  EXPECT_TRUE(killed_mid_read);
+  const auto v = q.get(30s);
+  ASSERT_EQ(v.size(), kSize);
+  EXPECT_EQ(v[kSize - 1], 6);
+  q.task_done();
+  EXPECT_TRUE(q.join(5s)) << "the unfinished count is off";
+}
+
+// A producer killed while a consumer reads its memory (once the value it
+// fills has grown): the message is
+// lost, as one whose producer dies in the middle of its put, never half
+// delivered; the consumer goes on waiting, and the queue keeps working.
+TEST(QueueOffer, AProducerKilledWhileItsMessageIsReadLosesIt) {
+  mpxx::JoinableQueue<std::vector<std::uint8_t>> q;
+  mpxx::Process p(put_big_after<decltype(q)>, q, 200, std::size_t{128} << 20);
+  p.start();
+  std::atomic<bool> killed_mid_read{false};
+  std::thread killer([&] {
+    killed_mid_read = mpxx_test::wait_rss_growth(::getpid(), std::size_t{32} << 20, 30000ms);
+    p.kill();
+    p.join();
+  });
+  EXPECT_THROW(q.get(3s), mpxx::Empty);
+  killer.join();
+  EXPECT_TRUE(killed_mid_read);
+  EXPECT_TRUE(q.join(5s)) << "the lost message is still counted";
+  q.put({1, 2}, 10s);
+  EXPECT_EQ(q.get(10s), (std::vector<std::uint8_t>{1, 2}));
 }
 
 TEST_P(QueueTest, JoinableQueueWithDaemonConsumers) {

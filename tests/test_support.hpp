@@ -8,6 +8,7 @@
 #include <chrono>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "mpxx/mpxx.hpp"
 
@@ -50,6 +51,21 @@ class CaptureFd {
 bool wait_gone(pid_t pid, std::chrono::milliseconds timeout);
 // State letter from /proc/<pid>/stat ('Z' for a zombie), or 0 if gone.
 char proc_state(pid_t pid);
+
+// Makes process_vm_readv fail with `err` in this process (a seccomp
+// filter, as a container may have): every call, or (only_one_piece) only
+// the calls that name one piece of the other process's memory, which are
+// the reads after the first of a large vector (the first spans the frame's
+// own bytes and the vector's block). False if seccomp cannot be used here.
+bool refuse_remote_reads(int err, bool only_one_piece);
+// Bytes this process has read with read()-like calls (rchar in
+// /proc/self/io), or -1.
+long long bytes_read_so_far();
+
+// Waits until process `pid` has `bytes` more memory resident than when
+// called (/proc/<pid>/statm): a receiver is then filling a large value.
+// False after `timeout`.
+bool wait_rss_growth(pid_t pid, std::size_t bytes, std::chrono::milliseconds timeout);
 
 // Seconds that f() took.
 template <class F>

@@ -80,10 +80,15 @@ class QueueCore {
   void load(wire::InArchive& ar);
 
  private:
+  using StreamedConsume = std::function<void(std::span<const std::byte>, wire::Source*)>;
+  // `offerable`: the message may be handed straight to a waiting consumer
+  // (see queue.cpp); `takes_offers`: this consumer takes such a message.
   template <class Copy>
-  bool put_impl(std::size_t size, const Copy& copy, std::chrono::nanoseconds timeout);
+  bool put_impl(std::size_t size, const Copy& copy, std::chrono::nanoseconds timeout,
+                const wire::Writer* offerable = nullptr);
   template <class Consume>
-  bool get_impl(const Consume& consume, std::chrono::nanoseconds timeout);
+  bool get_impl(const Consume& consume, std::chrono::nanoseconds timeout,
+                const StreamedConsume* takes_offers = nullptr);
   std::shared_ptr<QueueShared> sh_;
   std::shared_ptr<bool> closed_;
 };
