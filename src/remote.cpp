@@ -1,7 +1,6 @@
 // Large values read straight from the sender's memory: see remote.hpp.
 #include "remote.hpp"
 
-#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -89,36 +88,20 @@ EOFError sender_died() {
 // From the pidfd's fdinfo.
 pid_t pidfd_pid(int pidfd) {
   if (!proc_is_ours()) return 0;
-  const std::string path = "/proc/self/fdinfo/" + std::to_string(pidfd);
-  sys::UniqueFd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!f) return 0;
-  char text[1024];
-  std::size_t n = 0;
-  for (;;) {
-    const ssize_t r = sys::retry([&] { return ::read(f.get(), text + n, sizeof text - 1 - n); });
-    if (r <= 0) break;
-    n += static_cast<std::size_t>(r);
-    if (n == sizeof text - 1) break;
-  }
-  text[n] = '\0';
-  const char* at = std::strstr(text, "\nPid:");
-  if (!at) throw ProtocolError("mpxx: recv: a large value's offer came without the sender's pidfd");
-  return static_cast<pid_t>(std::strtol(at + 5, nullptr, 10));
+  const std::string text = sys::read_small_file("/proc/self/fdinfo/" + std::to_string(pidfd));
+  if (text.empty()) return 0;
+  const auto at = text.find("\nPid:");
+  if (at == std::string::npos)
+    throw ProtocolError("mpxx: recv: a large value's offer came without the sender's pidfd");
+  return static_cast<pid_t>(std::strtol(text.c_str() + at + 5, nullptr, 10));
 }
-
 
 std::uint64_t process_start_time(pid_t pid) {
   if (pid <= 0 || !proc_is_ours()) return 0;
-  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
-  sys::UniqueFd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!f) return 0;
-  char text[1024];
-  const ssize_t n = sys::retry([&] { return ::read(f.get(), text, sizeof text - 1); });
-  if (n <= 0) return 0;
-  text[n] = '\0';
+  const std::string text = sys::read_small_file("/proc/" + std::to_string(pid) + "/stat");
   // After the command (in parentheses, and it may hold anything), the
   // state is field 3 and the start time field 22.
-  const char* at = std::strrchr(text, ')');
+  const char* at = std::strrchr(text.c_str(), ')');
   for (int field = 2; at && field < 22; ++field) at = std::strchr(at + 1, ' ');
   return at ? std::strtoull(at + 1, nullptr, 10) : 0;
 }

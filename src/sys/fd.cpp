@@ -61,6 +61,24 @@ std::vector<std::size_t> wait_any(std::span<const int> fds, Deadline deadline) {
   }
 }
 
+std::string read_small_file(const std::string& path, std::size_t limit) noexcept {
+  try {
+    UniqueFd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!f) return {};
+    std::string text(limit, '\0');
+    std::size_t n = 0;
+    while (n < limit) {
+      const ssize_t r = retry([&] { return ::read(f.get(), text.data() + n, limit - n); });
+      if (r <= 0) break;
+      n += static_cast<std::size_t>(r);
+    }
+    text.resize(n);
+    return text;
+  } catch (...) {  // std::bad_alloc
+    return {};
+  }
+}
+
 bool read_full(int fd, void* buf, std::size_t n) {
   auto* p = static_cast<char*>(buf);
   std::size_t got = 0;

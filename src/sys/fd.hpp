@@ -74,6 +74,10 @@ bool wait_readable(int fd, Deadline deadline);
 // poll() on several fds; returns the indexes that are readable (or hung up).
 std::vector<std::size_t> wait_any(std::span<const int> fds, Deadline deadline);
 
+// The text of a small kernel file (/proc, /sys), at most `limit` bytes;
+// empty if it cannot be opened or read. Never throws.
+std::string read_small_file(const std::string& path, std::size_t limit = 1024) noexcept;
+
 // Reads exactly n bytes. Returns false on EOF before the first byte; EOF
 // after some bytes is a ProtocolError ("truncated"), errors are OSError.
 bool read_full(int fd, void* buf, std::size_t n);

@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "mpxx/detail/buffer.hpp"
+#include "sys/fd.hpp"
 
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25  // Linux 6.1; older kernels refuse it (EINVAL), which is fine
@@ -121,12 +122,8 @@ std::byte* resize_buffer(std::byte* p, std::size_t size, std::size_t cap, std::s
 // where transparent huge pages are not turned off.
 bool huge_pages_wanted() noexcept {
   static const bool wanted = [] {
-    char text[128] = {};
-    const int f = ::open("/sys/kernel/mm/transparent_hugepage/enabled", O_RDONLY | O_CLOEXEC);
-    if (f < 0) return false;
-    const ssize_t n = ::read(f, text, sizeof text - 1);
-    ::close(f);
-    return n > 0 && std::strstr(text, "[never]") == nullptr;
+    const std::string text = sys::read_small_file("/sys/kernel/mm/transparent_hugepage/enabled");
+    return !text.empty() && text.find("[never]") == std::string::npos;
   }();
   return wanted;
 }
