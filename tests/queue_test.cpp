@@ -107,10 +107,14 @@ void put_large_mix(mpxx::Queue<std::vector<std::string>> strings,
 // Large messages handed straight to a waiting consumer (the producer's
 // memory is read, not the ring's).
 
+// Builds n bytes, says so, then puts them `ms` later (by then the test
+// waits in get, however long building took on a loaded machine).
 template <class Q>
-void put_big_after(Q q, int ms, std::size_t n) {
+void put_big_after(Q q, int ms, std::size_t n, mpxx::Event built) {
+  const std::vector<std::uint8_t> v(n, 5);
+  built.set();
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
-  q.put(std::vector<std::uint8_t>(n, 5));
+  q.put(v);
 }
 
 // Gets a large message with process_vm_readv refused (a seccomp filter):
@@ -544,8 +548,10 @@ TEST(QueueDeath, ConsumerKilledMidGetDoesNotCorrupt) {
 
 TEST(QueueOffer, AWaitingConsumerReadsALargeMessageFromTheProducersMemory) {
   mpxx::Queue<std::vector<std::uint8_t>> q;
-  mpxx::Process p(put_big_after<decltype(q)>, q, 200, std::size_t{64} << 20);
+  mpxx::Event built;
+  mpxx::Process p(put_big_after<decltype(q)>, q, 200, std::size_t{64} << 20, built);
   p.start();
+  ASSERT_TRUE(built.wait(60s));
   const long long before = mpxx_test::bytes_read_so_far();
   if (before < 0) {
     p.join();
@@ -605,13 +611,15 @@ TEST(QueueOffer, AConsumerKilledWhileReadingLeavesTheMessageInTheQueue) {
 }
 
 // A producer killed while a consumer reads its memory (once the value it
-// fills has grown): the message is
-// lost, as one whose producer dies in the middle of its put, never half
-// delivered; the consumer goes on waiting, and the queue keeps working.
+// fills has grown): the message is lost, as one whose producer dies in the
+// middle of its put, never half delivered; the consumer goes on waiting,
+// and the queue keeps working.
 TEST(QueueOffer, AProducerKilledWhileItsMessageIsReadLosesIt) {
   mpxx::JoinableQueue<std::vector<std::uint8_t>> q;
-  mpxx::Process p(put_big_after<decltype(q)>, q, 200, std::size_t{128} << 20);
+  mpxx::Event built;
+  mpxx::Process p(put_big_after<decltype(q)>, q, 200, std::size_t{128} << 20, built);
   p.start();
+  ASSERT_TRUE(built.wait(60s));
   std::atomic<bool> killed_mid_read{false};
   std::thread killer([&] {
     killed_mid_read = mpxx_test::wait_rss_growth(::getpid(), std::size_t{32} << 20, 30000ms);
