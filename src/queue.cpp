@@ -215,7 +215,7 @@ void write_at(int fd, std::span<const std::byte> bytes, std::uint64_t at) {
   std::size_t n = bytes.size();
   while (n > 0) {
     const ssize_t r = sys::retry([&] { return ::pwrite(fd, p, n, static_cast<off_t>(at)); });
-    if (r < 0) sys::throw_errno("mpxx: Queue.put: writing a large message into shared memory");
+    if (r < 0) sys::throw_errno("Queue.put: writing a large message into shared memory");
     if (r == 0) throw OSError(EIO, "mpxx: Queue.put: shared memory took no more bytes");
     p += r;
     n -= static_cast<std::size_t>(r);
@@ -496,7 +496,7 @@ class RingSource final : public wire::Source {
     auto* p = static_cast<std::byte*>(out);
     while (n > 0) {
       const ssize_t r = sys::retry([&] { return ::pread(fd_, p, n, static_cast<off_t>(at_)); });
-      if (r < 0) sys::throw_errno("mpxx: Queue.get: reading a large message from shared memory");
+      if (r < 0) sys::throw_errno("Queue.get: reading a large message from shared memory");
       if (r == 0) throw ProtocolError("mpxx: Queue.get: a large message ends early in shared memory");
       p += r;
       n -= static_cast<std::size_t>(r);

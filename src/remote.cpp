@@ -275,7 +275,7 @@ void RemoteSource::read(void* out, std::size_t n) {
   // longer has, are not its bytes.
   lost_ = err == ESRCH || (!err && (exited(pidfd_.get()) || (asker_ && hung_up(asker_.get()))));
   if (lost_) throw sender_died();
-  if (err) sys::throw_errno(err, "mpxx: recv: reading a large value from the sender's memory");
+  if (err) sys::throw_errno(err, "recv: reading a large value from the sender's memory");
   failed_ = false;
   advance(at_, n);
   left_ -= n;

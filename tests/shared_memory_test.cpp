@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <numeric>
@@ -205,6 +206,13 @@ TEST(SharedMemory, BadInputMessagesAndErrnos) {
     FAIL();
   } catch (const mpxx::OSError& e) {
     EXPECT_EQ(e.code(), EEXIST);
+  }
+  try {
+    mpxx::SharedMemory::create(SIZE_MAX);  // more than a file may hold
+    FAIL();
+  } catch (const mpxx::OSError& e) {
+    EXPECT_EQ(e.code(), EINVAL);
+    EXPECT_EQ(std::string(e.what()).rfind("mpxx: cannot size shared memory to ", 0), 0u) << e.what();
   }
   EXPECT_THROW(mpxx::SharedMemory::create(10, ""), mpxx::ValueError);
   EXPECT_THROW(mpxx::SharedMemory::create(10, "/"), mpxx::ValueError);

@@ -342,10 +342,10 @@ SharedMemory SharedMemory::create(std::size_t size) {
   auto st = std::make_shared<ShmState>();
   std::string tag = detail::random_tag();
   int fd = ::memfd_create(("mpxx-" + tag).c_str(), MFD_CLOEXEC);
-  if (fd < 0) sys::throw_errno("mpxx: cannot create shared memory (memfd_create)");
+  if (fd < 0) sys::throw_errno("cannot create shared memory (memfd_create)");
   st->fd.reset(fd);
   if (::ftruncate(fd, static_cast<off_t>(size)) < 0)
-    sys::throw_errno("mpxx: cannot size shared memory to " + std::to_string(size) + " bytes");
+    sys::throw_errno("cannot size shared memory to " + std::to_string(size) + " bytes");
   st->size = size;
   st->name = "mpxx-" + std::to_string(::getpid()) + "-" + std::to_string(fd) + "-" + tag;
   st->creator = true;
@@ -379,7 +379,7 @@ SharedMemory SharedMemory::create(std::size_t size, std::string name) {
   try {
     detail::tracker_send('R', path, detail::segment_id(fd));
     if (::ftruncate(fd, static_cast<off_t>(size)) < 0)
-      sys::throw_errno("mpxx: cannot size shared memory '" + st->name + "' to " +
+      sys::throw_errno("cannot size shared memory '" + st->name + "' to " +
                        std::to_string(size) + " bytes");
     st->size = size;
     st->addr = detail::map_fd(fd, size, st->name);
