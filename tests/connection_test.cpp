@@ -559,6 +559,29 @@ TEST(PipeProcesses, LargeSenderKilledHalfWayGivesEof) {
   EXPECT_THROW(a.recv<std::vector<std::uint8_t>>(), mpxx::EOFError);
 }
 
+// The sender killed once the receiver has taken its offer and is filling
+// the value (its memory has grown by a quarter of the value: in resize()'s
+// fill or in the copy out of the sender's memory): the receiver gets an
+// EOFError, never a value made partly of whatever the sender's memory
+// became, and the connection then reports its end.
+TEST(PipeProcesses, ASenderKilledWhileItsValueIsReceivedGivesEof) {
+  constexpr std::size_t kSize = std::size_t{256} << 20;
+  auto [a, b] = mpxx::Pipe();
+  mpxx::Process p(send_big, b, kSize);
+  p.start();
+  b.close();
+  std::atomic<bool> killed_mid_receive{false};
+  std::thread killer([&] {
+    killed_mid_receive = mpxx_test::wait_rss_growth(::getpid(), kSize / 4, 60000ms);
+    p.kill();
+  });
+  EXPECT_THROW(a.recv<std::vector<std::uint8_t>>(), mpxx::EOFError);
+  killer.join();
+  p.join();
+  EXPECT_TRUE(killed_mid_receive) << "the receiver never filled the value";
+  EXPECT_THROW(a.recv<int>(), mpxx::EOFError);
+}
+
 TEST(PipeProcesses, ALargeValueOfSeveralFieldsIsReadWhole) {
   auto [a, b] = mpxx::Pipe();
   mpxx::Process p(send_blocks, b);

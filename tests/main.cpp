@@ -220,6 +220,50 @@ bool wait_rss_growth(pid_t pid, std::size_t bytes, std::chrono::milliseconds tim
   return false;
 }
 
+bool wait_in_syscall(pid_t pid, long nr, std::chrono::milliseconds timeout,
+                     const std::function<bool(const std::vector<std::uint64_t>&)>& args_match) {
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  auto inside = [&] {
+    DIR* d = ::opendir(tasks.c_str());
+    if (!d) return false;
+    bool found = false;
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      // "nr arg1 ... arg6 sp pc" while in a call, "-1 sp pc" or "running" otherwise.
+      std::ifstream f(tasks + "/" + e->d_name + "/syscall");
+      long n = -1;
+      if (!(f >> n) || n != nr) continue;
+      std::vector<std::uint64_t> args;
+      std::string word;
+      while (args.size() < 6 && f >> word) args.push_back(std::stoull(word, nullptr, 16));
+      if (args.size() == 6 && (!args_match || args_match(args))) {
+        found = true;
+        break;
+      }
+    }
+    ::closedir(d);
+    return found;
+  };
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  do {
+    if (inside()) return true;
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  } while (std::chrono::steady_clock::now() < until);
+  return false;
+}
+
+std::vector<std::pair<std::uint64_t, std::uint64_t>> mappings_named(pid_t pid, const std::string& name) {
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> found;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/maps");
+  for (std::string line; std::getline(f, line);) {
+    if (line.find(name) == std::string::npos) continue;
+    std::size_t dash = 0;
+    const std::uint64_t first = std::stoull(line, &dash, 16);
+    found.emplace_back(first, std::stoull(line.substr(dash + 1), nullptr, 16));
+  }
+  return found;
+}
+
 }  // namespace mpxx_test
 
 int main(int argc, char** argv) {

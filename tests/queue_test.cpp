@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -132,6 +133,34 @@ void get_big_without_remote_reads(mpxx::Queue<std::vector<std::uint8_t>> q,
 }
 
 void get_one(mpxx::JoinableQueue<std::vector<std::uint8_t>> q) { q.get(); }
+
+// Reports what it got ("<first byte>:<size>", or "broken" if the bytes
+// differ), then marks it done.
+void get_and_report(mpxx::JoinableQueue<std::vector<std::uint8_t>> q, mpxx::Queue<std::string> report) {
+  const auto v = q.get(60s);
+  const bool whole = std::all_of(v.begin(), v.end(), [&](std::uint8_t x) { return x == v.front(); });
+  report.put(whole && !v.empty() ? std::to_string(v.front()) + ":" + std::to_string(v.size())
+                                 : std::string("broken"));
+  q.task_done();
+}
+
+// Gets with timeouts of under 2 ms until an empty message, reporting each
+// message's first byte (-1 if it is not whole), and after a timeout often
+// stays away for a little while.
+void get_impatiently(mpxx::Queue<std::vector<std::uint8_t>> q, mpxx::Queue<int> got, int salt) {
+  for (int i = 0;; ++i) {
+    std::vector<std::uint8_t> v;
+    try {
+      v = q.get(std::chrono::microseconds(200 + 400 * ((i + salt) % 4)));
+    } catch (const mpxx::Empty&) {
+      std::this_thread::sleep_for(std::chrono::microseconds(500 * ((i + salt) % 3)));
+      continue;
+    }
+    if (v.empty()) return;
+    const bool whole = v.size() == (std::size_t{3} << 19) && v[v.size() / 2] == v.front() && v.back() == v.front();
+    got.put(whole ? int{v.front()} : -1);
+  }
+}
 
 }  // namespace queue_targets
 
@@ -632,6 +661,98 @@ TEST(QueueOffer, AProducerKilledWhileItsMessageIsReadLosesIt) {
   EXPECT_TRUE(q.join(5s)) << "the lost message is still counted";
   q.put({1, 2}, 10s);
   EXPECT_EQ(q.get(10s), (std::vector<std::uint8_t>{1, 2}));
+}
+
+// Two consumers whose gets time out within a millisecond or two and come
+// back, while large messages arrive every few milliseconds: whether a
+// consumer waits when a message is put changes from put to put, so some
+// go through offers and the others through the ring (about 30 of 40 by
+// offers in the debug build). Every message is delivered once, whole.
+TEST(QueueOffer, ConsumersWithShortTimeoutsGetEveryLargeMessageOnce) {
+  constexpr int kMessages = 40;
+  mpxx::Queue<std::vector<std::uint8_t>> q;
+  mpxx::Queue<int> got;
+  mpxx::Process c1(get_impatiently, q, got, 0);
+  mpxx::Process c2(get_impatiently, q, got, 2);
+  c1.start();
+  c2.start();
+  for (int i = 1; i <= kMessages; ++i) {
+    q.put(std::vector<std::uint8_t>(std::size_t{3} << 19, static_cast<std::uint8_t>(i)));  // 1.5 MiB
+    std::this_thread::sleep_for(std::chrono::milliseconds(3 + i % 8));
+  }
+  q.put({});
+  q.put({});
+  std::vector<int> seen;
+  for (int i = 0; i < kMessages; ++i) seen.push_back(got.get(30s));
+  c1.join();
+  c2.join();
+  EXPECT_EQ(c1.exitcode(), 0);
+  EXPECT_EQ(c2.exitcode(), 0);
+  std::sort(seen.begin(), seen.end());
+  std::vector<int> want(kMessages);
+  std::iota(want.begin(), want.end(), 1);
+  EXPECT_EQ(seen, want);
+  EXPECT_THROW(got.get_nowait(), mpxx::Empty) << "a message was delivered twice";
+  EXPECT_EQ(q.qsize(), 0);
+}
+
+// A producer killed while it waits for its offer to be taken (the consumer
+// it was made to is stopped in get) leaves the offer open. The next
+// producer clears it, and the count of unfinished tasks comes out right;
+// the stopped consumer, once continued, gets that producer's message.
+TEST(QueueOffer, AnOfferLeftOpenByAKilledProducerIsClearedByTheNextOne) {
+  // Whether a thread of `pid` waits on a futex in a queue's header.
+  auto waits_on_a_queue = [](pid_t pid) {
+    return [pid](const std::vector<std::uint64_t>& args) {
+      for (const auto& [first, end] : mpxx_test::mappings_named(pid, "mpxx:queue"))
+        if (args[0] >= first && args[0] < first + 4096) return true;
+      return false;
+    };
+  };
+  for (int attempt = 0;; ++attempt) {
+    ASSERT_LT(attempt, 5) << "the producer was never killed while its offer was open";
+    mpxx::JoinableQueue<std::vector<std::uint8_t>> q;
+    mpxx::Queue<std::string> report;
+    mpxx::Event built;
+    mpxx::Process c(get_and_report, q, report);
+    c.start();
+    struct Continued {  // never leave the consumer stopped
+      mpxx::Process& c;
+      ~Continued() {
+        if (c.is_alive()) {
+          ::kill(c.pid(), SIGCONT);
+          c.kill();
+        }
+        c.join();
+      }
+    } continued{c};
+    ASSERT_TRUE(mpxx_test::wait_in_syscall(c.pid(), SYS_futex, 30000ms, waits_on_a_queue(c.pid())));
+    ASSERT_EQ(::kill(c.pid(), SIGSTOP), 0);
+    const auto until = Clock::now() + 10s;
+    while (mpxx_test::proc_state(c.pid()) != 'T' && Clock::now() < until) std::this_thread::sleep_for(1ms);
+    ASSERT_EQ(mpxx_test::proc_state(c.pid()), 'T');
+
+    // Its only futex wait on the queue is for its offer to be taken.
+    mpxx::Process p(put_big_after<decltype(q)>, q, 0, std::size_t{4} << 20, built);
+    p.start();
+    const bool caught = mpxx_test::wait_in_syscall(p.pid(), SYS_futex, 30000ms, waits_on_a_queue(p.pid()));
+    p.kill();
+    p.join();
+    if (!caught || p.exitcode() != -SIGKILL) {
+      // Too late: its offer was withdrawn and the message went into the ring.
+      ::kill(c.pid(), SIGCONT);
+      EXPECT_EQ(report.get(30s), "5:4194304");
+      continue;
+    }
+    q.put(std::vector<std::uint8_t>(std::size_t{3} << 20, 9));  // offered to the stopped consumer, then into the ring
+    ::kill(c.pid(), SIGCONT);
+    EXPECT_EQ(report.get(30s), "9:3145728");
+    c.join(30s);
+    EXPECT_EQ(c.exitcode(), 0);
+    EXPECT_TRUE(q.join(5s)) << "the killed producer's message is still counted";
+    EXPECT_EQ(q.qsize(), 0);
+    return;
+  }
 }
 
 TEST_P(QueueTest, JoinableQueueWithDaemonConsumers) {

@@ -6,8 +6,11 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
+#include <functional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "mpxx/mpxx.hpp"
@@ -66,6 +69,17 @@ long long bytes_read_so_far();
 // called (/proc/<pid>/statm): a receiver is then filling a large value.
 // False after `timeout`.
 bool wait_rss_growth(pid_t pid, std::size_t bytes, std::chrono::milliseconds timeout);
+
+// Waits until a thread of process `pid` sleeps inside system call `nr`
+// (/proc/<pid>/task/*/syscall) with arguments that `args_match` accepts
+// (the call's six arguments; any, if empty): a process is then exactly at
+// the moment a test wants to stop or kill it (a thread running in the
+// kernel, as in a long copy, shows no call there). False after `timeout`.
+bool wait_in_syscall(pid_t pid, long nr, std::chrono::milliseconds timeout,
+                     const std::function<bool(const std::vector<std::uint64_t>&)>& args_match = {});
+// The address ranges [first, second) of process `pid`'s mappings whose
+// name contains `name` (/proc/<pid>/maps).
+std::vector<std::pair<std::uint64_t, std::uint64_t>> mappings_named(pid_t pid, const std::string& name);
 
 // Seconds that f() took.
 template <class F>
