@@ -37,11 +37,6 @@ bool proc_is_ours() {
   return std::strtol(link, nullptr, 10) == static_cast<long>(::getpid());
 }
 
-bool exited(int pidfd) {
-  pollfd p{pidfd, POLLIN, 0};
-  return sys::retry([&] { return ::poll(&p, 1, 0); }) > 0;
-}
-
 // Whether the sender closed its end of the answer socket: it died, or
 // another of its threads ran exec() (same pid, other memory). The sender
 // never writes on it, so anything readable is its end.
@@ -109,7 +104,7 @@ std::uint64_t process_start_time(pid_t pid) {
 sys::UniqueFd open_process(pid_t pid, std::uint64_t start_time, bool& gone) {
   gone = false;
   if (start_time == 0 || pid <= 0 || !proc_is_ours()) return {};
-  sys::UniqueFd fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  sys::UniqueFd fd = sys::try_pidfd_open(pid);
   if (!fd) {
     gone = errno == ESRCH;
     return {};
@@ -117,7 +112,7 @@ sys::UniqueFd open_process(pid_t pid, std::uint64_t start_time, bool& gone) {
   // Opened first, checked after: a pidfd names the process that held the
   // pid when it was opened, so if that one started at start_time it is the
   // process meant (and not one that took the pid over since).
-  if (process_start_time(pid) != start_time || exited(fd.get())) {
+  if (process_start_time(pid) != start_time || sys::pidfd_exited(fd.get())) {
     gone = true;
     return {};
   }
@@ -125,10 +120,9 @@ sys::UniqueFd open_process(pid_t pid, std::uint64_t start_time, bool& gone) {
 }
 
 std::optional<RemoteOffer> make_remote_offer() {
-  const int fd = static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0));
-  if (fd < 0) return std::nullopt;
   RemoteOffer offer;
-  offer.pidfd = sys::UniqueFd(fd);
+  offer.pidfd = sys::try_pidfd_open(::getpid());
+  if (!offer.pidfd) return std::nullopt;
   try {
     std::tie(offer.answer, offer.asker) = sys::socket_pair();
   } catch (const OSError&) {  // out of fds: the pipe serves
@@ -273,7 +267,7 @@ void RemoteSource::read(void* out, std::size_t n) {
   failed_ = true;
   // Bytes read from a pid the sender no longer holds, or from memory it no
   // longer has, are not its bytes.
-  lost_ = err == ESRCH || (!err && (exited(pidfd_.get()) || (asker_ && hung_up(asker_.get()))));
+  lost_ = err == ESRCH || (!err && (sys::pidfd_exited(pidfd_.get()) || (asker_ && hung_up(asker_.get()))));
   if (lost_) throw sender_died();
   if (err) sys::throw_errno(err, "recv: reading a large value from the sender's memory");
   failed_ = false;

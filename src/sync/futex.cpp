@@ -1,13 +1,14 @@
 #include "sync/futex.hpp"
 
 #include <linux/futex.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <pthread.h>
 #include <unistd.h>
 
 #include <cerrno>
+
+#include "sys/fd.hpp"
 
 namespace mpxx::detail {
 
@@ -102,12 +103,9 @@ bool id_alive(std::uint32_t id) noexcept {
   // It exists, but may be a zombie: a pidfd is readable once it has exited.
   // (pidfd_open fails for a thread that is not a process leader: such a
   // thread cannot be a zombie, so it is alive.)
-  int fd = static_cast<int>(::syscall(SYS_pidfd_open, static_cast<pid_t>(id), 0));
-  if (fd < 0) return errno != ESRCH;
-  pollfd p{fd, POLLIN, 0};
-  int r = ::poll(&p, 1, 0);
-  ::close(fd);
-  return r != 1;
+  const sys::UniqueFd fd = sys::try_pidfd_open(static_cast<pid_t>(id));
+  if (!fd) return errno != ESRCH;
+  return !sys::pidfd_exited(fd.get());
 }
 
 }  // namespace mpxx::detail

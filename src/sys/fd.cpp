@@ -235,9 +235,18 @@ void set_cloexec(int fd, bool on) {
 }
 
 UniqueFd pidfd_open(pid_t pid) {
-  int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  if (fd < 0) throw_errno("pidfd_open(" + std::to_string(pid) + ")");
-  return UniqueFd(fd);
+  UniqueFd fd = try_pidfd_open(pid);
+  if (!fd) throw_errno("pidfd_open(" + std::to_string(pid) + ")");
+  return fd;
+}
+
+UniqueFd try_pidfd_open(pid_t pid) noexcept {
+  return UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+}
+
+bool pidfd_exited(int pidfd) noexcept {
+  pollfd p{pidfd, POLLIN, 0};  // readable once the process has exited
+  return retry([&] { return ::poll(&p, 1, 0); }) > 0;
 }
 
 bool pidfd_kill(int pidfd, int sig) {

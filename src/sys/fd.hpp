@@ -112,6 +112,11 @@ void set_cloexec(int fd, bool on);
 
 // pidfd_open(2) / pidfd_send_signal(2).
 UniqueFd pidfd_open(pid_t pid);
+// The same without throwing: an empty UniqueFd, with errno set (ESRCH: no
+// such process; EINVAL: a thread that is not a process leader).
+UniqueFd try_pidfd_open(pid_t pid) noexcept;
+// Whether the process behind a pidfd has exited (zombie or reaped).
+bool pidfd_exited(int pidfd) noexcept;
 // Returns false if the process has already been reaped (ESRCH).
 bool pidfd_kill(int pidfd, int sig);
 
