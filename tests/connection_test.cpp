@@ -565,14 +565,14 @@ TEST(PipeProcesses, LargeSenderKilledHalfWayGivesEof) {
 // EOFError, never a value made partly of whatever the sender's memory
 // became, and the connection then reports its end.
 TEST(PipeProcesses, ASenderKilledWhileItsValueIsReceivedGivesEof) {
-  constexpr std::size_t kSize = std::size_t{256} << 20;
+  constexpr std::size_t kSize = std::size_t{128} << 20;
   auto [a, b] = mpxx::Pipe();
   mpxx::Process p(send_big, b, kSize);
   p.start();
   b.close();
   std::atomic<bool> killed_mid_receive{false};
   std::thread killer([&] {
-    killed_mid_receive = mpxx_test::wait_rss_growth(::getpid(), kSize / 4, 60000ms);
+    killed_mid_receive = mpxx_test::wait_rss_growth(::getpid(), kSize / 4, 30000ms);
     p.kill();
   });
   EXPECT_THROW(a.recv<std::vector<std::uint8_t>>(), mpxx::EOFError);

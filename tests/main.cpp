@@ -247,9 +247,17 @@ bool wait_in_syscall(pid_t pid, long nr, std::chrono::milliseconds timeout,
   const auto until = std::chrono::steady_clock::now() + timeout;
   do {
     if (inside()) return true;
+    const char state = proc_state(pid);
+    if (state == 0 || state == 'Z') return false;  // it will never be there now
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   } while (std::chrono::steady_clock::now() < until);
   return false;
+}
+
+bool syscalls_visible() {
+  std::ifstream f("/proc/self/syscall");
+  std::string word;
+  return static_cast<bool>(f >> word);
 }
 
 std::vector<std::pair<std::uint64_t, std::uint64_t>> mappings_named(pid_t pid, const std::string& name) {

@@ -208,7 +208,7 @@ TEST(SharedMemory, BadInputMessagesAndErrnos) {
     EXPECT_EQ(e.code(), EEXIST);
   }
   try {
-    mpxx::SharedMemory::create(SIZE_MAX);  // more than a file may hold
+    mpxx::SharedMemory::create(SIZE_MAX);  // negative as an off_t
     FAIL();
   } catch (const mpxx::OSError& e) {
     EXPECT_EQ(e.code(), EINVAL);

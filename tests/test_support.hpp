@@ -73,10 +73,15 @@ bool wait_rss_growth(pid_t pid, std::size_t bytes, std::chrono::milliseconds tim
 // Waits until a thread of process `pid` sleeps inside system call `nr`
 // (/proc/<pid>/task/*/syscall) with arguments that `args_match` accepts
 // (the call's six arguments; any, if empty): a process is then exactly at
-// the moment a test wants to stop or kill it (a thread running in the
-// kernel, as in a long copy, shows no call there). False after `timeout`.
+// the moment a test wants to stop or kill it. A thread running in the
+// kernel, as in a long copy, shows no call there, and a call resumed after
+// a stop or a signal shows as restart_syscall. False after `timeout`, or
+// once the process has exited.
 bool wait_in_syscall(pid_t pid, long nr, std::chrono::milliseconds timeout,
                      const std::function<bool(const std::vector<std::uint64_t>&)>& args_match = {});
+// Whether /proc/<pid>/syscall can be read here (a sandbox or Yama's
+// ptrace_scope may forbid it): tests that use wait_in_syscall skip if not.
+bool syscalls_visible();
 // The address ranges [first, second) of process `pid`'s mappings whose
 // name contains `name` (/proc/<pid>/maps).
 std::vector<std::pair<std::uint64_t, std::uint64_t>> mappings_named(pid_t pid, const std::string& name);

@@ -113,7 +113,8 @@ void set_cloexec(int fd, bool on);
 // pidfd_open(2) / pidfd_send_signal(2).
 UniqueFd pidfd_open(pid_t pid);
 // The same without throwing: an empty UniqueFd, with errno set (ESRCH: no
-// such process; EINVAL: a thread that is not a process leader).
+// such process; EINVAL: a thread that is not a process leader; ENOSYS,
+// EMFILE, ENOMEM...).
 UniqueFd try_pidfd_open(pid_t pid) noexcept;
 // Whether the process behind a pidfd has exited (zombie or reaped).
 bool pidfd_exited(int pidfd) noexcept;
