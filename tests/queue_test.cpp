@@ -13,7 +13,10 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <numeric>
+#include <random>
+#include <set>
 #include <string_view>
 #include <thread>
 
@@ -163,6 +166,53 @@ void get_impatiently(mpxx::Queue<std::vector<std::uint8_t>> q, mpxx::Queue<int> 
     const bool whole = v.size() == (std::size_t{3} << 19) && v[v.size() / 2] == v.front() && v.back() == v.front();
     const bool by_offer = before >= 0 && mpxx_test::bytes_read_so_far() - before < (1 << 20);
     got.put(whole ? v.front() + (by_offer ? 1000 : 0) : -1);
+  }
+}
+
+// Random processes killed at random moments (QueueDeath.RandomKills...):
+// messages of 2-65 words or 1-4 MiB whose words follow from (id, seq).
+using Words = std::vector<std::uint32_t>;
+std::uint32_t word_at(std::uint32_t id, std::uint32_t seq, std::size_t i) {
+  return id * 1000003u + seq * 7u + static_cast<std::uint32_t>(i);
+}
+
+void put_numbered_forever(mpxx::JoinableQueue<Words> q, std::uint32_t id) {
+  std::mt19937 rng(id);
+  for (std::uint32_t seq = 0;; ++seq) {
+    const std::size_t n = rng() % 10 < 7 ? 2 + rng() % 64 : (256u << 10) + rng() % (768u << 10);
+    Words v(n);
+    for (std::size_t i = 2; i < n; ++i) v[i] = word_at(id, seq, i);
+    v[0] = id;
+    v[1] = seq;
+    try {
+      if (rng() % 4 == 0)
+        q.put(v, std::chrono::milliseconds(rng() % 20));
+      else
+        q.put(v);
+    } catch (const mpxx::Full&) {
+    }
+    if (rng() % 3 == 0) std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
+  }
+}
+
+// Reports each message as id << 32 | seq, or ~0 if its words are wrong.
+void get_numbered_forever(mpxx::JoinableQueue<Words> q, mpxx::Queue<std::uint64_t> out, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  for (;;) {
+    Words v;
+    try {
+      switch (rng() % 3) {
+        case 0: v = q.get(); break;
+        case 1: v = q.get_nowait(); break;
+        default: v = q.get(std::chrono::microseconds(100 + rng() % 20000));
+      }
+    } catch (const mpxx::Empty&) {
+      continue;
+    }
+    bool whole = v.size() >= 2;
+    for (std::size_t i = 2; whole && i < v.size(); ++i) whole = v[i] == word_at(v[0], v[1], i);
+    out.put(whole ? std::uint64_t{v[0]} << 32 | v[1] : ~std::uint64_t{0});
+    q.task_done();
   }
 }
 
@@ -554,6 +604,79 @@ TEST(QueueDeath, ProducerKilledMidPutLeavesOnlyWholeMessages) {
     EXPECT_LT(t, 5.0);
     EXPECT_EQ(q.get(10s), (std::vector<std::uint32_t>{1, 2, 3}));
   }
+}
+
+// Two producers and two consumers, one of them SIGKILLed and replaced
+// every 20-150 ms, for 4 s: messages small and large (so that some go by
+// offers), puts with and without timeouts, blocking gets, get_nowait and
+// gets with timeouts. No message is ever delivered corrupt or twice (a
+// killed process may lose the one it was putting or getting), whatever is
+// left is consumed, and the queue still works afterwards.
+TEST(QueueDeath, RandomKillsNeverCorruptOrDuplicateAMessage) {
+  mpxx::JoinableQueue<Words> q;
+  mpxx::Queue<std::uint64_t> out;
+  std::mt19937 rng(20261201);
+  std::uint32_t next_id = 1;
+  std::vector<std::unique_ptr<mpxx::Process>> producers, consumers;
+  auto new_producer = [&] { return std::make_unique<mpxx::Process>(put_numbered_forever, q, next_id++); };
+  auto new_consumer = [&] {
+    return std::make_unique<mpxx::Process>(get_numbered_forever, q, out, static_cast<std::uint32_t>(rng()));
+  };
+  for (int i = 0; i < 2; ++i) {
+    producers.push_back(new_producer());
+    consumers.push_back(new_consumer());
+  }
+  for (auto& p : producers) p->start();
+  for (auto& c : consumers) c->start();
+  std::set<std::uint64_t> seen;
+  long delivered = 0, twice = 0, corrupt = 0, kills = 0;
+  auto collect = [&] {
+    for (;;) {
+      std::uint64_t x;
+      try {
+        x = out.get_nowait();
+      } catch (const mpxx::Empty&) {
+        return;
+      }
+      ++delivered;
+      if (x == ~std::uint64_t{0})
+        ++corrupt;
+      else if (!seen.insert(x).second)
+        ++twice;
+    }
+  };
+  for (const auto until = Clock::now() + 4s; Clock::now() < until;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20 + rng() % 130));
+    collect();
+    const bool producer = rng() % 2;
+    auto& victim = (producer ? producers : consumers)[rng() % 2];
+    victim->kill();
+    victim->join();
+    ++kills;
+    victim = producer ? new_producer() : new_consumer();
+    victim->start();
+  }
+  for (auto& p : producers) {
+    p->kill();
+    p->join();
+  }
+  for (const auto until = Clock::now() + 30s; q.qsize() > 0 && Clock::now() < until;) {
+    collect();
+    std::this_thread::sleep_for(10ms);
+  }
+  std::this_thread::sleep_for(100ms);  // the last reports
+  for (auto& c : consumers) {
+    c->kill();
+    c->join();
+  }
+  collect();
+  EXPECT_EQ(corrupt, 0);
+  EXPECT_EQ(twice, 0);
+  EXPECT_EQ(q.qsize(), 0);
+  EXPECT_GT(kills, 10);
+  EXPECT_GT(delivered, 100);
+  q.put({7, 7}, 10s);
+  EXPECT_EQ(q.get(10s), (Words{7, 7}));
 }
 
 TEST(QueueDeath, ConsumerKilledMidGetDoesNotCorrupt) {
