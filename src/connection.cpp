@@ -65,9 +65,20 @@ void send_on_socket(ConnState& c, const void* data, std::size_t n, const std::ve
     hn = kTagBytes;
   }
   hn += put_length(head + hn, n);
-  iovec iov[2] = {{head, hn}, {const_cast<void*>(data), n}};
-  if (!sys::sendmsg_all(c.fd.get(), iov, n ? 2 : 1, fds))
+  // Untagged: CPython's framing, in one go. Tagged: in pieces (lane.hpp).
+  auto* bytes = static_cast<unsigned char*>(const_cast<void*>(data));
+  const std::size_t first = tag ? std::min(n, kSocketPiece - hn) : n;
+  iovec iov[2] = {{head, hn}, {bytes, first}};
+  if (!sys::sendmsg_all(c.fd.get(), iov, first ? 2 : 1, fds))
     throw OSError(EPIPE, "mpxx: send: the other end of the connection is closed");
+  head[0] = kTagMore;
+  for (std::size_t at = first; at < n;) {
+    const std::size_t k = std::min(n - at, kSocketPiece - kTagBytes);
+    iovec more[2] = {{head, kTagBytes}, {bytes + at, k}};
+    if (!sys::sendmsg_all(c.fd.get(), more, 2, {}))
+      throw OSError(EPIPE, "mpxx: send: the other end of the connection is closed");
+    at += k;
+  }
 }
 
 namespace {
@@ -169,32 +180,71 @@ bool recv_exact(int fd, void* buf, std::size_t n, std::vector<int>& fds, bool eo
                               "; connection closed");
 }
 
+// A tagged message's pieces on a lane's socket (lane.hpp): how much of
+// the payload the piece being read still holds, and the tag the next
+// piece must start with.
+struct Pieces {
+  unsigned char tag[kTagBytes];
+  std::size_t left = 0;
+};
+
 // Reads a message's length prefix from the socket (after the tag a lane's
-// writer puts before it, if `tagged`); nullopt at a clean EOF.
-std::optional<std::uint64_t> recv_length(ConnState& c, std::vector<int>& fds, bool spin, bool tagged) {
+// writer puts before it, if `pieces`, which it then describes); nullopt
+// at a clean EOF.
+std::optional<std::uint64_t> recv_length(ConnState& c, std::vector<int>& fds, bool spin,
+                                         Pieces* pieces = nullptr) {
   unsigned char head[kTagBytes];
-  if (tagged && !recv_exact(c.fd.get(), head, kTagBytes, fds, true, spin, c.deadline)) return std::nullopt;
-  if (!recv_exact(c.fd.get(), head, 4, fds, !tagged, spin, c.deadline)) return std::nullopt;
+  if (pieces && !recv_exact(c.fd.get(), pieces->tag, kTagBytes, fds, true, spin, c.deadline))
+    return std::nullopt;
+  if (!recv_exact(c.fd.get(), head, 4, fds, !pieces, spin, c.deadline)) return std::nullopt;
   std::uint64_t n = (std::uint64_t{head[0]} << 24) | (std::uint64_t{head[1]} << 16) |
                     (std::uint64_t{head[2]} << 8) | head[3];
+  std::size_t header = kTagBytes + 4;
   if (n == 0xffffffffu) {
     recv_exact(c.fd.get(), head, 8, fds, false, false, c.deadline);
     n = 0;
     for (int i = 0; i < 8; ++i) n = (n << 8) | head[i];
+    header += 8;
   } else if (n & 0x80000000u) {
     c.fd.reset();
     close_all(fds);
     throw ProtocolError("mpxx: negative message length: the stream is corrupt; connection closed");
   }
+  if (pieces) pieces->left = static_cast<std::size_t>(std::min<std::uint64_t>(n, kSocketPiece - header));
   return n;
 }
 
+// Before reading up to `want` of the `rest` bytes still to come of a
+// tagged message: at the end of a piece, takes the next piece's header
+// (nullopt if there is none: the writer died between two pieces, and what
+// follows is not its message). Returns how many bytes to read from this
+// piece now.
+std::optional<std::size_t> next_piece(ConnState& c, Pieces& p, std::uint64_t rest, std::uint64_t want) {
+  if (p.left == 0) {
+    unsigned char front[kTagBytes];
+    const ssize_t r = sys::retry([&] { return ::recv(c.fd.get(), front, kTagBytes, MSG_PEEK); });
+    if (r < 0) sys::throw_errno("recv(pipe)");
+    if (static_cast<std::size_t>(r) < kTagBytes || front[0] != kTagMore ||
+        std::memcmp(front + 1, p.tag + 1, kTagBytes - 1) != 0)
+      return std::nullopt;
+    std::vector<int> none;
+    recv_exact(c.fd.get(), front, kTagBytes, none, false, false, c.deadline);
+    p.left = static_cast<std::size_t>(std::min<std::uint64_t>(rest, kSocketPiece - kTagBytes));
+  }
+  return static_cast<std::size_t>(std::min<std::uint64_t>(want, p.left));
+}
+
+enum class Received { message, eof, torn };
+
 // Reads one whole message from the socket into `out` (after its tag, if
-// `tagged`); returns false at a clean EOF.
-bool recv_from_socket(ConnState& c, wire::Writer& out, std::vector<int>& fds,
-                      std::optional<std::size_t> maxlength, bool spin, bool tagged = false) {
-  const std::optional<std::uint64_t> length = recv_length(c, fds, spin, tagged);
-  if (!length) return false;
+// `tagged`, in pieces): eof at a clean EOF, torn if its writer died
+// between two pieces (the pieces read, and the fds they brought, are
+// dropped).
+Received recv_from_socket(ConnState& c, wire::Writer& out, std::vector<int>& fds,
+                          std::optional<std::size_t> maxlength, bool spin, bool tagged = false) {
+  Pieces pieces;
+  const std::optional<std::uint64_t> length = recv_length(c, fds, spin, tagged ? &pieces : nullptr);
+  if (!length) return Received::eof;
   const std::uint64_t n = *length;
   if ((maxlength && n > *maxlength) || n > wire::kDefaultMaxFrame) too_long(c, n, maxlength, fds);
   out.clear();
@@ -205,6 +255,16 @@ bool recv_from_socket(ConnState& c, wire::Writer& out, std::vector<int>& fds,
     while (got < n) {
       std::size_t chunk = static_cast<std::size_t>(
           std::min<std::uint64_t>(n - got, std::max<std::uint64_t>(std::uint64_t{1} << 16, got)));
+      if (tagged) {
+        const std::optional<std::size_t> k = next_piece(c, pieces, n - got, chunk);
+        if (!k) {
+          close_all(fds);
+          out.clear();
+          return Received::torn;
+        }
+        chunk = *k;
+        pieces.left -= chunk;
+      }
       recv_exact(c.fd.get(), out.extend(chunk), chunk, fds, false, false, c.deadline);
       got += chunk;
     }
@@ -212,7 +272,7 @@ bool recv_from_socket(ConnState& c, wire::Writer& out, std::vector<int>& fds,
     close_all(fds);
     throw;
   }
-  return true;
+  return Received::message;
 }
 
 // Reads and drops the message at the front of a lane's socket whose
@@ -221,12 +281,15 @@ bool recv_from_socket(ConnState& c, wire::Writer& out, std::vector<int>& fds,
 void drop_stale(ConnState& c) {
   std::vector<int> lost_fds;
   try {
-    std::optional<std::uint64_t> left = recv_length(c, lost_fds, false, true);
+    Pieces pieces;
+    std::optional<std::uint64_t> left = recv_length(c, lost_fds, false, &pieces);
     unsigned char sink[16 << 10];
     while (left && *left > 0) {
-      const std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(*left, sizeof sink));
-      recv_exact(c.fd.get(), sink, chunk, lost_fds, false, false, c.deadline);
-      *left -= chunk;
+      const std::optional<std::size_t> k = next_piece(c, pieces, *left, std::min<std::uint64_t>(*left, sizeof sink));
+      if (!k) break;  // its writer died too: the rest never came
+      recv_exact(c.fd.get(), sink, *k, lost_fds, false, false, c.deadline);
+      pieces.left -= *k;
+      *left -= *k;
     }
   } catch (...) {
     close_all(lost_fds);
@@ -241,7 +304,7 @@ void drop_stale(ConnState& c) {
 bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
                   std::optional<std::size_t> maxlength) {
   std::shared_ptr<LaneEnd> keep = c.lane;  // another thread may close() meanwhile
-  if (!keep) return recv_from_socket(c, out, fds, maxlength, !c.deadline);
+  if (!keep) return recv_from_socket(c, out, fds, maxlength, !c.deadline) == Received::message;
   LaneEnd& lane = *keep;
   const int fd = c.fd.get();
   bool spin = true;
@@ -264,7 +327,10 @@ bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
         LaneEnd::Next next;
         while ((next = lane.skip_bells(fd, rec.at)) == LaneEnd::Next::stale) drop_stale(c);
         if (next == LaneEnd::Next::cancelled) continue;
-        if (next == LaneEnd::Next::eof || !recv_from_socket(c, out, fds, maxlength, false, true))
+        const Received got =
+            next == LaneEnd::Next::eof ? Received::eof : recv_from_socket(c, out, fds, maxlength, false, true);
+        if (got == Received::torn) continue;  // its writer died part way: lost, as a cut-short send
+        if (got == Received::eof)
           throw EOFError("mpxx: the other end closed the connection in the middle of a message");
       }
       return true;

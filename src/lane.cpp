@@ -147,7 +147,15 @@ void LaneEnd::after_recovery(int sock) {
     // message was (wholly) sent: the cancel tells the reader not to wait
     // for it (lane.hpp). The flag is cleared only once the cancel is out:
     // a writer that dies in between leaves it for the next to publish
-    // again (a second cancel is stray, and skipped).
+    // again (a second cancel is stray, and skipped). A bell goes first, on
+    // the socket: a reader waiting there for the next piece of that
+    // message learns that none comes, and goes on to the ring, where the
+    // cancel may need its room.
+    d.bell.store(1, std::memory_order_seq_cst);
+    if (sys::retry([&] { return ::send(sock, &kBell, 1, MSG_NOSIGNAL); }) < 0) {
+      if (errno == EPIPE || errno == ECONNRESET) peer_gone();
+      sys::throw_errno("send(bell)");
+    }
     put_marker(sock, kRecordCancel);
     d.inflight = 0;
   }

@@ -24,6 +24,15 @@
 // header starts with 0x00-0x7f or 0xff), so receivers skip bells in front
 // of a message and drain them when they wake.
 //
+// Pieces. A tagged message goes on the socket in pieces of at most
+// kSocketPiece bytes, one sendmsg each: Linux queues a Unix stream send of
+// up to ~36 KiB (one skb, with the default socket buffers) whole or not at
+// all, so a writer killed in the middle of a message leaves whole pieces.
+// Each piece after the first starts with kTagMore and the same position.
+// A receiver that finds anything else there (a bell, the next writer's
+// tag, the end of the stream) knows the writer died, drops the pieces it
+// got, and goes on with the next record.
+//
 // A message that does not fit in the ring right now goes on the socket
 // behind a marker too, so a ring of a few KiB never makes a sender wait
 // where a socket would have buffered the data. A writer whose socket send
@@ -48,7 +57,7 @@
 // over, forgets the bell flag (the dead one may have set it without
 // ringing) and cancels a marker whose message the dead one was sending.
 // If that message went out whole, its tag makes the receiver take it all
-// the same; if part of it did, the stream is broken, as a socket's would be.
+// the same; if part of it did, the receiver drops that part (see Pieces).
 // A writer killed between publishing and ringing leaves its message unseen
 // by a sleeping reader until the next send or until every writer has gone
 // (EOF wakes the reader, which reads the ring first).
@@ -95,7 +104,11 @@ inline constexpr std::size_t kLaneCapacity = 7936;  // bytes per direction
 inline constexpr std::size_t kMaxInline = 2048;     // larger messages take the socket
 inline constexpr unsigned char kBell = 0x80;
 inline constexpr unsigned char kTag = 0x81;       // then the marker's u64 position
+inline constexpr unsigned char kTagMore = 0x82;   // a later piece of that message: the same position
 inline constexpr std::size_t kTagBytes = 9;
+// Bytes per send of a tagged message on the socket, headers included (see
+// "Pieces" above).
+inline constexpr std::size_t kSocketPiece = 32 * 1024 - 64;
 
 // Record flags.
 inline constexpr std::uint32_t kRecordOnSocket = 1;  // a marker: the message is on the socket

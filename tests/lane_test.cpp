@@ -7,16 +7,19 @@
 #include <gtest/gtest.h>
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "connection_state.hpp"
 #include "lane.hpp"
+#include "sys/fd.hpp"
 #include "mpxx/mpxx.hpp"
 #include "test_support.hpp"
 
@@ -36,6 +39,22 @@ void die_behind_marker(mpxx::Connection c, bool after_send) {
   std::_Exit(0);
 }
 
+// A writer of `c` that dies holding the writers' lock once the first piece
+// of a kTorn-byte message has gone out on the socket (lane.hpp, Pieces).
+constexpr std::size_t kTorn = 100000;
+void die_between_pieces(mpxx::Connection c) {
+  mpxx::detail::ConnState& st = mpxx::detail::ConnAccess::state(c);
+  st.lane->write_lock().acquire();
+  const std::uint64_t at = st.lane->put_marker(st.fd.get(), mpxx::detail::kRecordOnSocket);
+  unsigned char head[mpxx::detail::kTagBytes + 4] = {mpxx::detail::kTag};
+  std::memcpy(head + 1, &at, sizeof at);
+  for (int i = 0; i < 4; ++i) head[mpxx::detail::kTagBytes + i] = static_cast<unsigned char>(kTorn >> (24 - 8 * i));
+  std::string first(mpxx::detail::kSocketPiece - sizeof head, 'T');
+  iovec iov[2] = {{head, sizeof head}, {first.data(), first.size()}};
+  if (!mpxx::sys::sendmsg_all(st.fd.get(), iov, 2, {})) std::_Exit(3);
+  std::_Exit(0);
+}
+
 // A reader of `c` that dies after taking a marker, before reading its
 // message from the socket.
 void die_after_taking_a_marker(mpxx::Connection c) {
@@ -50,6 +69,7 @@ void die_after_taking_a_marker(mpxx::Connection c) {
 
 namespace {
 using lane_targets::kFirst;
+constexpr std::size_t kLast = 3 * mpxx::detail::kSocketPiece;  // in four pieces
 
 // Joins a thread when the test leaves, also by an exception (a joinable
 // std::thread destroyed would end the whole test binary).
@@ -60,12 +80,14 @@ struct Joined {
   }
 };
 
-// The dead writer's case, then two more messages from the writer that takes
-// the lock over (through the ring, then the socket). The reader reads only
-// afterwards, or is already waiting behind the dead writer's marker.
-std::vector<std::string> after_a_dead_writer(bool after_send, bool reader_waits) {
+// The dead writer's case (`die` with `args`), then two more messages from
+// the writer that takes the lock over (through the ring, then the socket,
+// in pieces). The reader reads `expected` messages only afterwards, or is
+// already waiting behind the dead writer's marker.
+template <class... Args>
+std::vector<std::string> after_a_dead_writer(std::size_t expected, bool reader_waits,
+                                             void (*die)(mpxx::Connection, Args...), Args... args) {
   auto [a, b] = mpxx::Pipe();
-  const std::size_t expected = after_send ? 3 : 2;
   std::vector<std::string> got;
   std::thread reader;
   Joined joined{reader};
@@ -76,27 +98,35 @@ std::vector<std::string> after_a_dead_writer(bool after_send, bool reader_waits)
     }
   };
   if (reader_waits) reader = std::thread(read_all);
-  mpxx::Process p(lane_targets::die_behind_marker, a, after_send);
+  mpxx::Process p(die, a, args...);
   p.start();
   p.join();
   if (reader_waits) std::this_thread::sleep_for(20ms);  // the reader takes the marker first
   a.send_bytes(std::string("second"));  // takes the lock over: cancels the dead one's marker
-  a.send_bytes(std::string(5000, 'C'));
+  a.send_bytes(std::string(kLast, 'C'));
   if (reader_waits) reader.join();
   else read_all();
   return got;
 }
 
 TEST(PipeLane, AWriterKilledAfterItsSocketSendLosesNothing) {
-  const std::vector<std::string> want = {kFirst, "second", std::string(5000, 'C')};
-  EXPECT_EQ(after_a_dead_writer(true, false), want);
-  EXPECT_EQ(after_a_dead_writer(true, true), want);
+  const std::vector<std::string> want = {kFirst, "second", std::string(kLast, 'C')};
+  EXPECT_EQ(after_a_dead_writer(3, false, lane_targets::die_behind_marker, true), want);
+  EXPECT_EQ(after_a_dead_writer(3, true, lane_targets::die_behind_marker, true), want);
 }
 
 TEST(PipeLane, AWriterKilledBeforeItsSocketSendLeavesNothingToWaitFor) {
-  const std::vector<std::string> want = {"second", std::string(5000, 'C')};
-  EXPECT_EQ(after_a_dead_writer(false, false), want);
-  EXPECT_EQ(after_a_dead_writer(false, true), want);
+  const std::vector<std::string> want = {"second", std::string(kLast, 'C')};
+  EXPECT_EQ(after_a_dead_writer(2, false, lane_targets::die_behind_marker, false), want);
+  EXPECT_EQ(after_a_dead_writer(2, true, lane_targets::die_behind_marker, false), want);
+}
+
+// A message whose writer died between two of its pieces is dropped; the
+// next writer's messages come whole, the stream is not broken.
+TEST(PipeLane, AWriterKilledBetweenTwoPiecesOfAMessageLosesOnlyThatMessage) {
+  const std::vector<std::string> want = {"second", std::string(kLast, 'C')};
+  EXPECT_EQ(after_a_dead_writer(2, false, lane_targets::die_between_pieces), want);
+  EXPECT_EQ(after_a_dead_writer(2, true, lane_targets::die_between_pieces), want);
 }
 
 }  // namespace
