@@ -15,6 +15,9 @@
 #include <cstring>
 #include <stdexcept>
 #include <map>
+#include <memory>
+#include <random>
+#include <set>
 #include <thread>
 
 #include "test_support.hpp"
@@ -281,6 +284,29 @@ std::string start_filtered(mpxx::Process& p, mpxx::Connection& a, mpxx::Connecti
   return a.recv<std::string>();
 }
 
+// A writer of a shared end killed at random (PipeDeath.RandomWriterKills...):
+// messages of 2-65 words (the ring), 1-60k words (the socket, in pieces) or
+// 256k-1M words (read from the writer's memory), words following from
+// (id, seq).
+using Words = std::vector<std::uint32_t>;
+std::uint32_t word_at(std::uint32_t id, std::uint32_t seq, std::size_t i) {
+  return id * 1000003u + seq * 7u + static_cast<std::uint32_t>(i);
+}
+
+void send_numbered_forever(mpxx::Connection c, std::uint32_t id) {
+  std::mt19937 rng(id);
+  for (std::uint32_t seq = 0;; ++seq) {
+    const unsigned kind = rng() % 10;
+    const std::size_t n = kind < 6 ? 2 + rng() % 64 : kind < 9 ? 1024 + rng() % 60000 : (256u << 10) + rng() % (768u << 10);
+    Words v(n);
+    for (std::size_t i = 2; i < n; ++i) v[i] = word_at(id, seq, i);
+    v[0] = id;
+    v[1] = seq;
+    c.send(v);
+    if (rng() % 3 == 0) std::this_thread::sleep_for(std::chrono::microseconds(rng() % 2000));
+  }
+}
+
 }  // namespace conn_targets
 
 namespace {
@@ -543,6 +569,83 @@ TEST(PipeProcesses, LargeSendToAReaderThatLeavesRaises) {
   EXPECT_FALSE(::sigismember(&pending, SIGPIPE)) << "a SIGPIPE was left pending";
   p.join();
   EXPECT_EQ(p.exitcode(), 0);
+}
+
+// Two processes write to one end, one of them SIGKILLed and replaced every
+// 20-150 ms for 3 s, in the middle of whatever it sends (a ring record, a
+// message in pieces on the socket, a value read from its memory). Every
+// message received is whole and comes once, each writer's in order; a
+// value whose writer died while it was read is an EOFError for that recv
+// only, and reading goes on.
+TEST(PipeDeath, RandomWriterKillsNeverCorruptAMessage) {
+  using Clock = std::chrono::steady_clock;
+  auto [a, b] = mpxx::Pipe();
+  std::mt19937 rng(20261201);
+  std::uint32_t next_id = 1;
+  std::vector<std::unique_ptr<mpxx::Process>> writers;
+  struct Killed {  // whatever leaves the test
+    std::vector<std::unique_ptr<mpxx::Process>>& writers;
+    ~Killed() {
+      for (auto& w : writers) {
+        if (w->is_alive()) w->kill();
+        w->join();
+      }
+    }
+  } killed{writers};
+  auto new_writer = [&] { return std::make_unique<mpxx::Process>(send_numbered_forever, b, next_id++); };
+  for (int i = 0; i < 2; ++i) {
+    writers.push_back(new_writer());
+    writers.back()->start();
+  }
+  std::set<std::uint64_t> seen;
+  std::map<std::uint32_t, std::int64_t> last;  // per writer: the last seq received
+  long received = 0, corrupt = 0, twice = 0, out_of_order = 0, lost = 0, kills = 0;
+  auto receive_one = [&] {  // false on an EOFError
+    Words v;
+    try {
+      v = a.recv<Words>();
+    } catch (const mpxx::EOFError&) {
+      ++lost;
+      return false;
+    }
+    ++received;
+    bool whole = v.size() >= 2;
+    for (std::size_t i = 2; whole && i < v.size(); ++i) whole = v[i] == word_at(v[0], v[1], i);
+    if (!whole) {
+      ++corrupt;
+      return true;
+    }
+    twice += !seen.insert(std::uint64_t{v[0]} << 32 | v[1]).second;
+    auto [it, first] = last.try_emplace(v[0], -1);
+    out_of_order += static_cast<std::int64_t>(v[1]) <= it->second;
+    it->second = v[1];
+    return true;
+  };
+  auto next_kill = Clock::now() + 50ms;
+  for (const auto until = Clock::now() + 3s; Clock::now() < until;) {
+    if (a.poll(5ms)) receive_one();
+    if (Clock::now() < next_kill) continue;
+    auto& victim = writers[rng() % 2];
+    victim->kill();
+    victim->join();
+    ++kills;
+    victim = new_writer();
+    victim->start();
+    next_kill = Clock::now() + std::chrono::milliseconds(20 + rng() % 130);
+  }
+  for (auto& w : writers) {
+    w->kill();
+    w->join();
+  }
+  b.close();  // the end of the stream, once what was sent is read
+  while (a.poll(10s) && receive_one()) {
+  }
+  EXPECT_EQ(corrupt, 0);
+  EXPECT_EQ(twice, 0);
+  EXPECT_EQ(out_of_order, 0);
+  EXPECT_GT(kills, 10);
+  EXPECT_GT(received, 100);
+  EXPECT_LT(lost, received);
 }
 
 TEST(PipeProcesses, LargeSenderKilledHalfWayGivesEof) {
