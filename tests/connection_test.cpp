@@ -289,9 +289,6 @@ std::string start_filtered(mpxx::Process& p, mpxx::Connection& a, mpxx::Connecti
 // 256k-1M words (read from the writer's memory), words following from
 // (id, seq).
 using Words = std::vector<std::uint32_t>;
-std::uint32_t word_at(std::uint32_t id, std::uint32_t seq, std::size_t i) {
-  return id * 1000003u + seq * 7u + static_cast<std::uint32_t>(i);
-}
 
 void send_numbered_forever(mpxx::Connection c, std::uint32_t id) {
   std::mt19937 rng(id);
@@ -299,7 +296,7 @@ void send_numbered_forever(mpxx::Connection c, std::uint32_t id) {
     const unsigned kind = rng() % 10;
     const std::size_t n = kind < 6 ? 2 + rng() % 64 : kind < 9 ? 1024 + rng() % 60000 : (256u << 10) + rng() % (768u << 10);
     Words v(n);
-    for (std::size_t i = 2; i < n; ++i) v[i] = word_at(id, seq, i);
+    for (std::size_t i = 2; i < n; ++i) v[i] = mpxx_test::numbered_word(id, seq, i);
     v[0] = id;
     v[1] = seq;
     c.send(v);
@@ -610,7 +607,7 @@ TEST(PipeDeath, RandomWriterKillsNeverCorruptAMessage) {
     }
     ++received;
     bool whole = v.size() >= 2;
-    for (std::size_t i = 2; whole && i < v.size(); ++i) whole = v[i] == word_at(v[0], v[1], i);
+    for (std::size_t i = 2; whole && i < v.size(); ++i) whole = v[i] == mpxx_test::numbered_word(v[0], v[1], i);
     if (!whole) {
       ++corrupt;
       return true;

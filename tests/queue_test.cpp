@@ -172,16 +172,13 @@ void get_impatiently(mpxx::Queue<std::vector<std::uint8_t>> q, mpxx::Queue<int> 
 // Random processes killed at random moments (QueueDeath.RandomKills...):
 // messages of 2-65 words or 1-4 MiB whose words follow from (id, seq).
 using Words = std::vector<std::uint32_t>;
-std::uint32_t word_at(std::uint32_t id, std::uint32_t seq, std::size_t i) {
-  return id * 1000003u + seq * 7u + static_cast<std::uint32_t>(i);
-}
 
 void put_numbered_forever(mpxx::JoinableQueue<Words> q, std::uint32_t id) {
   std::mt19937 rng(id);
   for (std::uint32_t seq = 0;; ++seq) {
     const std::size_t n = rng() % 10 < 7 ? 2 + rng() % 64 : (256u << 10) + rng() % (768u << 10);
     Words v(n);
-    for (std::size_t i = 2; i < n; ++i) v[i] = word_at(id, seq, i);
+    for (std::size_t i = 2; i < n; ++i) v[i] = mpxx_test::numbered_word(id, seq, i);
     v[0] = id;
     v[1] = seq;
     try {
@@ -210,7 +207,7 @@ void get_numbered_forever(mpxx::JoinableQueue<Words> q, mpxx::Queue<std::uint64_
       continue;
     }
     bool whole = v.size() >= 2;
-    for (std::size_t i = 2; whole && i < v.size(); ++i) whole = v[i] == word_at(v[0], v[1], i);
+    for (std::size_t i = 2; whole && i < v.size(); ++i) whole = v[i] == mpxx_test::numbered_word(v[0], v[1], i);
     out.put(whole ? std::uint64_t{v[0]} << 32 | v[1] : ~std::uint64_t{0});
     q.task_done();
   }

@@ -86,6 +86,12 @@ bool syscalls_visible();
 // name contains `name` (/proc/<pid>/maps).
 std::vector<std::pair<std::uint64_t, std::uint64_t>> mappings_named(pid_t pid, const std::string& name);
 
+// Word i of message `seq` from sender `id` in the randomized kill tests
+// (a receiver checks a message whole from its first two words).
+inline std::uint32_t numbered_word(std::uint32_t id, std::uint32_t seq, std::size_t i) {
+  return id * 1000003u + seq * 7u + static_cast<std::uint32_t>(i);
+}
+
 // Seconds that f() took.
 template <class F>
 double seconds(F f) {
