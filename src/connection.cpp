@@ -222,7 +222,8 @@ std::optional<std::uint64_t> recv_length(ConnState& c, std::vector<int>& fds, bo
 std::optional<std::size_t> next_piece(ConnState& c, Pieces& p, std::uint64_t rest, std::uint64_t want) {
   if (p.left == 0) {
     unsigned char front[kTagBytes];
-    const ssize_t r = sys::retry([&] { return ::recv(c.fd.get(), front, kTagBytes, MSG_PEEK); });
+    ssize_t r = sys::retry([&] { return ::recv(c.fd.get(), front, kTagBytes, MSG_PEEK); });
+    if (r < 0 && errno == ECONNRESET) r = 0;  // the end of the stream, as recv_exact takes it
     if (r < 0) sys::throw_errno("recv(pipe)");
     if (static_cast<std::size_t>(r) < kTagBytes || front[0] != kTagMore ||
         std::memcmp(front + 1, p.tag + 1, kTagBytes - 1) != 0)
@@ -819,8 +820,29 @@ std::vector<std::size_t> detail::wait_objects(const std::vector<int>& fds,
   }
 }
 
+namespace detail {
+namespace {
+// A piece of a tagged message is one skb, sent whole or not at all, only
+// while the sending socket's buffer holds two pieces (lane.hpp, Pieces):
+// raises it where a lowered net.core.wmem_default made it smaller (the
+// kernel doubles what it is given, up to net.core.wmem_max).
+void hold_pieces_whole(int fd) {
+  constexpr int kNeed = 2 * static_cast<int>(kSocketPiece + 64);
+  int have = 0;
+  socklen_t len = sizeof have;
+  if (::getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &have, &len) == 0 && have >= kNeed) return;
+  const int want = kNeed / 2;
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof want);
+}
+}  // namespace
+}  // namespace detail
+
 std::pair<Connection, Connection> Pipe(bool duplex, PipeOptions options) {
   auto [a, b] = sys::socket_pair();
+  if (options.shared_memory) {
+    detail::hold_pieces_whole(a.get());
+    detail::hold_pieces_whole(b.get());
+  }
   if (!duplex) {
     ::shutdown(a.get(), SHUT_WR);
     ::shutdown(b.get(), SHUT_RD);

@@ -31,7 +31,9 @@
 // Each piece after the first starts with kTagMore and the same position.
 // A receiver that finds anything else there (a bell, the next writer's
 // tag, the end of the stream) knows the writer died, drops the pieces it
-// got, and goes on with the next record.
+// got, and goes on with the next record. (One skb also needs the sending
+// socket's buffer to hold two pieces: Pipe() raises a smaller one; a
+// buffer shrunk later through fileno() voids the guarantee.)
 //
 // A message that does not fit in the ring right now goes on the socket
 // behind a marker too, so a ring of a few KiB never makes a sender wait
