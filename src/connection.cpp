@@ -604,7 +604,7 @@ void Connection::send_frame(detail::wire::Writer w) {
     std::vector<int> fds = w.fds();
     fds.push_back(rd.get());
     if (offer) {
-      detail::write_remote_pieces(small, parts);
+      detail::write_remote_pieces(small.extend(16 * parts.size()), parts);
       fds.push_back(offer->asker.get());
       fds.push_back(offer->pidfd.get());
     }

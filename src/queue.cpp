@@ -356,10 +356,7 @@ bool offer(QueueShared& q, const wire::Writer& message) {
   h->offer_start = start;
   h->offer_size = message.total_size();
   h->offer_count = static_cast<std::uint32_t>(pieces.size());
-  for (std::size_t i = 0; i < pieces.size(); ++i) {
-    const std::uint64_t pair[2] = {reinterpret_cast<std::uintptr_t>(pieces[i].data()), pieces[i].size()};
-    std::memcpy(h->offer_pieces + 16 * i, pair, 16);
-  }
+  write_remote_pieces(h->offer_pieces, pieces);
   // Counted before any consumer can take it (and call task_done).
   if (h->joinable) h->unfinished.fetch_add(1, std::memory_order_relaxed);
   const std::uint32_t offered = offer_word(word + 0x100, kOffered);

@@ -140,10 +140,11 @@ RemoteAnswer await_remote_answer(int answer_fd) {
                       std::to_string(static_cast<unsigned char>(a)));
 }
 
-void write_remote_pieces(wire::Writer& out, std::span<const std::span<const std::byte>> pieces) {
+void write_remote_pieces(std::byte* out, std::span<const std::span<const std::byte>> pieces) {
   for (std::span<const std::byte> piece : pieces) {
-    out.pod(static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(piece.data())));
-    out.pod(static_cast<std::uint64_t>(piece.size()));
+    const std::uint64_t pair[2] = {reinterpret_cast<std::uintptr_t>(piece.data()), piece.size()};
+    std::memcpy(out, pair, sizeof pair);
+    out += sizeof pair;
   }
 }
 

@@ -54,8 +54,9 @@ enum class RemoteAnswer {
 // Waits for the receiver's answer (restarting after signals).
 RemoteAnswer await_remote_answer(int answer_fd);
 
-// The offer's payload after the 8-byte size: (address, length) pairs.
-void write_remote_pieces(wire::Writer& out, std::span<const std::span<const std::byte>> pieces);
+// The offer's payload after the 8-byte size: (address, length) pairs,
+// 16 bytes per piece at `out` (RemoteSource reads them).
+void write_remote_pieces(std::byte* out, std::span<const std::span<const std::byte>> pieces);
 
 // ----------------------------------------------------------- the receiver
 
