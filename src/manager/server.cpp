@@ -15,7 +15,7 @@
 #include <unistd.h>
 #include <unordered_map>
 
-#include "connection_state.hpp"
+#include "channel/connection_state.hpp"
 #include "sys/fd.hpp"
 #include "manager/channel.hpp"
 #include "manager/protocol.hpp"

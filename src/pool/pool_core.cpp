@@ -36,7 +36,7 @@
 #include "mpxx/log.hpp"
 #include "mpxx/process.hpp"
 #include "pool/transport.hpp"
-#include "sync/futex.hpp"
+#include "sys/futex.hpp"
 
 namespace mpxx::detail {
 

@@ -1,7 +1,7 @@
 // The waiting side of AsyncResult (include/mpxx/pool.hpp).
 #include "mpxx/detail/pool_core.hpp"
 #include "mpxx/errors.hpp"
-#include "sync/futex.hpp"
+#include "sys/futex.hpp"
 
 namespace mpxx::detail {
 

@@ -22,7 +22,7 @@
 #include <utility>
 #include <vector>
 
-#include "process_state.hpp"
+#include "process/state.hpp"
 #include "sys/fd.hpp"
 
 namespace mpxx {

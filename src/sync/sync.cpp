@@ -13,7 +13,7 @@
 #include <cstring>
 
 #include "mpxx/log.hpp"
-#include "sync/futex.hpp"
+#include "sys/futex.hpp"
 
 namespace mpxx {
 namespace detail {

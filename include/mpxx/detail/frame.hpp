@@ -44,7 +44,7 @@ inline constexpr std::uint64_t kDefaultMaxFrame = std::uint64_t{1} << 34;  // 16
 inline constexpr std::uint16_t kFlagExternal = 1;
 // With kFlagExternal: after the size, the payload's pieces in the sender's
 // memory, as (address, length) pairs of 8 bytes each (1 to kMaxRemotePieces),
-// for the receiver to read itself (see src/remote.hpp).
+// for the receiver to read itself (see src/channel/peer_read.hpp).
 inline constexpr std::uint16_t kFlagRemote = 2;
 inline constexpr std::size_t kMaxRemotePieces = 256;
 

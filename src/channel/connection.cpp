@@ -19,8 +19,8 @@
 #include <cstring>
 
 #include "mpxx/detail/shm.hpp"
-#include "connection_state.hpp"
-#include "remote.hpp"
+#include "channel/connection_state.hpp"
+#include "channel/peer_read.hpp"
 #include "sys/fd.hpp"
 
 namespace mpxx {

@@ -1,5 +1,5 @@
 // The shared-memory lane of a Pipe (see lane.hpp).
-#include "lane.hpp"
+#include "channel/pipe_ring.hpp"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -12,7 +12,7 @@
 
 #include "mpxx/detail/buffer.hpp"
 #include "mpxx/errors.hpp"
-#include "sync/futex.hpp"
+#include "sys/futex.hpp"
 #include "sys/fd.hpp"
 
 namespace mpxx::detail {

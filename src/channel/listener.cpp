@@ -20,7 +20,7 @@
 #include <cstring>
 
 #include "mpxx/connection.hpp"
-#include "connection_state.hpp"
+#include "channel/connection_state.hpp"
 #include "sys/fd.hpp"
 
 namespace mpxx {

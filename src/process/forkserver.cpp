@@ -21,7 +21,7 @@
 #include <cstring>
 
 #include "mpxx/log.hpp"
-#include "process_state.hpp"
+#include "process/state.hpp"
 #include "wire/stream.hpp"
 
 namespace mpxx::detail {

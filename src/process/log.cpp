@@ -5,7 +5,7 @@
 #include <atomic>
 #include <string>
 
-#include "process_state.hpp"
+#include "process/state.hpp"
 #include "sys/fd.hpp"
 
 namespace mpxx {

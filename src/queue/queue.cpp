@@ -31,8 +31,8 @@
 
 #include "mpxx/detail/shm.hpp"
 #include "mpxx/sync.hpp"
-#include "remote.hpp"
-#include "sync/futex.hpp"
+#include "channel/peer_read.hpp"
+#include "sys/futex.hpp"
 #include "sys/fd.hpp"
 
 namespace mpxx::detail {

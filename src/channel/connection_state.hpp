@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "mpxx/connection.hpp"
-#include "lane.hpp"
+#include "channel/pipe_ring.hpp"
 #include "sys/fd.hpp"
 
 namespace mpxx::detail {

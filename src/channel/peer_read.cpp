@@ -1,5 +1,5 @@
 // Large values read straight from the sender's memory: see remote.hpp.
-#include "remote.hpp"
+#include "channel/peer_read.hpp"
 
 #include <poll.h>
 #include <pthread.h>

@@ -10,7 +10,7 @@
 #include <iostream>
 
 #include "mpxx/log.hpp"
-#include "process_state.hpp"
+#include "process/state.hpp"
 #include "wire/stream.hpp"
 
 extern char** environ;

@@ -17,8 +17,8 @@
 #include <thread>
 #include <vector>
 
-#include "connection_state.hpp"
-#include "lane.hpp"
+#include "channel/connection_state.hpp"
+#include "channel/pipe_ring.hpp"
 #include "sys/fd.hpp"
 #include "mpxx/mpxx.hpp"
 #include "test_support.hpp"

@@ -1,4 +1,4 @@
-// src/remote.hpp - large values read straight from the sender's memory.
+// src/channel/peer_read.hpp - large values read straight from the sender's memory.
 // Internal.
 //
 // Between the two ends of a Pipe with a shared-memory lane (both made by

@@ -12,7 +12,7 @@
 #include <typeinfo>
 
 #include "mpxx/log.hpp"
-#include "process_state.hpp"
+#include "process/state.hpp"
 
 namespace mpxx {
 namespace detail {

@@ -1,4 +1,4 @@
-#include "sync/futex.hpp"
+#include "sys/futex.hpp"
 
 #include <linux/futex.h>
 #include <signal.h>

@@ -19,7 +19,7 @@
 #include "mpxx/detail/exception.hpp"
 #include "mpxx/detail/frame.hpp"
 #include "mpxx/log.hpp"
-#include "process_state.hpp"
+#include "process/state.hpp"
 #include "wire/stream.hpp"
 
 namespace mpxx {
