@@ -1,4 +1,5 @@
-// Large values read straight from the sender's memory: see remote.hpp.
+// src/channel/peer_read.cpp - large values read straight from the sender's
+// memory: see peer_read.hpp.
 #include "channel/peer_read.hpp"
 
 #include <poll.h>
@@ -19,23 +20,13 @@
 #include <tuple>
 
 #include "mpxx/errors.hpp"
+#include "sys/process_identity.hpp"
 
 namespace mpxx::detail {
 
 namespace {
 
 constexpr char kDone = 'D', kPush = 'P';
-
-// Whether the /proc mounted here shows pids as this process sees them
-// (it may belong to another pid namespace, as after `unshare --pid` without
-// a new /proc): only then does fdinfo name the pid process_vm_readv takes.
-bool proc_is_ours() {
-  char link[32];
-  const ssize_t n = ::readlink("/proc/self", link, sizeof link - 1);
-  if (n <= 0) return false;
-  link[n] = '\0';
-  return std::strtol(link, nullptr, 10) == static_cast<long>(::getpid());
-}
 
 // Whether the sender closed its end of the answer socket: it died, or
 // another of its threads ran exec() (same pid, other memory). The sender
@@ -82,7 +73,7 @@ EOFError sender_died() {
 
 // From the pidfd's fdinfo.
 pid_t pidfd_pid(int pidfd) {
-  if (!proc_is_ours()) return 0;
+  if (!sys::proc_is_ours()) return 0;
   const std::string text = sys::read_small_file("/proc/self/fdinfo/" + std::to_string(pidfd));
   if (text.empty()) return 0;
   const auto at = text.find("\nPid:");
@@ -91,31 +82,12 @@ pid_t pidfd_pid(int pidfd) {
   return static_cast<pid_t>(std::strtol(text.c_str() + at + 5, nullptr, 10));
 }
 
-std::uint64_t process_start_time(pid_t pid) {
-  if (pid <= 0 || !proc_is_ours()) return 0;
-  const std::string text = sys::read_small_file("/proc/" + std::to_string(pid) + "/stat");
-  // After the command (in parentheses, and it may hold anything), the
-  // state is field 3 and the start time field 22.
-  const char* at = std::strrchr(text.c_str(), ')');
-  for (int field = 2; at && field < 22; ++field) at = std::strchr(at + 1, ' ');
-  return at ? std::strtoull(at + 1, nullptr, 10) : 0;
-}
-
 sys::UniqueFd open_process(pid_t pid, std::uint64_t start_time, bool& gone) {
   gone = false;
-  if (start_time == 0 || pid <= 0 || !proc_is_ours()) return {};
-  sys::UniqueFd fd = sys::try_pidfd_open(pid);
-  if (!fd) {
-    gone = errno == ESRCH;
-    return {};
-  }
-  // Opened first, checked after: a pidfd names the process that held the
-  // pid when it was opened, so if that one started at start_time it is the
-  // process meant (and not one that took the pid over since).
-  if (process_start_time(pid) != start_time || sys::pidfd_exited(fd.get())) {
-    gone = true;
-    return {};
-  }
+  if (start_time == 0 || pid <= 0 || !sys::proc_is_ours()) return {};
+  sys::Liveness state = sys::Liveness::unknown;
+  sys::UniqueFd fd = sys::ProcessIdentity{pid, start_time}.open(&state);
+  gone = state == sys::Liveness::gone;
   return fd;
 }
 

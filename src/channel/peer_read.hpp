@@ -64,9 +64,6 @@ void write_remote_pieces(std::byte* out, std::span<const std::span<const std::by
 // (no /proc, or a /proc of another pid namespace), -1 if the process has
 // exited. ProtocolError if the fd is not a pidfd.
 pid_t pidfd_pid(int pidfd);
-// When the process started (clock ticks since boot, /proc/<pid>/stat): with
-// its pid it names one process for good. 0 if that cannot be told.
-std::uint64_t process_start_time(pid_t pid);
 // A pidfd for process `pid` if it is still the one that started at
 // `start_time` and is alive; nothing otherwise, with `gone` set if that
 // process is known to have exited (or its pid to name another process).

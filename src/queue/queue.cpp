@@ -34,6 +34,7 @@
 #include "channel/peer_read.hpp"
 #include "sys/futex.hpp"
 #include "sys/fd.hpp"
+#include "sys/process_identity.hpp"
 
 namespace mpxx::detail {
 
@@ -278,23 +279,13 @@ bool QueueCore::put(const wire::Writer& message, std::chrono::nanoseconds timeou
 namespace {
 
 // This process's start time (with its pid, it names the process for good).
-std::uint64_t own_start_time() {
-  thread_local std::uint32_t pid = 0;
-  thread_local std::uint64_t start = 0;
-  if (pid != current_pid()) {  // first call in this thread, or a forked child
-    start = process_start_time(static_cast<pid_t>(current_pid()));
-    pid = current_pid();
-  }
-  return start;
-}
+std::uint64_t own_start_time() { return sys::ProcessIdentity::self().start_time; }
 
 // Whether the process that started at `start` still holds `pid` (a pid
 // taken over by another process does not count).
-// Conservative: a start time that cannot be read counts as a match.
+// Conservative: a process that cannot be told about counts as alive.
 bool still_alive(std::uint32_t pid, std::uint64_t start) {
-  if (!id_alive(pid)) return false;
-  const std::uint64_t now = process_start_time(static_cast<pid_t>(pid));
-  return now == 0 || now == start;
+  return sys::ProcessIdentity{static_cast<pid_t>(pid), start}.liveness() != sys::Liveness::gone;
 }
 
 // Undoes a put's count of unfinished tasks when the message does not go in.

@@ -1,3 +1,4 @@
+// src/sys/futex.cpp - see futex.hpp.
 #include "sys/futex.hpp"
 
 #include <linux/futex.h>
@@ -9,6 +10,7 @@
 #include <cerrno>
 
 #include "sys/fd.hpp"
+#include "sys/process_identity.hpp"
 
 namespace mpxx::detail {
 
@@ -98,14 +100,7 @@ int futex_wake(const std::atomic<std::uint32_t>* word, int n) noexcept {
 }
 
 bool id_alive(std::uint32_t id) noexcept {
-  if (id == 0) return false;
-  if (::kill(static_cast<pid_t>(id), 0) < 0 && errno == ESRCH) return false;
-  // It exists, but may be a zombie: a pidfd is readable once it has exited.
-  // (pidfd_open fails for a thread that is not a process leader: such a
-  // thread cannot be a zombie, so it is alive.)
-  const sys::UniqueFd fd = sys::try_pidfd_open(static_cast<pid_t>(id));
-  if (!fd) return errno != ESRCH;
-  return !sys::pidfd_exited(fd.get());
+  return sys::ProcessIdentity{static_cast<pid_t>(id)}.liveness() != sys::Liveness::gone;
 }
 
 }  // namespace mpxx::detail

@@ -1,4 +1,4 @@
-// src/sync/futex.hpp - futexes shared between processes, and the liveness
+// src/sys/futex.hpp - futexes shared between processes, and the liveness
 // checks that let waiters notice a dead owner. Internal.
 #pragma once
 
