@@ -20,11 +20,9 @@
 
 #include "test_support.hpp"
 #include "mpxx/mpxx.hpp"
+#include "process/forkserver.hpp"
+#include "process/runtime.hpp"
 
-namespace mpxx::detail {
-void stop_forkserver() noexcept;
-void stop_resource_tracker() noexcept;
-}
 
 namespace mpxx_test {
 

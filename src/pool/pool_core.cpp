@@ -36,11 +36,10 @@
 #include "mpxx/log.hpp"
 #include "mpxx/process.hpp"
 #include "pool/transport.hpp"
+#include "process/exitcode.hpp"
 #include "sys/futex.hpp"
 
 namespace mpxx::detail {
-
-std::string describe_exitcode(int code);
 
 namespace {
 

@@ -1,5 +1,5 @@
-// The child side: becoming a child, running its body like Python's
-// Process._bootstrap, and the entry points that mpxx::init() branches to.
+// src/process/bootstrap.cpp - the child side: becoming a child, running its
+// body like Python's Process._bootstrap, and the spawned child's entry.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -10,7 +10,6 @@
 #ifdef __GLIBCXX__
 #include <ext/stdio_sync_filebuf.h>
 #endif
-#include <stdio_ext.h>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
@@ -19,46 +18,13 @@
 #include "mpxx/detail/exception.hpp"
 #include "mpxx/detail/frame.hpp"
 #include "mpxx/log.hpp"
-#include "process/state.hpp"
+#include "process/boot.hpp"
+#include "process/forkserver.hpp"
+#include "process/runtime.hpp"
 #include "wire/stream.hpp"
 
 namespace mpxx {
 namespace detail {
-
-namespace {
-
-std::vector<std::string>& argv_store() {
-  static auto* v = new std::vector<std::string>;
-  return *v;
-}
-bool g_initialized = false;
-std::optional<StartMethod> g_default_method;
-
-void write_stderr(const std::string& s) noexcept {
-  try {
-    sys::write_full(2, s.data(), s.size());
-  } catch (...) {  // nowhere left to report it
-  }
-}
-
-// Parses "fd:pid" from an environment variable.
-bool parse_fd_pid(const char* v, int& fd, pid_t& pid) {
-  char* end = nullptr;
-  long f = std::strtol(v, &end, 10);
-  if (!end || *end != ':') return false;
-  long p = std::strtol(end + 1, &end, 10);
-  if (!end || *end != '\0' || f < 0 || p <= 0) return false;
-  fd = static_cast<int>(f);
-  pid = static_cast<pid_t>(p);
-  return true;
-}
-
-}  // namespace
-
-const std::vector<std::string>& saved_argv() { return argv_store(); }
-std::optional<StartMethod> default_start_method_if_set() { return g_default_method; }
-StartMethod default_start_method() { return g_default_method.value_or(StartMethod::fork); }
-void set_default_start_method_raw(std::optional<StartMethod> m) { g_default_method = m; }
 
 void become_child(const std::vector<int>& identity, const std::string& name, bool daemon,
                   const std::string& authkey, pid_t parent_pid, const std::string& parent_name) {
@@ -102,7 +68,7 @@ int run_child_body(void (*body)(void*), void* arg) noexcept {
     } catch (...) {
       ExceptionInfo e = describe_current_exception();
       std::cout.flush();
-      write_stderr("Process " + self().name + ":\nTraceback (most recent call last):\n" +
+      sys::write_stderr("Process " + self().name + ":\nTraceback (most recent call last):\n" +
                    e.backtrace + e.type + ": " + e.message + "\n");
       code = 1;
     }
@@ -127,23 +93,6 @@ void exit_child(int code) noexcept {
   if (__fpending(stdout) > 0) std::fflush(stdout);
   if (__fpending(stderr) > 0) std::fflush(stderr);
   ::_exit(code & 0xff);
-}
-
-void encode_boot(wire::Writer& w, const ProcessState& s) {
-  std::size_t at = wire::begin_frame(w, wire::FrameKind::boot);
-  wire::encode(w, s.identity);
-  wire::encode(w, s.name);
-  wire::encode(w, static_cast<std::uint8_t>(s.daemon));
-  wire::encode(w, s.authkey);
-  wire::encode(w, static_cast<std::int32_t>(::getpid()));
-  wire::encode(w, self().name);
-  wire::encode(w, static_cast<std::int32_t>(get_logger().level()));
-  auto m = default_start_method_if_set();
-  wire::encode(w, static_cast<std::int32_t>(m ? static_cast<int>(*m) : -1));
-  bool has_call = s.has_target;
-  wire::encode(w, static_cast<std::uint8_t>(has_call));
-  if (has_call) s.target.encode(w);
-  wire::end_frame(w, at);
 }
 
 namespace {
@@ -172,115 +121,25 @@ void run_boot_from(int fd, pid_t expected_parent) noexcept {
     if (h.kind != wire::FrameKind::boot)
       throw ProtocolError(std::string("mpxx: expected a boot frame, got ") +
                           wire::frame_kind_name(h.kind));
-    auto identity = wire::decode<std::vector<int>>(r);
-    auto name = wire::decode<std::string>(r);
-    bool daemon = wire::decode<std::uint8_t>(r) != 0;
-    auto authkey = wire::decode<std::string>(r);
-    pid_t parent = wire::decode<std::int32_t>(r);
-    auto parent_name = wire::decode<std::string>(r);
-    int level = wire::decode<std::int32_t>(r);
-    int method = wire::decode<std::int32_t>(r);
-    bool has_call = wire::decode<std::uint8_t>(r) != 0;
-    become_child(identity, name, daemon, authkey, parent, parent_name);
-    get_logger().set_level(level);
-    if (method >= 0 && method <= 2)
-      set_default_start_method_raw(static_cast<StartMethod>(method));
-    if (has_call) {
+    const Boot boot = decode_boot(r);
+    become_child(boot.identity, boot.name, boot.daemon, boot.authkey, boot.parent_pid,
+                 boot.parent_name);
+    get_logger().set_level(boot.log_level);
+    if (boot.default_method >= 0 && boot.default_method <= 2)
+      set_default_start_method_raw(static_cast<StartMethod>(boot.default_method));
+    if (boot.has_call) {
       BootCall c{&r};
       code = run_child_body(&run_boot_call, &c);
     } else {
       code = run_child_body([](void*) {}, nullptr);
     }
   } catch (const std::exception& e) {
-    write_stderr(std::string("mpxx: child could not start: ") + e.what() + "\n");
+    sys::write_stderr(std::string("mpxx: child could not start: ") + e.what() + "\n");
     code = 1;
   }
   exit_child(code);
 }
 
 }  // namespace detail
-
-// ---------------------------------------------------------------- context
-
-std::string_view to_string(StartMethod m) noexcept {
-  switch (m) {
-    case StartMethod::fork: return "fork";
-    case StartMethod::spawn: return "spawn";
-    case StartMethod::forkserver: return "forkserver";
-  }
-  return "?";
-}
-
-StartMethod parse_start_method(std::string_view name) {
-  if (name == "fork") return StartMethod::fork;
-  if (name == "spawn") return StartMethod::spawn;
-  if (name == "forkserver") return StartMethod::forkserver;
-  throw ValueError("mpxx: cannot find context for '" + std::string(name) +
-                   "' (the start methods are 'fork', 'spawn' and 'forkserver')");
-}
-
-void init(int argc, char** argv) {
-  auto& store = detail::argv_store();
-  store.clear();
-  for (int i = 0; i < argc && argv[i]; ++i) store.emplace_back(argv[i]);
-  detail::g_initialized = true;
-  int fd;
-  pid_t ppid;
-  if (const char* v = std::getenv("MPXX_SPAWN")) {
-    if (!detail::parse_fd_pid(v, fd, ppid)) {
-      detail::write_stderr("mpxx: malformed MPXX_SPAWN in the environment\n");
-      ::_exit(1);
-    }
-    ::unsetenv("MPXX_SPAWN");
-    detail::run_boot_from(fd, ppid);
-  }
-  if (const char* v = std::getenv("MPXX_FORKSERVER")) {
-    if (!detail::parse_fd_pid(v, fd, ppid)) {
-      detail::write_stderr("mpxx: malformed MPXX_FORKSERVER in the environment\n");
-      ::_exit(1);
-    }
-    ::unsetenv("MPXX_FORKSERVER");
-    detail::forkserver_main(fd, ppid);
-  }
-  detail::install_exit_handler();
-}
-
-bool initialized() noexcept { return detail::g_initialized; }
-
-void set_start_method(StartMethod method, bool force) {
-  if (detail::g_default_method && !force)
-    throw ProcessError("mpxx: context has already been set (to '" +
-                       std::string(to_string(*detail::g_default_method)) +
-                       "'); pass force=true to change it");
-  detail::set_default_start_method_raw(method);
-}
-
-void set_start_method(std::string_view method, bool force) {
-  set_start_method(parse_start_method(method), force);
-}
-
-std::string get_start_method() { return std::string(to_string(detail::default_start_method())); }
-
-std::optional<std::string> get_start_method(bool allow_none) {
-  if (auto m = detail::default_start_method_if_set()) return std::string(to_string(*m));
-  if (allow_none) return std::nullopt;
-  return get_start_method();
-}
-
-std::vector<std::string> get_all_start_methods() { return {"fork", "spawn", "forkserver"}; }
-
-const Context& get_context(StartMethod method) {
-  static const Context fork_ctx(StartMethod::fork), spawn_ctx(StartMethod::spawn),
-      forkserver_ctx(StartMethod::forkserver);
-  switch (method) {
-    case StartMethod::fork: return fork_ctx;
-    case StartMethod::spawn: return spawn_ctx;
-    case StartMethod::forkserver: return forkserver_ctx;
-  }
-  return fork_ctx;
-}
-
-const Context& get_context(std::string_view method) { return get_context(parse_start_method(method)); }
-const Context& get_context() { return get_context(detail::default_start_method()); }
 
 }  // namespace mpxx

@@ -21,6 +21,11 @@
 #include <cstring>
 
 #include "mpxx/log.hpp"
+#include "process/boot.hpp"
+#include "process/exitcode.hpp"
+#include "process/forkserver.hpp"
+#include "process/runtime.hpp"
+#include "process/start.hpp"
 #include "process/state.hpp"
 #include "wire/stream.hpp"
 

@@ -5,7 +5,7 @@
 #include <atomic>
 #include <string>
 
-#include "process/state.hpp"
+#include "process/runtime.hpp"
 #include "sys/fd.hpp"
 
 namespace mpxx {
@@ -37,11 +37,7 @@ void Logger::log(int level, std::string_view message) const {
   line += "] ";
   line += message;
   line += '\n';
-  // One write, so lines from several processes never interleave.
-  try {
-    sys::write_full(2, line.data(), line.size());
-  } catch (...) {  // a logger that cannot write stays quiet
-  }
+  sys::write_stderr(line);  // a logger that cannot write stays quiet
 }
 
 Logger& get_logger() noexcept {

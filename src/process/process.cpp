@@ -12,6 +12,10 @@
 #include <typeinfo>
 
 #include "mpxx/log.hpp"
+#include "process/exitcode.hpp"
+#include "process/forkserver.hpp"
+#include "process/runtime.hpp"
+#include "process/start.hpp"
 #include "process/state.hpp"
 
 namespace mpxx {

@@ -10,6 +10,9 @@
 #include <iostream>
 
 #include "mpxx/log.hpp"
+#include "process/boot.hpp"
+#include "process/runtime.hpp"
+#include "process/start.hpp"
 #include "process/state.hpp"
 #include "wire/stream.hpp"
 

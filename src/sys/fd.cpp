@@ -122,6 +122,13 @@ bool write_full(int fd, const void* buf, std::size_t n) {
   return true;
 }
 
+void write_stderr(std::string_view s) noexcept {
+  try {
+    write_full(2, s.data(), s.size());
+  } catch (...) {  // nowhere left to report it
+  }
+}
+
 std::pair<UniqueFd, UniqueFd> socket_pair() {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");

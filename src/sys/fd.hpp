@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -84,6 +85,9 @@ bool read_full(int fd, void* buf, std::size_t n);
 // Writes all n bytes (send(MSG_NOSIGNAL) on sockets, so a closed peer is an
 // EPIPE error, never a SIGPIPE). Returns false if the peer is gone.
 bool write_full(int fd, const void* buf, std::size_t n);
+// Writes s to fd 2 in one write (so lines from several processes never
+// interleave); quiet if it cannot.
+void write_stderr(std::string_view s) noexcept;
 
 // socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC).
 std::pair<UniqueFd, UniqueFd> socket_pair();
