@@ -15,6 +15,7 @@
 
 #include "test_support.hpp"
 #include "mpxx/mpxx.hpp"
+#include "process/start.hpp"
 
 using namespace std::chrono_literals;
 using mpxx_test::read_file;
@@ -443,6 +444,33 @@ TEST(ProcessMisuse, CurrentProcessCannotJoinItself) {
 }
 
 // ------------------------------------------------------ names and children
+
+// A fork child that fails before its target makes start() raise OSError with
+// the child's errno and the step, and leaves the object startable.
+TEST(ProcessStart, ForkChildSetUpFailureRaisesItsErrno) {
+  struct Fault {
+    Fault() { mpxx::detail::fork_child_fault = EMFILE; }
+    ~Fault() { mpxx::detail::fork_child_fault = 0; }
+  };
+  mpxx::Process p({.context = &mpxx::get_context(mpxx::StartMethod::fork)}, targets::exit_with, 5);
+  {
+    Fault fault;
+    try {
+      p.start();
+      FAIL() << "start() returned although the child failed";
+    } catch (const mpxx::OSError& e) {
+      EXPECT_EQ(e.code(), EMFILE);
+      EXPECT_NE(std::string(e.what()).find("setting up the child's runtime"), std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_FALSE(p.is_alive());
+  EXPECT_FALSE(p.exitcode().has_value());
+  EXPECT_TRUE(mpxx::active_children().empty());
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 5);
+}
 
 TEST(ProcessNames, DefaultNamesCount) {
   mpxx::Process a(do_nothing), b(do_nothing);

@@ -1,14 +1,21 @@
-// Starting a child with fork or spawn.
+// src/process/start.cpp - starting a child with fork or spawn.
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
 #include <cstdio>
+#include <iterator>
+#include <new>
 #include <cstring>
 #include <iostream>
 
+#include "mpxx/errors.hpp"
 #include "mpxx/log.hpp"
 #include "process/boot.hpp"
 #include "process/runtime.hpp"
@@ -50,25 +57,92 @@ void adopt_child(ProcessState& s, pid_t pid) {
 }
 }  // namespace
 
+namespace {
+// What a fork child sends its parent once set up, before it runs the
+// target: err 0, or the errno of the step that failed (the child then
+// exits). Why a report and not the pipe's EOF: docs/design.md, "Starting a
+// fork child".
+struct StartReport {
+  std::int32_t err = 0;
+  std::int32_t step = 0;
+};
+constexpr const char* kStartSteps[] = {"", "prctl(PR_SET_PDEATHSIG)", "setting up the child's runtime"};
+enum : std::int32_t { kStepDeathSignal = 1, kStepRuntime = 2 };
+
+[[noreturn]] void report_failure(int fd, int err, std::int32_t step) noexcept {
+  const StartReport r{err, step};
+  [[maybe_unused]] const ssize_t n = ::write(fd, &r, sizeof r);  // a parent that is gone reads nothing
+  ::_exit(1);
+}
+
+// The errno that an exception escaping the child's set-up stands for.
+int errno_of_current_exception() noexcept {
+  try {
+    throw;
+  } catch (const OSError& e) {
+    return e.code() ? e.code() : EIO;
+  } catch (const std::bad_alloc&) {
+    return ENOMEM;
+  } catch (...) {
+    return EIO;
+  }
+}
+
+// The parent's side: waits until the child reports or exits (a child that
+// dies before it reports has started; join() tells how it ended).
+StartReport await_report(int report_fd, int pidfd) {
+  StartReport r;
+  const int fds[] = {report_fd, pidfd};
+  sys::wait_any(fds, sys::Deadline::never());
+  const ssize_t n = sys::retry([&] { return ::read(report_fd, &r, sizeof r); });
+  if (n != static_cast<ssize_t>(sizeof r)) return StartReport{};
+  return r;
+}
+}  // namespace
+
+std::atomic<int> fork_child_fault{0};
+
 void start_fork(ProcessState& s, Process& obj) {
   flush_std_streams();
   const pid_t parent = ::getpid();
   const std::string parent_name = self().name;
+  auto [report_rd, report_wr] = sys::make_pipe();
+  ::fcntl(report_rd.get(), F_SETFL, O_NONBLOCK);  // the pidfd may end the wait instead
   pid_t pid = ::fork();
   if (pid < 0) sys::throw_errno("cannot fork " + s.name);
   if (pid == 0) {
+    report_rd.reset();
     // Die with the parent. prctl only arms it from now on: if the parent
     // died before this line, our parent is already someone else.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) report_failure(report_wr.get(), errno, kStepDeathSignal);
     if (::getppid() != parent) ::_exit(1);
     try {
+      if (const int fault = fork_child_fault.load(std::memory_order_relaxed))
+        throw OSError(fault, "mpxx: injected fault");
       become_child(s.identity, s.name, s.daemon, s.authkey, parent, parent_name);
     } catch (...) {
-      ::_exit(1);
+      report_failure(report_wr.get(), errno_of_current_exception(), kStepRuntime);
     }
+    const StartReport ok{};
+    if (sys::retry([&] { return ::write(report_wr.get(), &ok, sizeof ok); }) < 0) ::_exit(1);
+    report_wr.reset();
     exit_child(run_child_body(&run_process_object, &obj));
   }
+  report_wr.reset();
   adopt_child(s, pid);
+  const StartReport r = await_report(report_rd.get(), s.pidfd.get());
+  if (r.err == 0) return;
+  // The child has exited (or is about to): reap it, and leave the object
+  // as it was before start().
+  siginfo_t si{};
+  sys::retry([&] {
+    return ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(s.pidfd.get()), &si, WEXITED);
+  });
+  s.pid = 0;
+  s.pidfd.reset();
+  const bool known = r.step > 0 && r.step < static_cast<std::int32_t>(std::size(kStartSteps));
+  sys::throw_errno(r.err, "cannot start " + s.name + ": the child failed at " +
+                              (known ? kStartSteps[r.step] : "an unknown step"));
 }
 
 namespace {

@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <string>
 
 #include "mpxx/process.hpp"
@@ -10,7 +11,12 @@
 
 namespace mpxx::detail {
 
+// Forks a child that runs obj.run(); returns once the child is set up.
+// OSError (errno and step) if the child failed before its target.
 void start_fork(ProcessState& s, Process& obj);
+// Tests only: a non-zero errno makes the next fork children fail their
+// set-up with it.
+extern std::atomic<int> fork_child_fault;
 void start_spawn(ProcessState& s);
 // Re-executes this program with child_fd as fd 3 and env_var added.
 pid_t spawn_self(int child_fd, const std::string& env_var);
