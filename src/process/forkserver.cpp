@@ -1,18 +1,6 @@
-// The forkserver: a single-threaded copy of the program, started on first
-// use by re-executing it, that forks children on request.
-//
-// Protocol, over a Unix socket pair per server (ctl) and one per child:
-//   client -> server (ctl):   one byte 'F' carrying the child's socket (SCM_RIGHTS)
-//   client -> child:          the boot frame (and the fds it carries)
-//   server -> client:         int32 pid, carrying a pidfd for the child
-//   server -> client:         int32 exit code, once the server has reaped it
-// The client holds the pidfd (poll it, signal through it: no pid reuse
-// race) and reads the exit code from its socket; EOF there without a code
-// means the server died, and with it the child (SIGKILL through
-// PR_SET_PDEATHSIG).
-//
-// The server ignores SIGINT, so a Ctrl-C at the terminal reaches the program
-// and its children but not the server; children restore the default.
+// src/process/forkserver.cpp - the forkserver: a single-threaded copy of
+// the program, started on first use by re-executing it, that forks children
+// on request. Its protocol: docs/design.md, "The forkserver".
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
