@@ -1,6 +1,6 @@
 // src/process/forkserver.cpp - the forkserver: a single-threaded copy of
 // the program, started on first use by re-executing it, that forks children
-// on request. Its protocol: docs/design.md, "The forkserver".
+// on request. Its protocol: docs/design.md, "forkserver".
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
