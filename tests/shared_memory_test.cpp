@@ -19,12 +19,9 @@
 
 #include "test_support.hpp"
 #include "mpxx/mpxx.hpp"
+#include "shared/tracker.hpp"
 
 using namespace std::chrono_literals;
-
-namespace mpxx::detail {
-void stop_resource_tracker() noexcept;
-}
 
 namespace shm_targets {
 

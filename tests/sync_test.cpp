@@ -124,6 +124,13 @@ MPXX_FOR_EACH_START_METHOD(SyncTest);
 
 using mpxx_test::seconds;
 
+// Waits up to 10 s until n parties are inside b.wait(), as the barrier's own
+// shared count shows (arrival has no event to wait on); true if they are.
+bool wait_for_parties(const mpxx::Barrier& b, int n) {
+  for (int i = 0; i < 2000 && b.n_waiting() < n; ++i) std::this_thread::sleep_for(5ms);
+  return b.n_waiting() >= n;
+}
+
 // -------------------------------------------------------------------- Lock
 
 TEST(Lock, BasicsAndPythonErrors) {
@@ -469,7 +476,7 @@ TEST(Barrier, AbortAndResetWakeWaiters) {
   mpxx::Process w1(barrier_expect_broken, b), w2(barrier_expect_broken, b);
   w1.start();
   w2.start();
-  for (int i = 0; i < 1000 && b.n_waiting() < 2; ++i) std::this_thread::sleep_for(5ms);
+  wait_for_parties(b, 2);
   ASSERT_EQ(b.n_waiting(), 2);
   b.abort();
   w1.join();
@@ -479,7 +486,7 @@ TEST(Barrier, AbortAndResetWakeWaiters) {
   b.reset();
   mpxx::Process w3(barrier_expect_broken, b);
   w3.start();
-  for (int i = 0; i < 1000 && b.n_waiting() < 1; ++i) std::this_thread::sleep_for(5ms);
+  wait_for_parties(b, 1);
   b.reset();  // a reset with a waiter breaks that wait
   w3.join();
   EXPECT_EQ(w3.exitcode(), 0);
@@ -496,7 +503,7 @@ TEST_P(SyncTest, PartyKilledInsideWaitBreaksTheBarrier) {
   doomed.start();
   ASSERT_TRUE(arrived.wait(10s));
   other.start();
-  for (int i = 0; i < 1000 && b.n_waiting() < 2; ++i) std::this_thread::sleep_for(5ms);
+  wait_for_parties(b, 2);
   ASSERT_EQ(b.n_waiting(), 2);
   doomed.kill();
   doomed.join();

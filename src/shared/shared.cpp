@@ -1,3 +1,5 @@
+// Value and Array (mpxx/shared.hpp) are templates; this is their one
+// out-of-line piece, the IndexError a shared array raises.
 #include "mpxx/shared.hpp"
 
 namespace mpxx::detail {

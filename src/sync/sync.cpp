@@ -1,12 +1,5 @@
 // Lock, RLock, Semaphore, Event, Condition and Barrier over shared-memory
 // futexes. See include/mpxx/sync.hpp for the guarantees.
-//
-// Lock word (32 bits, the futex): 0 when free, else the owner's id (pid for
-// Lock, tid for RLock) with bit 31 set while someone may be sleeping on it.
-// Waiters sleep in slices of kLivenessSlice and, when a slice passes with
-// the owner unchanged, check that the owner still exists; if it does not,
-// they take the word over with a compare-and-swap, so exactly one of them
-// inherits the lock.
 #include "mpxx/sync.hpp"
 
 #include <climits>
@@ -20,6 +13,10 @@ namespace detail {
 
 namespace {
 
+// Lock word (the futex): 0 when free, else the owner's id (pid for Lock, tid
+// for RLock), | kWaiters while someone may be sleeping on it. A waiter that
+// finds the owner dead takes the word over with a compare-and-swap.
+// Why: see docs/design.md, "Lock word and a dead owner".
 constexpr std::uint32_t kWaiters = 0x80000000u;
 constexpr std::uint32_t kIdMask = 0x3fffffffu;
 
@@ -124,11 +121,8 @@ bool LockBase::acquire_ns(nanos timeout) {
                                       std::memory_order_relaxed))
     return take(false);
   if (timeout == nanos::zero()) return false;
-  // One more try, no spinning: under contention a spinning waiter snatches
-  // the lock back and forth across cores (measured: 2 processes doing
-  // value += 1 ran ~40 ns per increment with a 200-iteration spin, ~21 ns
-  // without, a robust pthread mutex ~26 ns). A sleeping waiter lets the
-  // owner keep the lock hot, as glibc's mutexes do.
+  // One more try, no spinning: a sleeping waiter lets the owner keep the
+  // lock hot. Why: see docs/design.md, "Lock: no spinning before sleeping".
   if (spin_until([&] {
         std::uint32_t e = 0;
         return c->word.load(std::memory_order_relaxed) == 0 &&
