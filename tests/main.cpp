@@ -21,7 +21,7 @@
 #include "test_support.hpp"
 #include "mpxx/mpxx.hpp"
 #include "process/forkserver.hpp"
-#include "process/runtime.hpp"
+#include "shared/tracker.hpp"
 
 
 namespace mpxx_test {

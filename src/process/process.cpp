@@ -17,6 +17,7 @@
 #include "process/runtime.hpp"
 #include "process/start.hpp"
 #include "process/state.hpp"
+#include "shared/tracker.hpp"
 
 namespace mpxx {
 namespace detail {

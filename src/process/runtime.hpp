@@ -44,9 +44,6 @@ std::vector<std::shared_ptr<ProcessState>> live_children();
 // ones, stop the forkserver and the resource tracker.
 void install_exit_handler();
 void join_all_children_at_exit() noexcept;
-// Stops this process's shared memory tracker, which then removes the named
-// blocks this process created and did not unlink.
-void stop_resource_tracker() noexcept;
 
 // Argument vector saved by init(), for re-executing the program, and the
 // default start method (context.cpp).
