@@ -124,7 +124,8 @@ void start_fork(ProcessState& s, Process& obj) {
       report_failure(report_wr.get(), errno_of_current_exception(), kStepRuntime);
     }
     const StartReport ok{};
-    if (sys::retry([&] { return ::write(report_wr.get(), &ok, sizeof ok); }) < 0) ::_exit(1);
+    const int ok_fd = report_wr.get();  // a lambda may not capture a structured binding (C++20, clang 14)
+    if (sys::retry([&] { return ::write(ok_fd, &ok, sizeof ok); }) < 0) ::_exit(1);
     report_wr.reset();
     exit_child(run_child_body(&run_process_object, &obj));
   }
