@@ -107,7 +107,7 @@ void pause_for(int i) {
   if (us) std::this_thread::sleep_for(std::chrono::microseconds(us));
 }
 
-// The lane cases below run in a child, so that a bug that blocks forever
+// The ring cases below run in a child, so that a bug that blocks forever
 // fails the test (the parent's join times out) instead of hanging it.
 
 // Sends a batch, then reads it, in one thread: the ring's ~8 KiB must not
@@ -248,8 +248,8 @@ void send_blocks(mpxx::Connection c) { c.send(Blocks::make()); }
 
 // Receives Blocks with process_vm_readv refused by a seccomp filter (as in
 // a container that forbids it): the sender must push the payload instead.
-void recv_blocks_without_remote_reads(mpxx::Connection c) {
-  if (!mpxx_test::refuse_remote_reads(EPERM, false)) return c.send(std::string("seccomp: ") + std::strerror(errno));
+void recv_blocks_without_peer_reads(mpxx::Connection c) {
+  if (!mpxx_test::refuse_peer_reads(EPERM, false)) return c.send(std::string("seccomp: ") + std::strerror(errno));
   iovec none{nullptr, 0};
   if (::process_vm_readv(::getppid(), &none, 1, &none, 1, 0) != -1 || errno != EPERM)
     return c.send(std::string("the filter did not refuse process_vm_readv"));
@@ -260,7 +260,7 @@ void recv_blocks_without_remote_reads(mpxx::Connection c) {
 
 // Takes the first part of a large vector, then fails to read the rest.
 void recv_vector_failing_half_way(mpxx::Connection c) {
-  if (!mpxx_test::refuse_remote_reads(EFAULT, true)) return c.send(std::string("seccomp: ") + std::strerror(errno));
+  if (!mpxx_test::refuse_peer_reads(EFAULT, true)) return c.send(std::string("seccomp: ") + std::strerror(errno));
   c.send(std::string("ready"));
   try {
     c.recv<std::vector<std::uint8_t>>();
@@ -695,7 +695,7 @@ TEST(PipeProcesses, ALargeValueOfSeveralFieldsIsReadWhole) {
 
 TEST(PipeProcesses, AReceiverThatMayNotReadTheSendersMemoryHasTheValuePushed) {
   auto [a, b] = mpxx::Pipe();
-  mpxx::Process p(recv_blocks_without_remote_reads, b);
+  mpxx::Process p(recv_blocks_without_peer_reads, b);
   if (const std::string why = start_filtered(p, a, b); why != "ready") {
     p.join();
     GTEST_SKIP() << why;

@@ -171,7 +171,7 @@ class LeakListener : public ::testing::EmptyTestEventListener {
 
 }  // namespace
 
-bool refuse_remote_reads(int err, bool only_one_piece) {
+bool refuse_peer_reads(int err, bool only_one_piece) {
   sock_filter all[] = {
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
       BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_vm_readv, 0, 1),

@@ -1,8 +1,8 @@
-// A Pipe's shared-memory lane (src/lane.hpp) at its worst moments: a
+// A Pipe's shared-memory ring (src/channel/pipe_ring.hpp) at its worst moments: a
 // writer that dies holding the writers' lock with its marker published
 // (before or after its message went out on the socket), a reader that dies
 // after taking a marker, a poller while another thread reads at the
-// socket's front. These tests drive the lane's internals to stop a process
+// socket's front. These tests drive the ring's internals to stop a process
 // exactly there.
 #include <gtest/gtest.h>
 
@@ -25,7 +25,7 @@
 
 using namespace std::chrono_literals;
 
-namespace lane_targets {
+namespace ring_targets {
 
 const std::string kFirst(4096, 'A');  // over kMaxInline: it takes the socket
 
@@ -33,19 +33,19 @@ const std::string kFirst(4096, 'A');  // over kMaxInline: it takes the socket
 // published, before its socket send or after it (before it could say so).
 void die_behind_marker(mpxx::Connection c, bool after_send) {
   mpxx::detail::ConnState& st = mpxx::detail::ConnAccess::state(c);
-  st.lane->write_lock().acquire();
-  const std::uint64_t at = st.lane->put_marker(st.fd.get(), mpxx::detail::kRecordOnSocket);
+  st.ring->write_lock().acquire();
+  const std::uint64_t at = st.ring->put_marker(st.fd.get(), mpxx::detail::kRecordOnSocket);
   if (after_send) mpxx::detail::send_on_socket(st, kFirst.data(), kFirst.size(), {}, at);
   std::_Exit(0);
 }
 
 // A writer of `c` that dies holding the writers' lock once the first piece
-// of a kTorn-byte message has gone out on the socket (lane.hpp, Pieces).
+// of a kTorn-byte message has gone out on the socket (pipe_ring.hpp, Pieces).
 constexpr std::size_t kTorn = 100000;
 void die_between_pieces(mpxx::Connection c) {
   mpxx::detail::ConnState& st = mpxx::detail::ConnAccess::state(c);
-  st.lane->write_lock().acquire();
-  const std::uint64_t at = st.lane->put_marker(st.fd.get(), mpxx::detail::kRecordOnSocket);
+  st.ring->write_lock().acquire();
+  const std::uint64_t at = st.ring->put_marker(st.fd.get(), mpxx::detail::kRecordOnSocket);
   unsigned char head[mpxx::detail::kTagBytes + 4] = {mpxx::detail::kTag};
   std::memcpy(head + 1, &at, sizeof at);
   for (int i = 0; i < 4; ++i) head[mpxx::detail::kTagBytes + i] = static_cast<unsigned char>(kTorn >> (24 - 8 * i));
@@ -59,16 +59,16 @@ void die_between_pieces(mpxx::Connection c) {
 // message from the socket.
 void die_after_taking_a_marker(mpxx::Connection c) {
   mpxx::detail::ConnState& st = mpxx::detail::ConnAccess::state(c);
-  while (!st.lane->has_record()) std::this_thread::sleep_for(1ms);
+  while (!st.ring->has_record()) std::this_thread::sleep_for(1ms);
   mpxx::detail::wire::Writer payload;
-  st.lane->take(payload, std::nullopt);
+  st.ring->take(payload, std::nullopt);
   std::_Exit(0);
 }
 
-}  // namespace lane_targets
+}  // namespace ring_targets
 
 namespace {
-using lane_targets::kFirst;
+using ring_targets::kFirst;
 constexpr std::size_t kLast = 3 * mpxx::detail::kSocketPiece;  // in four pieces
 
 // Joins a thread when the test leaves, also by an exception (a joinable
@@ -109,24 +109,24 @@ std::vector<std::string> after_a_dead_writer(std::size_t expected, bool reader_w
   return got;
 }
 
-TEST(PipeLane, AWriterKilledAfterItsSocketSendLosesNothing) {
+TEST(PipeRing, AWriterKilledAfterItsSocketSendLosesNothing) {
   const std::vector<std::string> want = {kFirst, "second", std::string(kLast, 'C')};
-  EXPECT_EQ(after_a_dead_writer(3, false, lane_targets::die_behind_marker, true), want);
-  EXPECT_EQ(after_a_dead_writer(3, true, lane_targets::die_behind_marker, true), want);
+  EXPECT_EQ(after_a_dead_writer(3, false, ring_targets::die_behind_marker, true), want);
+  EXPECT_EQ(after_a_dead_writer(3, true, ring_targets::die_behind_marker, true), want);
 }
 
-TEST(PipeLane, AWriterKilledBeforeItsSocketSendLeavesNothingToWaitFor) {
+TEST(PipeRing, AWriterKilledBeforeItsSocketSendLeavesNothingToWaitFor) {
   const std::vector<std::string> want = {"second", std::string(kLast, 'C')};
-  EXPECT_EQ(after_a_dead_writer(2, false, lane_targets::die_behind_marker, false), want);
-  EXPECT_EQ(after_a_dead_writer(2, true, lane_targets::die_behind_marker, false), want);
+  EXPECT_EQ(after_a_dead_writer(2, false, ring_targets::die_behind_marker, false), want);
+  EXPECT_EQ(after_a_dead_writer(2, true, ring_targets::die_behind_marker, false), want);
 }
 
 // A message whose writer died between two of its pieces is dropped; the
 // next writer's messages come whole, the stream is not broken.
-TEST(PipeLane, AWriterKilledBetweenTwoPiecesOfAMessageLosesOnlyThatMessage) {
+TEST(PipeRing, AWriterKilledBetweenTwoPiecesOfAMessageLosesOnlyThatMessage) {
   const std::vector<std::string> want = {"second", std::string(kLast, 'C')};
-  EXPECT_EQ(after_a_dead_writer(2, false, lane_targets::die_between_pieces), want);
-  EXPECT_EQ(after_a_dead_writer(2, true, lane_targets::die_between_pieces), want);
+  EXPECT_EQ(after_a_dead_writer(2, false, ring_targets::die_between_pieces), want);
+  EXPECT_EQ(after_a_dead_writer(2, true, ring_targets::die_between_pieces), want);
 }
 
 }  // namespace
@@ -136,7 +136,7 @@ namespace {
 // A reader of b dies after taking the marker of a message sent on a (4096
 // x's), before reading it. False if it never took it (it is killed).
 bool a_reader_died_behind_a_marker(mpxx::Connection a, mpxx::Connection b) {
-  mpxx::Process p(lane_targets::die_after_taking_a_marker, b);
+  mpxx::Process p(ring_targets::die_after_taking_a_marker, b);
   p.start();
   a.send_bytes(std::string(4096, 'x'));
   p.join(20s);
@@ -148,7 +148,7 @@ bool a_reader_died_behind_a_marker(mpxx::Connection a, mpxx::Connection b) {
 
 // Its message is lost with it (as with a socket); the next reader gets the
 // messages after it, whether it reads at once or sleeps first.
-TEST(PipeLane, AMessageWhoseReaderDiedIsDroppedNotGivenToTheNextReader) {
+TEST(PipeRing, AMessageWhoseReaderDiedIsDroppedNotGivenToTheNextReader) {
   for (bool sleeps_first : {false, true}) {
     auto [a, b] = mpxx::Pipe();
     ASSERT_TRUE(a_reader_died_behind_a_marker(a, b));
@@ -176,8 +176,8 @@ namespace {
 // poll(timeout) returns in time while another thread reads at the socket's
 // front (as a receiver does for a whole socket message), though the socket
 // shows readable all along.
-TEST(PipeLane, PollKeepsItsTimeoutWhileAnotherThreadReadsAtTheFront) {
-  using mpxx::detail::LaneEnd;
+TEST(PipeRing, PollKeepsItsTimeoutWhileAnotherThreadReadsAtTheFront) {
+  using mpxx::detail::PipeRingEnd;
   auto [a, b] = mpxx::Pipe();
   const unsigned char bell = mpxx::detail::kBell;
   ASSERT_EQ(::send(mpxx::detail::ConnAccess::state(a).fd.get(), &bell, 1, 0), 1);
@@ -186,7 +186,7 @@ TEST(PipeLane, PollKeepsItsTimeoutWhileAnotherThreadReadsAtTheFront) {
   Joined joined{poller};
   std::chrono::steady_clock::duration took{};
   {
-    LaneEnd::FrontTurn turn(*mpxx::detail::ConnAccess::state(b).lane, LaneEnd::Drainer::receiver);
+    PipeRingEnd::FrontTurn turn(*mpxx::detail::ConnAccess::state(b).ring, PipeRingEnd::Drainer::receiver);
     ASSERT_TRUE(turn.held());
     const auto t0 = std::chrono::steady_clock::now();
     poller = std::thread([&polled, b = b]() mutable { polled = b.poll(100ms) ? 1 : 0; });
@@ -205,7 +205,7 @@ namespace {
 // A dead reader's message, then the writer's close: mpxx::wait reports the
 // end of the stream (it does not hold back at that message forever), and
 // recv drops the message and raises EOFError.
-TEST(PipeLane, TheEndOfTheStreamShowsBehindADeadReadersMessage) {
+TEST(PipeRing, TheEndOfTheStreamShowsBehindADeadReadersMessage) {
   auto [a, b] = mpxx::Pipe();
   ASSERT_TRUE(a_reader_died_behind_a_marker(a, b));
   a.close();

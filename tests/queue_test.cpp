@@ -124,9 +124,9 @@ void put_big_after(Q q, int ms, std::size_t n, mpxx::Event built) {
 
 // Gets a large message with process_vm_readv refused (a seccomp filter):
 // the producer must put it into the ring after all.
-void get_big_without_remote_reads(mpxx::Queue<std::vector<std::uint8_t>> q,
+void get_big_without_peer_reads(mpxx::Queue<std::vector<std::uint8_t>> q,
                                   mpxx::Queue<std::string> report, mpxx::Event waiting) {
-  if (!mpxx_test::refuse_remote_reads(EPERM, false)) {
+  if (!mpxx_test::refuse_peer_reads(EPERM, false)) {
     report.put(std::string("seccomp: ") + std::strerror(errno));
     return;
   }
@@ -723,7 +723,7 @@ TEST(QueueOffer, AConsumerThatMayNotReadTheProducersMemoryGetsItThroughTheRing) 
   mpxx::Queue<std::vector<std::uint8_t>> q;
   mpxx::Queue<std::string> report;
   mpxx::Event waiting;
-  mpxx::Process c(get_big_without_remote_reads, q, report, waiting);
+  mpxx::Process c(get_big_without_peer_reads, q, report, waiting);
   c.start();
   if (const auto ready = report.get(30s); ready != "ready") {
     c.join();

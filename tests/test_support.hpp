@@ -60,7 +60,7 @@ char proc_state(pid_t pid);
 // the calls that name one piece of the other process's memory, which are
 // the reads after the first of a large vector (the first spans the frame's
 // own bytes and the vector's block). False if seccomp cannot be used here.
-bool refuse_remote_reads(int err, bool only_one_piece);
+bool refuse_peer_reads(int err, bool only_one_piece);
 // Bytes this process has read with read()-like calls (rchar in
 // /proc/self/io), or -1.
 long long bytes_read_so_far();

@@ -243,22 +243,22 @@ TEST(Frame, CorruptHeadersSayWhatIsWrong) {
   EXPECT_NE(parse_error(good_header(1 << 20), 1024).find("exceeds the limit"), std::string::npos);
 }
 
-// A remote frame (a large value offered where it is in the sender's
-// memory) carries its size and 1 to kMaxRemotePieces (address, length)
+// A peer-read frame (a large value offered where it is in the sender's
+// memory) carries its size and 1 to kMaxPeerReadPieces (address, length)
 // pairs, and is always external.
-TEST(Frame, RemoteFramesCarryASizeAndTheirPieces) {
-  const std::uint16_t remote = wire::kFlagExternal | wire::kFlagRemote;
+TEST(Frame, PeerReadFramesCarryASizeAndTheirPieces) {
+  const std::uint16_t peer_read = wire::kFlagExternal | wire::kFlagPeerRead;
   auto header = [](std::uint64_t len, std::uint16_t flags) {
     wire::Writer w;
     wire::write_header(w, wire::FrameKind::value, len, flags);
     return std::vector<std::byte>(w.data(), w.data() + w.size());
   };
-  EXPECT_EQ(parse_error(header(8 + 16, remote)), "");
-  EXPECT_EQ(parse_error(header(8 + 16 * wire::kMaxRemotePieces, remote)), "");
-  EXPECT_NE(parse_error(header(8, remote)).find("1 to 256 pieces"), std::string::npos);
-  EXPECT_NE(parse_error(header(8 + 16 * wire::kMaxRemotePieces + 16, remote)).find("pieces"), std::string::npos);
-  EXPECT_NE(parse_error(header(8 + 20, remote)).find("pieces"), std::string::npos);
-  EXPECT_NE(parse_error(header(8 + 16, wire::kFlagRemote)).find("flags"), std::string::npos);
+  EXPECT_EQ(parse_error(header(8 + 16, peer_read)), "");
+  EXPECT_EQ(parse_error(header(8 + 16 * wire::kMaxPeerReadPieces, peer_read)), "");
+  EXPECT_NE(parse_error(header(8, peer_read)).find("1 to 256 pieces"), std::string::npos);
+  EXPECT_NE(parse_error(header(8 + 16 * wire::kMaxPeerReadPieces + 16, peer_read)).find("pieces"), std::string::npos);
+  EXPECT_NE(parse_error(header(8 + 20, peer_read)).find("pieces"), std::string::npos);
+  EXPECT_NE(parse_error(header(8 + 16, wire::kFlagPeerRead)).find("flags"), std::string::npos);
   EXPECT_NE(parse_error(header(8 + 16, wire::kFlagExternal)).find("8-byte size"), std::string::npos);
 }
 

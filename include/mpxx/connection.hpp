@@ -55,8 +55,8 @@ class Connection;
 namespace detail {
 struct ConnState;
 struct ConnAccess;
-bool lane_ready(const Connection& c) noexcept;
-bool lane_confirm(const Connection& c, bool& held_back, bool force);
+bool ring_ready(const Connection& c) noexcept;
+bool ring_confirm(const Connection& c, bool& held_back, bool force);
 }
 
 class Connection {
@@ -134,8 +134,8 @@ class Connection {
                                         std::unique_ptr<detail::wire::Source>& rest);
   bool poll_ns(std::chrono::nanoseconds timeout);
   friend struct detail::ConnAccess;
-  friend bool detail::lane_ready(const Connection& c) noexcept;
-  friend bool detail::lane_confirm(const Connection& c, bool& held_back, bool force);
+  friend bool detail::ring_ready(const Connection& c) noexcept;
+  friend bool detail::ring_confirm(const Connection& c, bool& held_back, bool force);
   std::shared_ptr<detail::ConnState> st_;
 };
 

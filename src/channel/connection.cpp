@@ -65,7 +65,7 @@ void send_on_socket(ConnState& c, const void* data, std::size_t n, const std::ve
     hn = kTagBytes;
   }
   hn += put_length(head + hn, n);
-  // Untagged: CPython's framing, in one go. Tagged: in pieces (lane.hpp).
+  // Untagged: CPython's framing, in one go. Tagged: in pieces (pipe_ring.hpp).
   auto* bytes = static_cast<unsigned char*>(const_cast<void*>(data));
   const std::size_t first = tag ? std::min(n, kSocketPiece - hn) : n;
   iovec iov[2] = {{head, hn}, {bytes, first}};
@@ -83,34 +83,34 @@ void send_on_socket(ConnState& c, const void* data, std::size_t n, const std::ve
 
 namespace {
 
-// One message. On a Pipe's lane, a small message without fds is a record
+// One message. On a Pipe's ring, a small message without fds is a record
 // in shared memory; any other leaves a marker there and takes the socket
 // (under the writers' lock, so markers and messages keep one order).
-// (A local copy of the lane pointer: another thread may close() meanwhile.)
+// (A local copy of the ring pointer: another thread may close() meanwhile.)
 void send_message(ConnState& c, const void* data, std::size_t n, const std::vector<int>& fds) {
-  std::shared_ptr<LaneEnd> lane = c.lane;
-  if (!lane) return send_on_socket(c, data, n, fds);
+  std::shared_ptr<PipeRingEnd> ring = c.ring;
+  if (!ring) return send_on_socket(c, data, n, fds);
   const int fd = c.fd.get();
   if (fds.size() > sys::kMaxFdsPerMessage)  // refused before any marker
     throw ValueError("mpxx: a message can carry at most " + std::to_string(sys::kMaxFdsPerMessage) +
                      " file descriptors");
-  std::lock_guard<Lock> hold(lane->write_lock());
-  if (lane->write_lock().recovered()) lane->after_recovery(fd);
-  if (fds.empty() && n <= kMaxInline && lane->put_inline(fd, data, n)) return;
-  const std::uint64_t at = lane->put_marker(fd, kRecordOnSocket);
+  std::lock_guard<Lock> hold(ring->write_lock());
+  if (ring->write_lock().recovered()) ring->after_recovery(fd);
+  if (fds.empty() && n <= kMaxInline && ring->put_inline(fd, data, n)) return;
+  const std::uint64_t at = ring->put_marker(fd, kRecordOnSocket);
   try {
     send_on_socket(c, data, n, fds, at);
-    lane->sent();
+    ring->sent();
   } catch (...) {
     // sendmsg refused the message (nothing went out) or the reader is
     // gone: tell a reader waiting behind the marker not to wait. (The
     // in-flight flag stays set until then: dying in between, this writer
     // leaves the cancel to the next.)
     try {
-      lane->put_marker(fd, kRecordCancel);
+      ring->put_marker(fd, kRecordCancel);
     } catch (...) {
     }
-    lane->sent();
+    ring->sent();
     throw;
   }
 }
@@ -173,14 +173,14 @@ bool recv_exact(int fd, void* buf, std::size_t n, std::vector<int>& fds, bool eo
 [[noreturn]] void too_long(ConnState& c, std::uint64_t n, std::optional<std::size_t> maxlength,
                            std::vector<int>& fds) {
   c.fd.reset();
-  c.lane.reset();
+  c.ring.reset();
   close_all(fds);
   throw OSError(EMSGSIZE, "mpxx: bad message length " + std::to_string(n) +
                               (maxlength ? " (maxlength " + std::to_string(*maxlength) + ")" : "") +
                               "; connection closed");
 }
 
-// A tagged message's pieces on a lane's socket (lane.hpp): how much of
+// A tagged message's pieces on a ring's socket (pipe_ring.hpp): how much of
 // the payload the piece being read still holds, and the tag the next
 // piece must start with.
 struct Pieces {
@@ -188,7 +188,7 @@ struct Pieces {
   std::size_t left = 0;
 };
 
-// Reads a message's length prefix from the socket (after the tag a lane's
+// Reads a message's length prefix from the socket (after the tag a ring's
 // writer puts before it, if `pieces`, which it then describes); nullopt
 // at a clean EOF.
 std::optional<std::uint64_t> recv_length(ConnState& c, std::vector<int>& fds, bool spin,
@@ -276,8 +276,8 @@ Received recv_from_socket(ConnState& c, wire::Writer& out, std::vector<int>& fds
   return Received::message;
 }
 
-// Reads and drops the message at the front of a lane's socket whose
-// marker's reader died before reading it (lane.hpp), holding the front
+// Reads and drops the message at the front of a ring's socket whose
+// marker's reader died before reading it (pipe_ring.hpp), holding the front
 // turn: in pieces, whatever its size, closing the fds it brought.
 void drop_stale(ConnState& c) {
   std::vector<int> lost_fds;
@@ -300,36 +300,36 @@ void drop_stale(ConnState& c) {
 }
 
 // Reads one whole message into `out`; returns false at a clean EOF. On a
-// Pipe's lane the receiver spins on shared memory, then sleeps in poll()
-// on the socket, where senders ring a bell (lane.hpp).
+// Pipe's ring the receiver spins on shared memory, then sleeps in poll()
+// on the socket, where senders ring a bell (pipe_ring.hpp).
 bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
                   std::optional<std::size_t> maxlength) {
-  std::shared_ptr<LaneEnd> keep = c.lane;  // another thread may close() meanwhile
+  std::shared_ptr<PipeRingEnd> keep = c.ring;  // another thread may close() meanwhile
   if (!keep) return recv_from_socket(c, out, fds, maxlength, !c.deadline) == Received::message;
-  LaneEnd& lane = *keep;
+  PipeRingEnd& ring = *keep;
   const int fd = c.fd.get();
   bool spin = true;
   for (;;) {
-    if (lane.has_record() || (spin && lane.spin_for_record(kSpin))) {
+    if (ring.has_record() || (spin && ring.spin_for_record(kSpin))) {
       out.clear();
       // A marker is taken holding the front turn, kept until its message
       // is read: pollers keep off the message's bytes, and a tag below the
-      // marker's position can only be a dead reader's (lane.hpp).
-      std::optional<LaneEnd::FrontTurn> turn;
-      if (lane.next_is_marker()) {
-        turn.emplace(lane, LaneEnd::Drainer::receiver);
-        if (!lane.has_record()) continue;  // another receiving thread took it meanwhile
+      // marker's position can only be a dead reader's (pipe_ring.hpp).
+      std::optional<PipeRingEnd::FrontTurn> turn;
+      if (ring.next_is_marker()) {
+        turn.emplace(ring, PipeRingEnd::Drainer::receiver);
+        if (!ring.has_record()) continue;  // another receiving thread took it meanwhile
       }
-      const LaneEnd::Record rec = lane.take(out, maxlength);
+      const PipeRingEnd::Record rec = ring.take(out, maxlength);
       if (maxlength && rec.length > *maxlength) too_long(c, rec.length, maxlength, fds);
       if (rec.flags == kRecordCancel) continue;  // a stray cancel (its marker's message came)
       if (rec.flags == kRecordOnSocket) {
-        if (!turn) turn.emplace(lane, LaneEnd::Drainer::receiver);  // another thread reads here too
-        LaneEnd::Next next;
-        while ((next = lane.skip_bells(fd, rec.at)) == LaneEnd::Next::stale) drop_stale(c);
-        if (next == LaneEnd::Next::cancelled) continue;
+        if (!turn) turn.emplace(ring, PipeRingEnd::Drainer::receiver);  // another thread reads here too
+        PipeRingEnd::Next next;
+        while ((next = ring.skip_bells(fd, rec.at)) == PipeRingEnd::Next::stale) drop_stale(c);
+        if (next == PipeRingEnd::Next::cancelled) continue;
         const Received got =
-            next == LaneEnd::Next::eof ? Received::eof : recv_from_socket(c, out, fds, maxlength, false, true);
+            next == PipeRingEnd::Next::eof ? Received::eof : recv_from_socket(c, out, fds, maxlength, false, true);
         if (got == Received::torn) continue;  // its writer died part way: lost, as a cut-short send
         if (got == Received::eof)
           throw EOFError("mpxx: the other end closed the connection in the middle of a message");
@@ -339,8 +339,8 @@ bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
     {
       // Registered before the last look at the ring: a poller in another
       // thread then leaves the bell that wakes us alone.
-      LaneEnd::Sleeping asleep(lane);
-      if (lane.has_record()) continue;
+      PipeRingEnd::Sleeping asleep(ring);
+      if (ring.has_record()) continue;
       // In naps: a poller forced to drain may take the bell meant for us.
       // After a nap with nothing to read, a look at the ring, no spin.
       const sys::Deadline nap = sys::Deadline::after(kNap);
@@ -348,14 +348,14 @@ bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
       spin = sys::wait_readable(fd, sooner ? *c.deadline : nap);
     }
     if (spin) {  // the socket is readable
-      const LaneEnd::Front front = lane.drain_bells(fd, LaneEnd::Drainer::receiver);
-      if (front == LaneEnd::Front::eof) {
-        if (lane.has_record()) continue;  // sent before the other end closed
+      const PipeRingEnd::Front front = ring.drain_bells(fd, PipeRingEnd::Drainer::receiver);
+      if (front == PipeRingEnd::Front::eof) {
+        if (ring.has_record()) continue;  // sent before the other end closed
         return false;
       }
-      if (front == LaneEnd::Front::message && !lane.has_record()) {
-        LaneEnd::FrontTurn turn(lane, LaneEnd::Drainer::receiver);
-        if (lane.stale_in_front(fd)) {
+      if (front == PipeRingEnd::Front::message && !ring.has_record()) {
+        PipeRingEnd::FrontTurn turn(ring, PipeRingEnd::Drainer::receiver);
+        if (ring.stale_in_front(fd)) {
           drop_stale(c);
           continue;
         }
@@ -363,7 +363,7 @@ bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
                             "processes reading one end at once?)");
       }
     }
-    if (c.deadline && c.deadline->expired() && !lane.has_record())
+    if (c.deadline && c.deadline->expired() && !ring.has_record())
       throw TimeoutError("mpxx: the peer sent nothing in time");
   }
 }
@@ -545,28 +545,28 @@ class HoldBack {
   std::chrono::microseconds pause_{50};
 };
 
-// After poll() found a lane's socket readable: true if a message (or the
+// After poll() found a ring's socket readable: true if a message (or the
 // end of the stream) is really there, not only bells.
-bool lane_confirm(int fd, LaneEnd& lane, bool& held_back, bool force) {
-  const LaneEnd::Front front =
-      lane.drain_bells(fd, force ? LaneEnd::Drainer::poller_forced : LaneEnd::Drainer::poller);
-  held_back = front == LaneEnd::Front::held_back;
+bool ring_confirm(int fd, PipeRingEnd& ring, bool& held_back, bool force) {
+  const PipeRingEnd::Front front =
+      ring.drain_bells(fd, force ? PipeRingEnd::Drainer::poller_forced : PipeRingEnd::Drainer::poller);
+  held_back = front == PipeRingEnd::Front::held_back;
   // Held back, a message still has its record in the ring; the end of the
   // stream shows as a hang-up.
-  return front == LaneEnd::Front::eof || front == LaneEnd::Front::message || lane.has_record() ||
+  return front == PipeRingEnd::Front::eof || front == PipeRingEnd::Front::message || ring.has_record() ||
          (held_back && peer_closed(fd));
 }
 
-bool lane_ready(const Connection& c) noexcept {
+bool ring_ready(const Connection& c) noexcept {
   const auto& st = c.st_;
-  return st && st->fd && st->lane && st->readable && st->lane->has_record();
+  return st && st->fd && st->ring && st->readable && st->ring->has_record();
 }
 
-bool lane_confirm(const Connection& c, bool& held_back, bool force) {
+bool ring_confirm(const Connection& c, bool& held_back, bool force) {
   const auto& st = c.st_;
-  std::shared_ptr<LaneEnd> lane = st ? st->lane : nullptr;
-  if (!lane || !st->fd) return true;
-  return lane_confirm(st->fd.get(), *lane, held_back, force);
+  std::shared_ptr<PipeRingEnd> ring = st ? st->ring : nullptr;
+  if (!ring || !st->fd) return true;
+  return ring_confirm(st->fd.get(), *ring, held_back, force);
 }
 }  // namespace detail
 
@@ -586,40 +586,40 @@ void Connection::send_frame(detail::wire::Writer w) {
   ConnState& c = detail::live(st_, false, true);
   if (c.mpxx_peer && w.total_size() > detail::kExternalThreshold) {
     // The payload streams through a pipe of its own, sent with a small frame.
-    // Between the ends of a Pipe with a lane, the receiver is offered the
-    // payload where it is, to read it itself (remote.hpp); the pipe sent
+    // Between the ends of a Pipe with a ring, the receiver is offered the
+    // payload where it is, to read it itself (peer_read.hpp); the pipe sent
     // along serves if it may not.
     const std::size_t payload = w.total_size() - detail::wire::kHeaderSize;
     const auto parts = w.pieces(detail::wire::kHeaderSize);
     auto [rd, wr] = sys::make_pipe();
-    std::optional<detail::RemoteOffer> offer;
-    if (c.lane && parts.size() <= detail::wire::kMaxRemotePieces &&
+    std::optional<detail::PeerReadGrant> offer;
+    if (c.ring && parts.size() <= detail::wire::kMaxPeerReadPieces &&
         w.fds().size() + 3 <= sys::kMaxFdsPerMessage)
-      offer = detail::make_remote_offer();
+      offer = detail::make_peer_read_grant();
     auto kind = static_cast<detail::wire::FrameKind>(w.data()[5]);
     detail::wire::Writer small;
     detail::wire::write_header(small, kind, 8 + (offer ? 16 * parts.size() : 0),
-                               detail::wire::kFlagExternal | (offer ? detail::wire::kFlagRemote : 0));
+                               detail::wire::kFlagExternal | (offer ? detail::wire::kFlagPeerRead : 0));
     small.pod(static_cast<std::uint64_t>(payload));
     std::vector<int> fds = w.fds();
     fds.push_back(rd.get());
     if (offer) {
-      detail::write_remote_pieces(small.extend(16 * parts.size()), parts);
+      detail::write_peer_read_pieces(small.extend(16 * parts.size()), parts);
       fds.push_back(offer->asker.get());
       fds.push_back(offer->pidfd.get());
     }
-    detail::send_message(c, small.data(), small.size(), fds);  // with its marker, on a lane
+    detail::send_message(c, small.data(), small.size(), fds);  // with its marker, on a ring
     rd.reset();
     if (offer) {
       offer->asker.reset();
       offer->pidfd.reset();
-      switch (detail::await_remote_answer(offer->answer.get())) {
-        case detail::RemoteAnswer::done:
+      switch (detail::await_peer_read_answer(offer->answer.get())) {
+        case detail::PeerReadAnswer::done:
           return;
-        case detail::RemoteAnswer::gone:
+        case detail::PeerReadAnswer::gone:
           throw OSError(EPIPE, "mpxx: send: the other end closed the connection before it had read "
                                "the whole message");
-        case detail::RemoteAnswer::push:
+        case detail::PeerReadAnswer::push:
           break;
       }
     }
@@ -657,10 +657,10 @@ std::span<const std::byte> Connection::recv_frame(detail::wire::Writer& storage,
     if (all.size() - detail::wire::kHeaderSize != h.length)
       throw ProtocolError("mpxx: recv: frame length does not match the message");
     if (h.flags & detail::wire::kFlagExternal) {
-      const bool remote = h.flags & detail::wire::kFlagRemote;
-      if (fds.size() < (remote ? 3u : 1u)) throw ProtocolError("mpxx: recv: external frame without its pipe");
-      if (remote && !c.lane)
-        throw ProtocolError("mpxx: recv: a large value offered where it is, on a connection without a lane");
+      const bool peer_read = h.flags & detail::wire::kFlagPeerRead;
+      if (fds.size() < (peer_read ? 3u : 1u)) throw ProtocolError("mpxx: recv: external frame without its pipe");
+      if (peer_read && !c.ring)
+        throw ProtocolError("mpxx: recv: a large value offered where it is, on a connection without a ring");
       std::uint64_t size;
       std::memcpy(&size, all.data() + detail::wire::kHeaderSize, 8);
       if (size > detail::wire::kDefaultMaxFrame)
@@ -668,7 +668,7 @@ std::span<const std::byte> Connection::recv_frame(detail::wire::Writer& storage,
                             " bytes exceeds the limit");
       const std::uint64_t first_part = std::min<std::uint64_t>(size, detail::kStreamedStart);
       sys::UniqueFd pidfd, asker;
-      if (remote) {
+      if (peer_read) {
         pidfd = sys::UniqueFd(fds.back());
         fds.pop_back();
         asker = sys::UniqueFd(fds.back());
@@ -676,9 +676,9 @@ std::span<const std::byte> Connection::recv_frame(detail::wire::Writer& storage,
       }
       sys::UniqueFd pipe(fds.back());
       fds.pop_back();
-      if (remote) {
+      if (peer_read) {
         const pid_t sender = detail::pidfd_pid(pidfd.get());
-        auto source = std::make_unique<detail::RemoteSource>(
+        auto source = std::make_unique<detail::PeerReadSource>(
             all.subspan(detail::wire::kHeaderSize + 8), size, sender, std::move(pidfd), std::move(asker));
         detail::wire::Writer payload;
         if (source->start(payload, static_cast<std::size_t>(first_part))) {
@@ -691,14 +691,14 @@ std::span<const std::byte> Connection::recv_frame(detail::wire::Writer& storage,
       struct stat st {};
       if (::fstat(pipe.get(), &st) < 0 || !S_ISFIFO(st.st_mode))
         throw ProtocolError("mpxx: recv: external frame without its pipe");
-      // Between the ends of a Pipe with a shared-memory lane (both made by
+      // Between the ends of a Pipe with a shared-memory ring (both made by
       // this program), only the start is read here: the decoder reads the
       // rest straight into the value (a large vector's own memory), so a
       // 100 MiB value takes 100 MiB of fresh memory, not 200. Other peers'
       // messages (a Pipe end handed to another program included) are read
       // whole first, into a buffer that grows with what arrives: they
       // cannot make us allocate by announcing.
-      const std::uint64_t first = c.lane ? first_part : size;
+      const std::uint64_t first = c.ring ? first_part : size;
       detail::wire::Writer payload;
       detail::splice_in(pipe.get(), payload, first, c.deadline);
       storage = std::move(payload);
@@ -747,15 +747,15 @@ std::size_t Connection::recv_bytes_into(std::span<std::byte> buf, std::size_t of
 bool Connection::poll_ns(std::chrono::nanoseconds timeout) {
   ConnState& c = detail::live(st_, true, false);
   auto deadline = sys::Deadline::after(timeout);
-  std::shared_ptr<detail::LaneEnd> lane = c.lane;
-  if (!lane) return sys::wait_readable(c.fd.get(), deadline);
+  std::shared_ptr<detail::PipeRingEnd> ring = c.ring;
+  if (!ring) return sys::wait_readable(c.fd.get(), deadline);
   detail::HoldBack hold;
   for (;;) {
-    if (lane->has_record()) return true;
-    if (!sys::wait_readable(c.fd.get(), deadline)) return lane->has_record();
+    if (ring->has_record()) return true;
+    if (!sys::wait_readable(c.fd.get(), deadline)) return ring->has_record();
     bool held_back = false;
-    if (detail::lane_confirm(c.fd.get(), *lane, held_back, hold.expired())) return true;
-    if (deadline.expired()) return lane->has_record();  // held back by another thread's turn
+    if (detail::ring_confirm(c.fd.get(), *ring, held_back, hold.expired())) return true;
+    if (deadline.expired()) return ring->has_record();  // held back by another thread's turn
     hold.pause_if(held_back);
   }
 }
@@ -763,7 +763,7 @@ bool Connection::poll_ns(std::chrono::nanoseconds timeout) {
 void Connection::close() noexcept {
   if (st_) {
     st_->fd.reset();
-    st_->lane.reset();
+    st_->ring.reset();
   }
 }
 
@@ -777,8 +777,8 @@ void Connection::save(detail::wire::OutArchive& ar) const {
   ConnState& c = detail::live(st_, false, false);
   std::uint32_t index = ar.writer().add_fd(c.fd.get());
   ar(index, static_cast<std::uint8_t>(c.readable | (c.writable << 1) | (c.mpxx_peer << 2) |
-                                      (static_cast<bool>(c.lane) << 3)));
-  if (c.lane) c.lane->save(ar);
+                                      (static_cast<bool>(c.ring) << 3)));
+  if (c.ring) c.ring->save(ar);
 }
 
 void Connection::load(detail::wire::InArchive& ar) {
@@ -791,7 +791,7 @@ void Connection::load(detail::wire::InArchive& ar) {
   st_->readable = flags & 1;
   st_->writable = flags & 2;
   st_->mpxx_peer = flags & 4;
-  if (flags & 8) st_->lane = detail::LaneEnd::load(ar);
+  if (flags & 8) st_->ring = detail::PipeRingEnd::load(ar);
 }
 
 std::vector<std::size_t> detail::wait_objects(const std::vector<int>& fds,
@@ -804,13 +804,13 @@ std::vector<std::size_t> detail::wait_objects(const std::vector<int>& fds,
   for (;;) {
     std::vector<std::size_t> ready;
     for (std::size_t i = 0; i < conns.size(); ++i)
-      if (conns[i] && lane_ready(*conns[i])) ready.push_back(i);
-    // Messages already in a lane: add what else is ready now, and return.
+      if (conns[i] && ring_ready(*conns[i])) ready.push_back(i);
+    // Messages already in a ring: add what else is ready now, and return.
     auto polled = sys::wait_any(fds, ready.empty() ? deadline : sys::Deadline::after({}));
     bool held_back = false;
     for (std::size_t i : polled) {
       bool held = false;
-      if (!conns[i] || lane_confirm(*conns[i], held, hold.expired())) ready.push_back(i);
+      if (!conns[i] || ring_confirm(*conns[i], held, hold.expired())) ready.push_back(i);
       held_back = held_back || held;
     }
     std::sort(ready.begin(), ready.end());
@@ -823,7 +823,7 @@ std::vector<std::size_t> detail::wait_objects(const std::vector<int>& fds,
 namespace detail {
 namespace {
 // A piece of a tagged message is one skb, sent whole or not at all, only
-// while the sending socket's buffer holds two pieces (lane.hpp, Pieces):
+// while the sending socket's buffer holds two pieces (pipe_ring.hpp, Pieces):
 // raises it where a lowered net.core.wmem_default made it smaller (the
 // kernel doubles what it is given, up to net.core.wmem_max).
 void hold_pieces_whole(int fd) {
@@ -850,9 +850,9 @@ std::pair<Connection, Connection> Pipe(bool duplex, PipeOptions options) {
   Connection r(a.release(), true, duplex, true);
   Connection w(b.release(), duplex, true, true);
   if (!options.shared_memory) return {std::move(r), std::move(w)};
-  auto [ra, wa] = detail::LaneEnd::create_pair();
-  detail::ConnAccess::set_lane(r, std::move(ra));
-  detail::ConnAccess::set_lane(w, std::move(wa));
+  auto [ra, wa] = detail::PipeRingEnd::create_pair();
+  detail::ConnAccess::set_ring(r, std::move(ra));
+  detail::ConnAccess::set_ring(w, std::move(wa));
   return {std::move(r), std::move(w)};
 }
 

@@ -16,7 +16,7 @@ struct ConnState {
   bool readable = false;
   bool writable = false;
   bool mpxx_peer = false;  // the other end is mpxx: large values may take a pipe of their own
-  std::shared_ptr<LaneEnd> lane;  // a Pipe's shared-memory lane (lane.hpp), if it has one
+  std::shared_ptr<PipeRingEnd> ring;  // a Pipe's shared-memory ring (pipe_ring.hpp), if it has one
   // While set (during an authentication handshake), a peer that sends
   // nothing before it is a TimeoutError instead of a wait forever.
   std::optional<sys::Deadline> deadline;
@@ -24,12 +24,12 @@ struct ConnState {
 
 struct ConnAccess {
   static void set_deadline(Connection& c, std::optional<sys::Deadline> d) { c.st_->deadline = d; }
-  static void set_lane(Connection& c, std::shared_ptr<LaneEnd> l) { c.st_->lane = std::move(l); }
+  static void set_ring(Connection& c, std::shared_ptr<PipeRingEnd> l) { c.st_->ring = std::move(l); }
   static ConnState& state(const Connection& c) { return *c.st_; }
 };
 
-// Sends one message on the socket in CPython's framing; on a Pipe's lane,
-// after the tag of its marker (at `tag` in the ring, see lane.hpp).
+// Sends one message on the socket in CPython's framing; on a Pipe's ring,
+// after the tag of its marker (at `tag` in the ring, see pipe_ring.hpp).
 void send_on_socket(ConnState& c, const void* data, std::size_t n, const std::vector<int>& fds,
                     std::optional<std::uint64_t> tag = std::nullopt);
 

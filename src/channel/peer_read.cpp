@@ -91,8 +91,8 @@ sys::UniqueFd open_process(pid_t pid, std::uint64_t start_time, bool& gone) {
   return fd;
 }
 
-std::optional<RemoteOffer> make_remote_offer() {
-  RemoteOffer offer;
+std::optional<PeerReadGrant> make_peer_read_grant() {
+  PeerReadGrant offer;
   offer.pidfd = sys::try_pidfd_open(::getpid());
   if (!offer.pidfd) return std::nullopt;
   try {
@@ -103,16 +103,16 @@ std::optional<RemoteOffer> make_remote_offer() {
   return offer;
 }
 
-RemoteAnswer await_remote_answer(int answer_fd) {
+PeerReadAnswer await_peer_read_answer(int answer_fd) {
   char a = 0;
-  if (!sys::read_full(answer_fd, &a, 1)) return RemoteAnswer::gone;
-  if (a == kDone) return RemoteAnswer::done;
-  if (a == kPush) return RemoteAnswer::push;
+  if (!sys::read_full(answer_fd, &a, 1)) return PeerReadAnswer::gone;
+  if (a == kDone) return PeerReadAnswer::done;
+  if (a == kPush) return PeerReadAnswer::push;
   throw ProtocolError("mpxx: send: the receiver answered a large value's offer with byte " +
                       std::to_string(static_cast<unsigned char>(a)));
 }
 
-void write_remote_pieces(std::byte* out, std::span<const std::span<const std::byte>> pieces) {
+void write_peer_read_pieces(std::byte* out, std::span<const std::span<const std::byte>> pieces) {
   for (std::span<const std::byte> piece : pieces) {
     const std::uint64_t pair[2] = {reinterpret_cast<std::uintptr_t>(piece.data()), piece.size()};
     std::memcpy(out, pair, sizeof pair);
@@ -120,7 +120,7 @@ void write_remote_pieces(std::byte* out, std::span<const std::span<const std::by
   }
 }
 
-RemoteSource::RemoteSource(std::span<const std::byte> pieces, std::uint64_t size, pid_t pid,
+PeerReadSource::PeerReadSource(std::span<const std::byte> pieces, std::uint64_t size, pid_t pid,
                            sys::UniqueFd pidfd, sys::UniqueFd asker)
     : left_(size), pid_(pid), pidfd_(std::move(pidfd)), asker_(std::move(asker)) {
   struct stat st {};
@@ -128,7 +128,7 @@ RemoteSource::RemoteSource(std::span<const std::byte> pieces, std::uint64_t size
     asker_.reset();  // never written to
     throw ProtocolError("mpxx: recv: a large value's offer came without its answer socket");
   }
-  if (pieces.empty() || pieces.size() % 16 != 0 || pieces.size() / 16 > wire::kMaxRemotePieces)
+  if (pieces.empty() || pieces.size() % 16 != 0 || pieces.size() / 16 > wire::kMaxPeerReadPieces)
     throw ProtocolError("mpxx: recv: a large value's offer names " + std::to_string(pieces.size()) +
                         " bytes of pieces");
   std::uint64_t total = 0;
@@ -146,11 +146,11 @@ RemoteSource::RemoteSource(std::span<const std::byte> pieces, std::uint64_t size
 
 // Done with, read or not (a decoder may fail half way: the value is then
 // consumed, as any other), unless reading failed.
-RemoteSource::~RemoteSource() {
+PeerReadSource::~PeerReadSource() {
   if (!failed_) answer(kDone);
 }
 
-void RemoteSource::answer(char what) noexcept {
+void PeerReadSource::answer(char what) noexcept {
   if (!asker_) return;
   try {
     sys::write_full(asker_.get(), &what, 1);  // a sender already gone needs no answer
@@ -159,7 +159,7 @@ void RemoteSource::answer(char what) noexcept {
   asker_.reset();
 }
 
-long RemoteSource::read_some(Position at, std::byte* out, std::size_t n) const noexcept {
+long PeerReadSource::read_some(Position at, std::byte* out, std::size_t n) const noexcept {
   iovec remote[IOV_MAX];
   int count = 0;
   std::size_t want = 0;
@@ -173,7 +173,7 @@ long RemoteSource::read_some(Position at, std::byte* out, std::size_t n) const n
   return sys::retry([&] { return ::process_vm_readv(pid_, &local, 1, remote, static_cast<unsigned long>(count), 0); });
 }
 
-void RemoteSource::advance(Position& at, std::size_t n) const noexcept {
+void PeerReadSource::advance(Position& at, std::size_t n) const noexcept {
   while (n > 0) {
     const std::size_t step = std::min(pieces_[at.piece].iov_len - at.offset, n);
     at.offset += step;
@@ -185,7 +185,7 @@ void RemoteSource::advance(Position& at, std::size_t n) const noexcept {
   }
 }
 
-int RemoteSource::copy(Position at, std::byte* out, std::size_t n) const noexcept {
+int PeerReadSource::copy(Position at, std::byte* out, std::size_t n) const noexcept {
   while (n > 0) {
     const long r = read_some(at, out, n);
     if (r < 0) return errno;
@@ -197,7 +197,7 @@ int RemoteSource::copy(Position at, std::byte* out, std::size_t n) const noexcep
   return 0;
 }
 
-bool RemoteSource::start(wire::Writer& out, std::size_t n) {
+bool PeerReadSource::start(wire::Writer& out, std::size_t n) {
   if (pid_ > 0) {
     out.reserve(n);
     const long r = read_some(at_, out.data(), n);
@@ -215,7 +215,7 @@ bool RemoteSource::start(wire::Writer& out, std::size_t n) {
   return false;
 }
 
-void RemoteSource::read(void* out, std::size_t n) {
+void PeerReadSource::read(void* out, std::size_t n) {
   if (n > left_) throw ProtocolError("mpxx: recv: a large value is shorter than its decoder reads");
   auto* p = static_cast<std::byte*>(out);
   int err = 0, helper_err = 0;

@@ -1,7 +1,7 @@
 // src/channel/peer_read.hpp - large values read straight from the sender's memory.
 // Internal.
 //
-// Between the two ends of a Pipe with a shared-memory lane (both made by
+// Between the two ends of a Pipe with a shared-memory ring (both made by
 // this program), a large value's payload is not pushed through a pipe: the
 // sender offers where its bytes are (the encode buffer's and the value's
 // own blocks, Writer::pieces), with a pidfd of itself and one end of an
@@ -37,26 +37,26 @@ namespace mpxx::detail {
 
 // ------------------------------------------------------------- the sender
 
-struct RemoteOffer {
+struct PeerReadGrant {
   sys::UniqueFd pidfd;   // this process, sent along
   sys::UniqueFd answer;  // the sender's end of the answer socket
   sys::UniqueFd asker;   // the receiver's end, sent along
 };
 // Nothing if this process cannot name itself with a pidfd (kernels before
 // 5.3): the payload then goes through the pipe.
-std::optional<RemoteOffer> make_remote_offer();
+std::optional<PeerReadGrant> make_peer_read_grant();
 
-enum class RemoteAnswer {
+enum class PeerReadAnswer {
   done,  // the receiver read what it needed: the memory may change again
   push,  // the receiver may not read this process's memory: stream it
   gone,  // the receiver went away without answering
 };
 // Waits for the receiver's answer (restarting after signals).
-RemoteAnswer await_remote_answer(int answer_fd);
+PeerReadAnswer await_peer_read_answer(int answer_fd);
 
-// The offer's payload after the 8-byte size: (address, length) pairs,
-// 16 bytes per piece at `out` (RemoteSource reads them).
-void write_remote_pieces(std::byte* out, std::span<const std::span<const std::byte>> pieces);
+// The grant's payload after the 8-byte size: (address, length) pairs,
+// 16 bytes per piece at `out` (PeerReadSource reads them).
+void write_peer_read_pieces(std::byte* out, std::span<const std::span<const std::byte>> pieces);
 
 // ----------------------------------------------------------- the receiver
 
@@ -69,19 +69,19 @@ pid_t pidfd_pid(int pidfd);
 // process is known to have exited (or its pid to name another process).
 sys::UniqueFd open_process(pid_t pid, std::uint64_t start_time, bool& gone);
 
-// Reads a remote payload as the decoder asks for it.
-class RemoteSource final : public wire::Source {
+// Reads a peer-read payload as the decoder asks for it.
+class PeerReadSource final : public wire::Source {
  public:
-  // `pieces`: the offer's (address, length) pairs, `size` bytes in all
+  // `pieces`: the grant's (address, length) pairs, `size` bytes in all
   // (checked against them), in the memory of process `pid` (0: unknown),
   // whose `pidfd` came with them. `asker`, if any, is the receiver's end of
   // the answer socket (the destructor answers 'D' on it unless a read
   // failed).
-  RemoteSource(std::span<const std::byte> pieces, std::uint64_t size, pid_t pid, sys::UniqueFd pidfd,
+  PeerReadSource(std::span<const std::byte> pieces, std::uint64_t size, pid_t pid, sys::UniqueFd pidfd,
                sys::UniqueFd asker = {});
-  RemoteSource(const RemoteSource&) = delete;
-  RemoteSource& operator=(const RemoteSource&) = delete;
-  ~RemoteSource() override;
+  PeerReadSource(const PeerReadSource&) = delete;
+  PeerReadSource& operator=(const PeerReadSource&) = delete;
+  ~PeerReadSource() override;
 
   // Reads the first n bytes into `out`. False if this process may not read
   // the sender's memory (or could not read its first byte): the sender has

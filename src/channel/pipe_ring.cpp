@@ -1,4 +1,4 @@
-// The shared-memory lane of a Pipe (see lane.hpp).
+// The shared-memory ring of a Pipe (see pipe_ring.hpp).
 #include "channel/pipe_ring.hpp"
 
 #include <poll.h>
@@ -19,7 +19,7 @@ namespace mpxx::detail {
 
 // One direction. The writer's fields and the reader's live on separate
 // cache lines, so a spinning reader does not slow the writer's stores.
-struct LaneEnd::Dir {
+struct PipeRingEnd::Dir {
   alignas(64) std::atomic<std::uint64_t> tail;  // bytes published (writers, under the lock)
   std::atomic<std::uint32_t> bell;              // 1: a bell byte may be unread in the socket
   alignas(64) std::atomic<std::uint64_t> head;  // bytes consumed (the reader)
@@ -33,18 +33,18 @@ struct LaneEnd::Dir {
 
 namespace {
 
-constexpr std::uint32_t kLaneMagic = 0x4c414e45;  // "LANE"
+constexpr std::uint32_t kPipeRingMagic = 0x4c414e45;  // "LANE"
 constexpr std::size_t kHeaderBytes = 384;
-constexpr std::size_t kLaneBytes = kHeaderBytes + 2 * kLaneCapacity;
+constexpr std::size_t kPipeRingBytes = kHeaderBytes + 2 * kPipeRingCapacity;
 constexpr std::size_t kRecordHeader = 8;  // [u32 length][u32 flags]
 constexpr auto kSleepSlice = std::chrono::milliseconds(50);
 
 struct Header {
   std::uint32_t magic;
   std::uint32_t capacity;
-  LaneEnd::Dir dir[2];
+  PipeRingEnd::Dir dir[2];
 };
-static_assert(sizeof(Header) <= kHeaderBytes && kLaneBytes <= 16 * 1024);
+static_assert(sizeof(Header) <= kHeaderBytes && kPipeRingBytes <= 16 * 1024);
 
 std::int64_t mono_ns() noexcept {
   timespec ts;
@@ -55,15 +55,15 @@ std::int64_t mono_ns() noexcept {
 std::uint64_t record_size(std::size_t n) { return kRecordHeader + ((n + 7) & ~std::uint64_t{7}); }
 
 void copy_in(std::byte* ring, std::uint64_t pos, const void* src, std::size_t n) {
-  std::size_t at = static_cast<std::size_t>(pos % kLaneCapacity);
-  std::size_t first = std::min(n, kLaneCapacity - at);
+  std::size_t at = static_cast<std::size_t>(pos % kPipeRingCapacity);
+  std::size_t first = std::min(n, kPipeRingCapacity - at);
   std::memcpy(ring + at, src, first);
   if (first < n) std::memcpy(ring, static_cast<const std::byte*>(src) + first, n - first);
 }
 
 void copy_out(const std::byte* ring, std::uint64_t pos, void* dst, std::size_t n) {
-  std::size_t at = static_cast<std::size_t>(pos % kLaneCapacity);
-  std::size_t first = std::min(n, kLaneCapacity - at);
+  std::size_t at = static_cast<std::size_t>(pos % kPipeRingCapacity);
+  std::size_t first = std::min(n, kPipeRingCapacity - at);
   std::memcpy(dst, ring + at, first);
   if (first < n) std::memcpy(static_cast<std::byte*>(dst) + first, ring, n - first);
 }
@@ -73,7 +73,7 @@ void copy_out(const std::byte* ring, std::uint64_t pos, void* dst, std::size_t n
 }
 
 [[noreturn]] void corrupt() {
-  throw ProtocolError("mpxx: recv: the pipe's shared-memory lane is corrupt");
+  throw ProtocolError("mpxx: recv: the pipe's shared-memory ring is corrupt");
 }
 
 // Counts the bells at the front of buf.
@@ -116,36 +116,36 @@ bool peer_closed(int sock) {
   return r > 0 && (p.revents & (POLLHUP | POLLERR));
 }
 
-LaneEnd::LaneEnd(ShmBlock block, int side, Lock wlock)
+PipeRingEnd::PipeRingEnd(ShmBlock block, int side, Lock wlock)
     : block_(std::move(block)), side_(side), wlock_(std::move(wlock)) {}
 
-std::pair<std::shared_ptr<LaneEnd>, std::shared_ptr<LaneEnd>> LaneEnd::create_pair() {
-  ShmBlock b = allocate_shared(kLaneBytes, 64, "mpxx:pipe");
+std::pair<std::shared_ptr<PipeRingEnd>, std::shared_ptr<PipeRingEnd>> PipeRingEnd::create_pair() {
+  ShmBlock b = allocate_shared(kPipeRingBytes, 64, "mpxx:pipe");
   auto* h = new (b.data()) Header{};
-  h->magic = kLaneMagic;
-  h->capacity = kLaneCapacity;
-  std::shared_ptr<LaneEnd> e0(new LaneEnd(b, 0, Lock()));
-  std::shared_ptr<LaneEnd> e1(new LaneEnd(std::move(b), 1, Lock()));
+  h->magic = kPipeRingMagic;
+  h->capacity = kPipeRingCapacity;
+  std::shared_ptr<PipeRingEnd> e0(new PipeRingEnd(b, 0, Lock()));
+  std::shared_ptr<PipeRingEnd> e1(new PipeRingEnd(std::move(b), 1, Lock()));
   return {std::move(e0), std::move(e1)};
 }
 
-LaneEnd::Dir& LaneEnd::out() const noexcept {
+PipeRingEnd::Dir& PipeRingEnd::out() const noexcept {
   return reinterpret_cast<Header*>(block_.data())->dir[side_];
 }
-LaneEnd::Dir& LaneEnd::in() const noexcept {
+PipeRingEnd::Dir& PipeRingEnd::in() const noexcept {
   return reinterpret_cast<Header*>(block_.data())->dir[1 - side_];
 }
-std::byte* LaneEnd::ring(int dir) const noexcept {
-  return block_.data() + kHeaderBytes + static_cast<std::size_t>(dir) * kLaneCapacity;
+std::byte* PipeRingEnd::ring(int dir) const noexcept {
+  return block_.data() + kHeaderBytes + static_cast<std::size_t>(dir) * kPipeRingCapacity;
 }
 
-void LaneEnd::after_recovery(int sock) {
+void PipeRingEnd::after_recovery(int sock) {
   Dir& d = out();
   d.bell.store(0, std::memory_order_seq_cst);
   if (d.inflight) {
     // The dead writer published a marker and may have died before its
     // message was (wholly) sent: the cancel tells the reader not to wait
-    // for it (lane.hpp). The flag is cleared only once the cancel is out:
+    // for it (pipe_ring.hpp). The flag is cleared only once the cancel is out:
     // a writer that dies in between leaves it for the next to publish
     // again (a second cancel is stray, and skipped). A bell goes first, on
     // the socket: a reader waiting there for the next piece of that
@@ -161,15 +161,15 @@ void LaneEnd::after_recovery(int sock) {
   }
 }
 
-bool LaneEnd::room_for(std::uint64_t need) const noexcept {
+bool PipeRingEnd::room_for(std::uint64_t need) const noexcept {
   const Dir& d = out();
-  return kLaneCapacity - (d.tail.load(std::memory_order_relaxed) - d.head.load(std::memory_order_acquire)) >=
+  return kPipeRingCapacity - (d.tail.load(std::memory_order_relaxed) - d.head.load(std::memory_order_acquire)) >=
          need;
 }
 
 // Waits until the ring has `need` bytes free, checking now and then that
 // the reader still exists (a dead reader never wakes us).
-void LaneEnd::wait_room(int sock, std::uint64_t need) {
+void PipeRingEnd::wait_room(int sock, std::uint64_t need) {
   Dir& d = out();
   if (spin_until([&] { return room_for(need); }, 2000)) return;
   for (;;) {
@@ -187,13 +187,13 @@ void LaneEnd::wait_room(int sock, std::uint64_t need) {
   d.writer_waiting.store(0, std::memory_order_relaxed);
 }
 
-bool LaneEnd::put_inline(int sock, const void* data, std::size_t n) {
+bool PipeRingEnd::put_inline(int sock, const void* data, std::size_t n) {
   if (!room_for(record_size(n))) return false;
   publish(sock, data, n, 0);
   return true;
 }
 
-std::uint64_t LaneEnd::put_marker(int sock, std::uint32_t flags) {
+std::uint64_t PipeRingEnd::put_marker(int sock, std::uint32_t flags) {
   // A marker leaves room for the cancel that may follow it, so a writer
   // whose send fails never waits for the reader to cancel.
   wait_room(sock, flags == kRecordOnSocket ? 2 * kRecordHeader : kRecordHeader);
@@ -201,9 +201,9 @@ std::uint64_t LaneEnd::put_marker(int sock, std::uint32_t flags) {
   return publish(sock, nullptr, 0, flags);
 }
 
-void LaneEnd::sent() noexcept { out().inflight = 0; }
+void PipeRingEnd::sent() noexcept { out().inflight = 0; }
 
-std::uint64_t LaneEnd::publish(int sock, const void* data, std::size_t n, std::uint32_t flags) {
+std::uint64_t PipeRingEnd::publish(int sock, const void* data, std::size_t n, std::uint32_t flags) {
   Dir& d = out();
   const std::uint64_t t = d.tail.load(std::memory_order_relaxed);  // only lock holders move it
   std::byte* r = ring(side_);
@@ -228,12 +228,12 @@ std::uint64_t LaneEnd::publish(int sock, const void* data, std::size_t n, std::u
   return t;
 }
 
-bool LaneEnd::has_record() const noexcept {
+bool PipeRingEnd::has_record() const noexcept {
   const Dir& d = in();
   return d.tail.load(std::memory_order_acquire) != d.head.load(std::memory_order_relaxed);
 }
 
-bool LaneEnd::spin_for_record(std::chrono::nanoseconds spin) noexcept {
+bool PipeRingEnd::spin_for_record(std::chrono::nanoseconds spin) noexcept {
   Dir& d = in();
   const std::int64_t until = mono_ns() + spin.count();
   d.reader_until.store(until, std::memory_order_seq_cst);
@@ -253,12 +253,12 @@ bool LaneEnd::spin_for_record(std::chrono::nanoseconds spin) noexcept {
   return got || has_record();
 }
 
-LaneEnd::Record LaneEnd::take(wire::Writer& out, std::optional<std::size_t> maxlength) {
+PipeRingEnd::Record PipeRingEnd::take(wire::Writer& out, std::optional<std::size_t> maxlength) {
   Dir& d = in();
   const std::byte* r = ring(1 - side_);
   const std::uint64_t h = d.head.load(std::memory_order_relaxed);
   const std::uint64_t avail = d.tail.load(std::memory_order_acquire) - h;
-  if (avail < kRecordHeader || avail > kLaneCapacity) corrupt();
+  if (avail < kRecordHeader || avail > kPipeRingCapacity) corrupt();
   std::uint32_t head[2];
   copy_out(r, h, head, sizeof head);
   const std::uint32_t n = head[0], flags = head[1];
@@ -276,7 +276,7 @@ LaneEnd::Record LaneEnd::take(wire::Writer& out, std::optional<std::size_t> maxl
   return {flags, n, h};
 }
 
-LaneEnd::FrontTurn::FrontTurn(LaneEnd& e, Drainer who) : e_(e), me_(current_tid()) {
+PipeRingEnd::FrontTurn::FrontTurn(PipeRingEnd& e, Drainer who) : e_(e), me_(current_tid()) {
   std::atomic<std::uint32_t>& front = e_.in().front;
   std::chrono::steady_clock::time_point since{};  // a receiver's wait, from its first failed try
   for (;;) {
@@ -302,13 +302,13 @@ LaneEnd::FrontTurn::FrontTurn(LaneEnd& e, Drainer who) : e_(e), me_(current_tid(
   }
   held_ = true;
 }
-LaneEnd::FrontTurn::~FrontTurn() {
+PipeRingEnd::FrontTurn::~FrontTurn() {
   // Unless taken over meanwhile (this thread was wrongly judged dead).
   std::uint32_t mine = me_;
   if (held_) e_.in().front.compare_exchange_strong(mine, 0, std::memory_order_release);
 }
 
-LaneEnd::Sleeping::Sleeping(LaneEnd& e) noexcept : e_(e) {
+PipeRingEnd::Sleeping::Sleeping(PipeRingEnd& e) noexcept : e_(e) {
   Dir& d = e_.in();
   d.sleepers.fetch_add(1, std::memory_order_seq_cst);
   // Whatever bell is in the socket now may be stale (its record already
@@ -318,11 +318,11 @@ LaneEnd::Sleeping::Sleeping(LaneEnd& e) noexcept : e_(e) {
   d.bell.store(0, std::memory_order_seq_cst);
   std::atomic_thread_fence(std::memory_order_seq_cst);
 }
-LaneEnd::Sleeping::~Sleeping() { e_.in().sleepers.fetch_sub(1, std::memory_order_seq_cst); }
+PipeRingEnd::Sleeping::~Sleeping() { e_.in().sleepers.fetch_sub(1, std::memory_order_seq_cst); }
 
 // Reads the bells at the front of the socket (or, for a poller while a
 // receiver sleeps, leaves them: held_back) and says what comes after them.
-LaneEnd::Front LaneEnd::read_bells(int sock, bool hold_for_sleepers) {
+PipeRingEnd::Front PipeRingEnd::read_bells(int sock, bool hold_for_sleepers) {
   for (;;) {
     unsigned char buf[64];
     ssize_t r = sys::retry([&] { return ::recv(sock, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT); });
@@ -350,29 +350,29 @@ LaneEnd::Front LaneEnd::read_bells(int sock, bool hold_for_sleepers) {
 // swallowed. (Cleared first, a bell rung in between would be consumed
 // while the flag said "unread", and no sender would ring again.) The
 // caller looks at the ring next.
-void LaneEnd::forget_bell() noexcept {
+void PipeRingEnd::forget_bell() noexcept {
   in().bell.store(0, std::memory_order_seq_cst);
   std::atomic_thread_fence(std::memory_order_seq_cst);
 }
 
-LaneEnd::Front LaneEnd::drain_bells(int sock, Drainer who) {
+PipeRingEnd::Front PipeRingEnd::drain_bells(int sock, Drainer who) {
   FrontTurn turn(*this, who);
   if (!turn.held()) return Front::held_back;
   Front front = read_bells(sock, who == Drainer::poller);
   if (front != Front::held_back) forget_bell();
   // A message whose marker a dead reader took: not one to report, and a
   // poller must not drop it (its writer may still be sending it).
-  // (lane_confirm reports a hang-up behind it, as for any poller held back.)
+  // (ring_confirm reports a hang-up behind it, as for any poller held back.)
   if (who != Drainer::receiver && front == Front::message && !has_record() && stale_in_front(sock))
     return Front::held_back;
   return front;
 }
 
-bool LaneEnd::next_is_marker() const noexcept { return next_flags() == kRecordOnSocket; }
+bool PipeRingEnd::next_is_marker() const noexcept { return next_flags() == kRecordOnSocket; }
 
 // The flags of the next record if it is an empty one (a marker or a
 // cancel); 0 for a message or no record.
-std::uint32_t LaneEnd::next_flags() const noexcept {
+std::uint32_t PipeRingEnd::next_flags() const noexcept {
   const Dir& d = in();
   const std::uint64_t h = d.head.load(std::memory_order_relaxed);
   if (d.tail.load(std::memory_order_acquire) - h < kRecordHeader) return 0;
@@ -381,9 +381,9 @@ std::uint32_t LaneEnd::next_flags() const noexcept {
   return head[0] == 0 ? head[1] : 0;
 }
 
-bool LaneEnd::next_is_cancel() const noexcept { return next_flags() == kRecordCancel; }
+bool PipeRingEnd::next_is_cancel() const noexcept { return next_flags() == kRecordCancel; }
 
-bool LaneEnd::take_cancel() {
+bool PipeRingEnd::take_cancel() {
   if (!next_is_cancel()) return false;
   wire::Writer none;
   take(none, std::nullopt);
@@ -394,7 +394,7 @@ bool LaneEnd::take_cancel() {
 // of the marker at `at`. If it is a later marker's, this marker's message
 // never came, and its cancel was published (under the writers' lock)
 // before that later message was sent.
-LaneEnd::Next LaneEnd::behind_bells(int sock, std::uint64_t at, bool cancel_taken) {
+PipeRingEnd::Next PipeRingEnd::behind_bells(int sock, std::uint64_t at, bool cancel_taken) {
   // The tag is left for the caller to read with the message: its first
   // bytes bring the message's fds.
   const std::uint64_t tag = peek_tag(sock);
@@ -406,11 +406,11 @@ LaneEnd::Next LaneEnd::behind_bells(int sock, std::uint64_t at, bool cancel_take
       "once?)");
 }
 
-bool LaneEnd::stale_in_front(int sock) const {
+bool PipeRingEnd::stale_in_front(int sock) const {
   return peek_tag(sock) < in().head.load(std::memory_order_relaxed);
 }
 
-LaneEnd::Next LaneEnd::skip_bells(int sock, std::uint64_t at) {
+PipeRingEnd::Next PipeRingEnd::skip_bells(int sock, std::uint64_t at) {
   Next next;
   for (;;) {
     Front front = read_bells(sock, false);
@@ -441,24 +441,24 @@ LaneEnd::Next LaneEnd::skip_bells(int sock, std::uint64_t at) {
   return next;
 }
 
-void LaneEnd::save(wire::OutArchive& ar) const {
+void PipeRingEnd::save(wire::OutArchive& ar) const {
   save_block(ar, block_);
   ar(static_cast<std::uint8_t>(side_));
   wlock_.save(ar);
 }
 
-std::shared_ptr<LaneEnd> LaneEnd::load(wire::InArchive& ar) {
-  ShmBlock b = load_block(ar, kLaneBytes);
+std::shared_ptr<PipeRingEnd> PipeRingEnd::load(wire::InArchive& ar) {
+  ShmBlock b = load_block(ar, kPipeRingBytes);
   const auto* h = reinterpret_cast<const Header*>(b.data());
-  if (reinterpret_cast<std::uintptr_t>(b.data()) % 64 != 0 || h->magic != kLaneMagic ||
-      h->capacity != kLaneCapacity)
-    throw ProtocolError("mpxx: the received Connection's shared lane is not an mpxx pipe");
+  if (reinterpret_cast<std::uintptr_t>(b.data()) % 64 != 0 || h->magic != kPipeRingMagic ||
+      h->capacity != kPipeRingCapacity)
+    throw ProtocolError("mpxx: the received Connection's shared ring is not an mpxx pipe");
   std::uint8_t side;
   ar(side);
   if (side > 1) throw ProtocolError("mpxx: corrupt Connection");
   Lock lock(wire::empty);
   lock.load(ar);
-  return std::shared_ptr<LaneEnd>(new LaneEnd(std::move(b), side, std::move(lock)));
+  return std::shared_ptr<PipeRingEnd>(new PipeRingEnd(std::move(b), side, std::move(lock)));
 }
 
 }  // namespace mpxx::detail

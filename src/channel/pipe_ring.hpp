@@ -1,4 +1,4 @@
-// src/lane.hpp - the shared-memory lane of a Pipe between mpxx processes.
+// src/channel/pipe_ring.hpp - the shared-memory ring of a Pipe between mpxx processes.
 // Internal.
 //
 // A Pipe() is a Unix socket pair plus, for each direction, a byte ring in
@@ -65,7 +65,7 @@
 // (EOF wakes the reader, which reads the ring first).
 //
 // The socket's front (bells, and behind a marker its message) is read by
-// one thread at a time, which holds the lane's front turn: a receiver for
+// one thread at a time, which holds the ring's front turn: a receiver for
 // its bells and for a marker's message, a poller for bells (it tries, and
 // holds back if another thread is reading there). Without it, a poller
 // could take bytes of a message that a receiver is reading as bells, or
@@ -100,9 +100,9 @@ class Writer;
 
 namespace mpxx::detail {
 
-// A lane fits in 16 KiB, so it is carved from a shared slab (shm.hpp) and a
+// A ring fits in 16 KiB, so it is carved from a shared slab (shm.hpp) and a
 // Pipe costs no file descriptor beyond its two sockets, as in CPython.
-inline constexpr std::size_t kLaneCapacity = 7936;  // bytes per direction
+inline constexpr std::size_t kPipeRingCapacity = 7936;  // bytes per direction
 inline constexpr std::size_t kMaxInline = 2048;     // larger messages take the socket
 inline constexpr unsigned char kBell = 0x80;
 inline constexpr unsigned char kTag = 0x81;       // then the marker's u64 position
@@ -120,10 +120,10 @@ inline constexpr std::uint32_t kRecordCancel = 2;    // the marker before it los
 // with data still unread.
 bool peer_closed(int sock);
 
-class LaneEnd {
+class PipeRingEnd {
  public:
-  // A new lane; the two ends of a Pipe.
-  static std::pair<std::shared_ptr<LaneEnd>, std::shared_ptr<LaneEnd>> create_pair();
+  // A new ring; the two ends of a Pipe.
+  static std::pair<std::shared_ptr<PipeRingEnd>, std::shared_ptr<PipeRingEnd>> create_pair();
 
   // ---- writing (into this end's outgoing ring), holding write_lock()
   Lock& write_lock() noexcept { return wlock_; }
@@ -161,13 +161,13 @@ class LaneEnd {
   // that poll() and mpxx::wait in other threads leave its bell alone.
   class Sleeping {
    public:
-    explicit Sleeping(LaneEnd& e) noexcept;
+    explicit Sleeping(PipeRingEnd& e) noexcept;
     ~Sleeping();
     Sleeping(const Sleeping&) = delete;
     Sleeping& operator=(const Sleeping&) = delete;
 
    private:
-    LaneEnd& e_;
+    PipeRingEnd& e_;
   };
   // What is at the front of the socket once its bells are read.
   enum class Front { nothing, message, eof, held_back };
@@ -177,14 +177,14 @@ class LaneEnd {
   // asks whether its holder is alive only when forced.
   class FrontTurn {
    public:
-    FrontTurn(LaneEnd& e, Drainer who);
+    FrontTurn(PipeRingEnd& e, Drainer who);
     ~FrontTurn();
     FrontTurn(const FrontTurn&) = delete;
     FrontTurn& operator=(const FrontTurn&) = delete;
     bool held() const noexcept { return held_; }
 
    private:
-    LaneEnd& e_;
+    PipeRingEnd& e_;
     std::uint32_t me_;
     bool held_ = false;
   };
@@ -212,12 +212,12 @@ class LaneEnd {
 
   // The wire form: the shared block, the side, the write lock.
   void save(wire::OutArchive& ar) const;
-  static std::shared_ptr<LaneEnd> load(wire::InArchive& ar);
+  static std::shared_ptr<PipeRingEnd> load(wire::InArchive& ar);
 
   struct Dir;
 
  private:
-  LaneEnd(ShmBlock block, int side, Lock wlock);
+  PipeRingEnd(ShmBlock block, int side, Lock wlock);
   Dir& out() const noexcept;
   Dir& in() const noexcept;
   std::byte* ring(int dir) const noexcept;

@@ -294,7 +294,7 @@ void uncount(QueueHeader* h) {
 }
 
 // Hands a large message straight to a consumer waiting in get: the
-// consumer reads it from this process's memory (remote.hpp), so it never
+// consumer reads it from this process's memory (peer_read.hpp), so it never
 // goes into the ring's shared pages (the first touch of each costs a fault
 // and a zeroing; on a VM often far more than the copy). Called with
 // put_lock held, so no other message can go in meanwhile; offered only
@@ -347,7 +347,7 @@ bool offer(QueueShared& q, const wire::Writer& message) {
   h->offer_start = start;
   h->offer_size = message.total_size();
   h->offer_count = static_cast<std::uint32_t>(pieces.size());
-  write_remote_pieces(h->offer_pieces, pieces);
+  write_peer_read_pieces(h->offer_pieces, pieces);
   // Counted before any consumer can take it (and call task_done).
   if (h->joinable) h->unfinished.fetch_add(1, std::memory_order_relaxed);
   const std::uint32_t offered = offer_word(word + 0x100, kOffered);
@@ -591,7 +591,7 @@ bool take_offer(QueueHeader* h,
     settle(gone ? kNone : kRefused);
     return false;
   }
-  std::optional<RemoteSource> source;
+  std::optional<PeerReadSource> source;
   wire::Writer first;
   try {
     source.emplace(std::span<const std::byte>(pieces, 16 * count), size, pid, std::move(producer));

@@ -72,12 +72,12 @@ FrameHeader parse_header(std::span<const std::byte> h, std::uint64_t max_length)
     throw ProtocolError("mpxx: frame of " + std::to_string(len) + " bytes exceeds the limit of " +
                         std::to_string(max_length));
   auto flags = static_cast<std::uint16_t>(static_cast<unsigned>(h[6]) | (static_cast<unsigned>(h[7]) << 8));
-  if ((flags & ~(kFlagExternal | kFlagRemote)) || flags == kFlagRemote)
+  if ((flags & ~(kFlagExternal | kFlagPeerRead)) || flags == kFlagPeerRead)
     throw ProtocolError("mpxx: unknown frame flags " + std::to_string(flags));
   if (flags == kFlagExternal && len != 8)
     throw ProtocolError("mpxx: an external frame must carry an 8-byte size, not " + std::to_string(len));
-  if ((flags & kFlagRemote) && (len < 24 || len > 8 + 16 * kMaxRemotePieces || (len - 8) % 16 != 0))
-    throw ProtocolError("mpxx: a remote frame must carry a size and 1 to " + std::to_string(kMaxRemotePieces) +
+  if ((flags & kFlagPeerRead) && (len < 24 || len > 8 + 16 * kMaxPeerReadPieces || (len - 8) % 16 != 0))
+    throw ProtocolError("mpxx: a peer-read frame must carry a size and 1 to " + std::to_string(kMaxPeerReadPieces) +
                         " pieces, not " +
                         std::to_string(len) + " bytes");
   return {static_cast<FrameKind>(kind), len, flags};

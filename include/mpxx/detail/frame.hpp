@@ -4,7 +4,7 @@
 //        0     4  magic   "MPXX" (0x4d 0x50 0x58 0x58)
 //        4     1  version (kFrameVersion)
 //        5     1  kind    (FrameKind)
-//        6     2  flags   (kFlagExternal, kFlagExternal | kFlagRemote, or 0)
+//        6     2  flags   (kFlagExternal, kFlagExternal | kFlagPeerRead, or 0)
 //        8     8  payload length in bytes, little endian
 //       16     -  payload
 //
@@ -43,10 +43,10 @@ inline constexpr std::uint64_t kDefaultMaxFrame = std::uint64_t{1} << 34;  // 16
 // handed over with vmsplice instead of being copied into a socket buffer.
 inline constexpr std::uint16_t kFlagExternal = 1;
 // With kFlagExternal: after the size, the payload's pieces in the sender's
-// memory, as (address, length) pairs of 8 bytes each (1 to kMaxRemotePieces),
+// memory, as (address, length) pairs of 8 bytes each (1 to kMaxPeerReadPieces),
 // for the receiver to read itself (see src/channel/peer_read.hpp).
-inline constexpr std::uint16_t kFlagRemote = 2;
-inline constexpr std::size_t kMaxRemotePieces = 256;
+inline constexpr std::uint16_t kFlagPeerRead = 2;
+inline constexpr std::size_t kMaxPeerReadPieces = 256;
 
 struct FrameHeader {
   FrameKind kind;
