@@ -122,6 +122,25 @@ void put_big_after(Q q, int ms, std::size_t n, mpxx::Event built) {
   q.put(v);
 }
 
+// Whether a thread of `pid` waits on a futex in a queue's header.
+std::function<bool(const std::vector<std::uint64_t>&)> waits_on_a_queue(pid_t pid) {
+  return [pid](const std::vector<std::uint64_t>& args) {
+    for (const auto& range : mpxx_test::mappings_named(pid, "mpxx:queue"))
+      if (args[0] >= range.first && args[0] < range.first + 4096) return true;
+    return false;
+  };
+}
+
+// Waits until consumer process `pid` sleeps in a queue's get. Where
+// /proc/<pid>/syscall cannot be read, waits a while instead.
+bool inside_its_get(pid_t pid) {
+  if (!mpxx_test::syscalls_visible()) {
+    std::this_thread::sleep_for(200ms);
+    return true;
+  }
+  return mpxx_test::wait_in_syscall(pid, SYS_futex, 20000ms, waits_on_a_queue(pid));
+}
+
 // Gets a large message with process_vm_readv refused (a seccomp filter):
 // the producer must put it into the ring after all.
 void get_big_without_peer_reads(mpxx::Queue<std::vector<std::uint8_t>> q,
@@ -679,7 +698,7 @@ TEST(QueueDeath, RandomKillsNeverCorruptOrDuplicateAMessage) {
 TEST(QueueDeath, ConsumerKilledMidGetDoesNotCorrupt) {
   mpxx::Queue<std::vector<std::uint32_t>> q;
   mpxx::Event about_to_get;
-  // Put first, so that it goes into the ring (see QueueOffer for a
+  // Put first, so that it goes into the ring (see QueueHandOver for a
   // consumer killed while it reads the producer's memory).
   q.put(std::vector<std::uint32_t>(32u << 20, 7u));  // 128 MiB: slow to decode
   mpxx::Process c(get_big, q, about_to_get);
@@ -699,7 +718,7 @@ TEST(QueueDeath, ConsumerKilledMidGetDoesNotCorrupt) {
   EXPECT_EQ(q.get(10s), (std::vector<std::uint32_t>{9}));
 }
 
-TEST(QueueOffer, AWaitingConsumerReadsALargeMessageFromTheProducersMemory) {
+TEST(QueueHandOver, AWaitingConsumerReadsALargeMessageFromTheProducersMemory) {
   mpxx::Queue<std::vector<std::uint8_t>> q;
   mpxx::Event built;
   mpxx::Process p(put_big_after<decltype(q)>, q, 200, std::size_t{64} << 20, built);
@@ -719,7 +738,7 @@ TEST(QueueOffer, AWaitingConsumerReadsALargeMessageFromTheProducersMemory) {
   EXPECT_EQ(q.qsize(), 0);
 }
 
-TEST(QueueOffer, AConsumerThatMayNotReadTheProducersMemoryGetsItThroughTheRing) {
+TEST(QueueHandOver, AConsumerThatMayNotReadTheProducersMemoryGetsItThroughTheRing) {
   mpxx::Queue<std::vector<std::uint8_t>> q;
   mpxx::Queue<std::string> report;
   mpxx::Event waiting;
@@ -730,7 +749,7 @@ TEST(QueueOffer, AConsumerThatMayNotReadTheProducersMemoryGetsItThroughTheRing) 
     GTEST_SKIP() << ready;
   }
   ASSERT_TRUE(waiting.wait(30s));
-  std::this_thread::sleep_for(200ms);  // into its get
+  EXPECT_TRUE(inside_its_get(c.pid())) << "the consumer never slept in its get";
   q.put(std::vector<std::uint8_t>(8u << 20, 5));
   EXPECT_EQ(report.get(30s), "whole");
   c.join();
@@ -741,12 +760,12 @@ TEST(QueueOffer, AConsumerThatMayNotReadTheProducersMemoryGetsItThroughTheRing) 
 // value it fills has grown): the put goes on
 // into the ring, so the message stays in the queue for the next consumer
 // (as when a consumer dies getting it from the ring).
-TEST(QueueOffer, AConsumerKilledWhileReadingLeavesTheMessageInTheQueue) {
+TEST(QueueHandOver, AConsumerKilledWhileReadingLeavesTheMessageInTheQueue) {
   constexpr std::size_t kSize = std::size_t{128} << 20;
   mpxx::JoinableQueue<std::vector<std::uint8_t>> q;
   mpxx::Process c(get_one, q);
   c.start();
-  std::this_thread::sleep_for(200ms);  // into its get
+  EXPECT_TRUE(inside_its_get(c.pid())) << "the consumer never slept in its get";
   std::atomic<bool> killed_mid_read{false};
   std::thread killer([&] {
     killed_mid_read = mpxx_test::wait_rss_growth(c.pid(), kSize / 4, 30000ms);
@@ -767,7 +786,7 @@ TEST(QueueOffer, AConsumerKilledWhileReadingLeavesTheMessageInTheQueue) {
 // fills has grown): the message is lost, as one whose producer dies in the
 // middle of its put, never half delivered; the consumer goes on waiting,
 // and the queue keeps working.
-TEST(QueueOffer, AProducerKilledWhileItsMessageIsReadLosesIt) {
+TEST(QueueHandOver, AProducerKilledWhileItsMessageIsReadLosesIt) {
   mpxx::JoinableQueue<std::vector<std::uint8_t>> q;
   mpxx::Event built;
   mpxx::Process p(put_big_after<decltype(q)>, q, 200, std::size_t{128} << 20, built);
@@ -792,7 +811,7 @@ TEST(QueueOffer, AProducerKilledWhileItsMessageIsReadLosesIt) {
 // consumer waits when a message is put changes from put to put, so some
 // go through offers and the others through the ring (about 30 of 40 by
 // offers in the debug build). Every message is delivered once, whole.
-TEST(QueueOffer, ConsumersWithShortTimeoutsGetEveryLargeMessageOnce) {
+TEST(QueueHandOver, ConsumersWithShortTimeoutsGetEveryLargeMessageOnce) {
   constexpr int kMessages = 40;
   mpxx::Queue<std::vector<std::uint8_t>> q;
   mpxx::Queue<int> got;
@@ -830,16 +849,8 @@ TEST(QueueOffer, ConsumersWithShortTimeoutsGetEveryLargeMessageOnce) {
 // it was made to is stopped in get) leaves the offer open. The next
 // producer clears it, and the count of unfinished tasks comes out right;
 // the stopped consumer, once continued, gets that producer's message.
-TEST(QueueOffer, AnOfferLeftOpenByAKilledProducerIsClearedByTheNextOne) {
+TEST(QueueHandOver, AnOfferLeftOpenByAKilledProducerIsClearedByTheNextOne) {
   if (!mpxx_test::syscalls_visible()) GTEST_SKIP() << "/proc/<pid>/syscall cannot be read here";
-  // Whether a thread of `pid` waits on a futex in a queue's header.
-  auto waits_on_a_queue = [](pid_t pid) {
-    return [pid](const std::vector<std::uint64_t>& args) {
-      for (const auto& [first, end] : mpxx_test::mappings_named(pid, "mpxx:queue"))
-        if (args[0] >= first && args[0] < first + 4096) return true;
-      return false;
-    };
-  };
   auto stopped = [](pid_t pid) {  // 't' when a debugger traces it
     const auto until = Clock::now() + 10s;
     for (;; std::this_thread::sleep_for(1ms)) {
