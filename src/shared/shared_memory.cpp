@@ -136,11 +136,8 @@ SharedMemory SharedMemory::create(std::size_t size) {
   if (size == 0) throw ValueError("mpxx: shared memory size must be > 0");
   auto st = std::make_shared<ShmState>();
   std::string tag = detail::random_tag();
-  int fd = ::memfd_create(("mpxx-" + tag).c_str(), MFD_CLOEXEC);
-  if (fd < 0) sys::throw_errno("cannot create shared memory (memfd_create)");
-  st->fd.reset(fd);
-  if (::ftruncate(fd, static_cast<off_t>(size)) < 0)
-    sys::throw_errno("cannot size shared memory to " + std::to_string(size) + " bytes");
+  st->fd = sys::make_memfd("mpxx-" + tag, size);
+  const int fd = st->fd.get();
   st->size = size;
   st->name = "mpxx-" + std::to_string(::getpid()) + "-" + std::to_string(fd) + "-" + tag;
   st->creator = true;

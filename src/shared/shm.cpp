@@ -58,11 +58,8 @@ SlabState& slabs() {
 
 std::shared_ptr<Mapping> Mapping::create(std::size_t size, const char* tag) {
   if (size == 0) size = 1;
-  int fd = ::memfd_create(tag, MFD_CLOEXEC);
-  if (fd < 0) sys::throw_errno(std::string("memfd_create(") + tag + ")");
-  sys::UniqueFd guard(fd);
-  if (::ftruncate(fd, static_cast<off_t>(size)) < 0)
-    sys::throw_errno("cannot size shared memory to " + std::to_string(size) + " bytes");
+  sys::UniqueFd guard = sys::make_memfd(tag, size);
+  const int fd = guard.get();
   void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) sys::throw_errno("cannot map " + std::to_string(size) + " bytes of shared memory");
   return std::shared_ptr<Mapping>(new Mapping(guard.release(), static_cast<std::byte*>(p), size));

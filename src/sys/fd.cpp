@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -139,6 +140,14 @@ std::pair<UniqueFd, UniqueFd> make_pipe() {
   int p[2];
   if (::pipe2(p, O_CLOEXEC) < 0) throw_errno("pipe2");
   return {UniqueFd(p[0]), UniqueFd(p[1])};
+}
+
+UniqueFd make_memfd(const std::string& name, std::size_t size) {
+  UniqueFd fd(::memfd_create(name.c_str(), MFD_CLOEXEC));
+  if (!fd) throw_errno("cannot create shared memory " + name + " (memfd_create)");
+  if (::ftruncate(fd.get(), static_cast<off_t>(size)) < 0)
+    throw_errno("cannot size shared memory to " + std::to_string(size) + " bytes");
+  return fd;
 }
 
 bool sendmsg_all(int sock, iovec* iov, int iovcnt, std::span<const int> fds) {

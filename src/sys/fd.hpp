@@ -93,6 +93,9 @@ void write_stderr(std::string_view s) noexcept;
 std::pair<UniqueFd, UniqueFd> socket_pair();
 // pipe2(O_CLOEXEC).
 std::pair<UniqueFd, UniqueFd> make_pipe();
+// A new anonymous shared-memory file `size` bytes long: memfd_create(name,
+// MFD_CLOEXEC), then ftruncate. OSError if either fails.
+UniqueFd make_memfd(const std::string& name, std::size_t size);
 
 // Most fds one message carries (the kernel's SCM_MAX_FD is 253).
 inline constexpr std::size_t kMaxFdsPerMessage = 250;
