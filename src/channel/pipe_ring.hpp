@@ -2,85 +2,11 @@
 // Internal.
 //
 // A Pipe() is a Unix socket pair plus, for each direction, a byte ring in
-// shared memory. Small messages (up to kMaxInline bytes) go through the
-// ring; a receiver that is busy (spinning in recv) sees them without any
-// system call on either side. The socket still carries everything a ring
-// cannot: messages with fds, large ones, and the end of the stream (the
-// kernel reports a closed or dead peer there, and nowhere else).
-//
-// Order. Every message has a record in the ring, in send order; a message
-// that travels on the socket leaves a marker record there first, and the
-// receiver that takes the marker reads that message from the socket. So
-// the ring alone decides the order, whichever way the bytes went. On the
-// socket, such a message is tagged with its marker's place in the ring
-// (kTag, then that position, then CPython's length and the bytes), so a
-// receiver can tell its marker's message from a later one.
-//
-// Bells. A receiver that stops spinning sleeps in poll() on the socket
-// (so mpxx::wait and Connection::poll see it too). A sender that publishes a
-// record while no receiver promises to look (`reader_until` has passed)
-// writes one bell byte (0x80) to the socket, unless one is already
-// unread. No message on the socket can start with 0x80 (CPython's length
-// header starts with 0x00-0x7f or 0xff), so receivers skip bells in front
-// of a message and drain them when they wake.
-//
-// Pieces. A tagged message goes on the socket in pieces of at most
-// kSocketPiece bytes, one sendmsg each: Linux queues a Unix stream send of
-// up to ~36 KiB (one skb, with the default socket buffers) whole or not at
-// all, so a writer killed in the middle of a message leaves whole pieces.
-// Each piece after the first starts with kTagMore and the same position.
-// A receiver that finds anything else there (a bell, the next writer's
-// tag, the end of the stream) knows the writer died, drops the pieces it
-// got, and goes on with the next record. (One skb also needs the sending
-// socket's buffer to hold two pieces: Pipe() raises a smaller one; a
-// buffer shrunk later through fileno() voids the guarantee.)
-//
-// A message that does not fit in the ring right now goes on the socket
-// behind a marker too, so a ring of a few KiB never makes a sender wait
-// where a socket would have buffered the data. A writer whose socket send
-// fails after its marker (sendmsg refused it) follows the marker with a
-// cancel record, so the reader does not wait for a message that never
-// comes. A cancel only says that the message may not have been sent: the
-// tag on the socket decides (the marker's own message is delivered, a
-// later one means this one never came).
-//
-// Receivers about to sleep in poll() count themselves in `sleepers` and
-// clear the bell flag before their last look at the ring (a bell in the
-// socket then may be stale; a record published after that look rings a
-// fresh one). poll() and mpxx::wait in other threads leave bells alone
-// while a receiver sleeps (a bell consumed by a poller would leave that
-// receiver woken to an empty socket, asleep again), for at most 2 ms: the
-// sleeper may be a process that died asleep.
-//
-// Writers of one end (copies of it in several processes, or threads) are
-// serialized by an mpxx::Lock, which survives a holder that dies; a record
-// becomes visible only once it is whole (the tail moves last), so a writer
-// killed mid-copy leaves nothing behind. The next writer, taking the lock
-// over, forgets the bell flag (the dead one may have set it without
-// ringing) and cancels a marker whose message the dead one was sending.
-// If that message went out whole, its tag makes the receiver take it all
-// the same; if part of it did, the receiver drops that part (see Pieces).
-// A writer killed between publishing and ringing leaves its message unseen
-// by a sleeping reader until the next send or until every writer has gone
-// (EOF wakes the reader, which reads the ring first).
-//
-// The socket's front (bells, and behind a marker its message) is read by
-// one thread at a time, which holds the ring's front turn: a receiver for
-// its bells and for a marker's message, a poller for bells (it tries, and
-// holds back if another thread is reading there). Without it, a poller
-// could take bytes of a message that a receiver is reading as bells, or
-// two drains could count the same bell and the second take a message's
-// first byte. A turn left by a process that died is taken over.
-//
-// A reader that dies after taking a marker leaves that marker's message
-// on the socket; the next reader finds its tag lower than its own
-// marker's, and drops it (it was lost with its reader, as a socket's
-// would be).
-//
-// Readers are not serialized, as in CPython: two processes reading one end
-// at once is a program error there too. The reader validates every record
-// it takes (lengths, flags), so a corrupt ring is a ProtocolError, never an
-// out-of-bounds read.
+// shared memory. Small messages go through the ring; the socket carries
+// what a ring cannot (fds, large messages, the end of the stream), each
+// behind a marker record in the ring, so the ring alone decides the order.
+// Bells, pieces, cancels, the front turn and what a writer or reader that
+// dies leaves behind: docs/design.md, "The Pipe ring's protocol".
 #pragma once
 
 #include <atomic>
@@ -109,7 +35,7 @@ inline constexpr unsigned char kTag = 0x81;       // then the marker's u64 posit
 inline constexpr unsigned char kTagMore = 0x82;   // a later piece of that message: the same position
 inline constexpr std::size_t kTagBytes = 9;
 // Bytes per send of a tagged message on the socket, headers included (see
-// "Pieces" above).
+// "Pieces" in docs/design.md, "The Pipe ring's protocol").
 inline constexpr std::size_t kSocketPiece = 32 * 1024 - 64;
 
 // Record flags.
