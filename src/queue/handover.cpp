@@ -103,7 +103,8 @@ bool hand_over(QueueHeader& h, const wire::Writer& message) {
   return handover_state(now) == kDone;
 }
 
-HandoverTaker::HandoverTaker(QueueHeader& h, bool takes) : h_(h), registered_(takes && own_start_time() != 0) {
+HandoverTaker::HandoverTaker(QueueHeader& h, bool takes)
+    : h_(h), registered_(takes && own_start_time() != 0) {
   if (registered_) h_.handover.consumer.store(current_pid(), std::memory_order_release);
 }
 

@@ -3,8 +3,9 @@
 //
 // A large message put while the ring is empty and a consumer waits in get
 // skips the ring: the producer hands it over where it is, and the consumer
-// reads it from the producer's memory (channel/peer_read.hpp). Both sides
-// meet in the header's HandoverSlot (layout.hpp); the states and who
+// reads it from the producer's memory (channel/peer_read.hpp), so it never
+// touches the ring's fresh shared pages (a fault and a zeroing each). Both
+// sides meet in the header's HandoverSlot (layout.hpp); the states and who
 // changes them: see docs/design.md, "Queue hand-over to a waiting consumer".
 #pragma once
 
