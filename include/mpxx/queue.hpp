@@ -81,14 +81,15 @@ class QueueCore {
 
  private:
   using StreamedConsume = std::function<void(std::span<const std::byte>, wire::Source*)>;
-  // `offerable`: the message may be handed straight to a waiting consumer
-  // (see queue.cpp); `takes_offers`: this consumer takes such a message.
+  // `handover`: put's message, if it may be handed straight to a waiting
+  // consumer; get's consume for such a message, if this consumer takes
+  // them (see src/queue/handover.hpp).
   template <class Copy>
   bool put_impl(std::size_t size, const Copy& copy, std::chrono::nanoseconds timeout,
-                const wire::Writer* offerable = nullptr);
+                const wire::Writer* handover = nullptr);
   template <class Consume>
   bool get_impl(const Consume& consume, std::chrono::nanoseconds timeout,
-                const StreamedConsume* takes_offers = nullptr);
+                const StreamedConsume* handover = nullptr);
   std::shared_ptr<QueueShared> sh_;
   std::shared_ptr<bool> closed_;
 };

@@ -1,0 +1,61 @@
+// src/queue/handover.hpp - a queue's hand-over to a waiting consumer.
+// Internal.
+//
+// A large message put while the ring is empty and a consumer waits in get
+// skips the ring: the producer hands it over where it is, and the consumer
+// reads it from the producer's memory (channel/peer_read.hpp), so it never
+// touches the ring's fresh shared pages (a fault and a zeroing each). Both
+// sides meet in the header's HandoverSlot (layout.hpp); the states and who
+// changes them: see docs/design.md, "Queue hand-over to a waiting consumer".
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <span>
+
+#include "mpxx/detail/buffer.hpp"
+#include "queue/layout.hpp"
+
+namespace mpxx::detail {
+
+// The producer's side, called with put_lock held (so no other message can
+// go in meanwhile): hands `message` to the consumer waiting in get, if the
+// ring is empty (so the order is kept), and waits while the consumer copies
+// it. Only for a put without a timeout, of a message whose Writer
+// references a block (a vector of numbers or a string: the copy runs no
+// user code). True if the message was handed over; false if it must go
+// into the ring after all: no consumer waiting, none took it in time, the
+// one that did may not read this process's memory, or it died reading it
+// (the message is then still this put's to make, as a message stays in the
+// ring when a consumer dies getting it).
+bool hand_over(QueueHeader& h, const wire::Writer& message);
+
+// The consumer's side: a consumer holding get_lock, registered for as long
+// as this lives as the one producers may hand messages to (if `takes`, and
+// this process can name itself to a producer).
+class HandoverTaker {
+ public:
+  using Consume = std::function<void(std::span<const std::byte>, wire::Source*)>;
+
+  HandoverTaker(QueueHeader& h, bool takes);
+  ~HandoverTaker();
+  HandoverTaker(const HandoverTaker&) = delete;
+  HandoverTaker& operator=(const HandoverTaker&) = delete;
+
+  // Whether it is registered and a producer has a message waiting for it.
+  bool pending() const;
+  // Takes the message handed over and gives it to `consume`, read from the
+  // producer's memory as the decoder asks for it. True if it was consumed
+  // (consume's exception, if any, is passed on: the message is consumed
+  // all the same); false if there was none to take after all, this process
+  // may not read the producer's memory (the producer then puts the message
+  // into the ring), or the producer died while it was read (it is lost, as
+  // a message whose producer dies in the middle of a put).
+  bool take(const Consume& consume);
+
+ private:
+  QueueHeader& h_;
+  bool registered_;
+};
+
+}  // namespace mpxx::detail
