@@ -55,8 +55,6 @@ class Connection;
 namespace detail {
 struct ConnState;
 struct ConnAccess;
-bool ring_ready(const Connection& c) noexcept;
-bool ring_confirm(const Connection& c, bool& held_back, bool force);
 }
 
 class Connection {
@@ -134,8 +132,6 @@ class Connection {
                                         std::unique_ptr<detail::wire::Source>& rest);
   bool poll_ns(std::chrono::nanoseconds timeout);
   friend struct detail::ConnAccess;
-  friend bool detail::ring_ready(const Connection& c) noexcept;
-  friend bool detail::ring_confirm(const Connection& c, bool& held_back, bool force);
   std::shared_ptr<detail::ConnState> st_;
 };
 
