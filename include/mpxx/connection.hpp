@@ -13,10 +13,16 @@
 // value frame inside such a message, which recv<T>() checks: a message of
 // another type, or one sent with send_bytes, is a ProtocolError, not garbage.
 // Values that carry file descriptors (Lock, Value, SharedMemory, another
-// Connection) pass them along with SCM_RIGHTS. Messages over 1 MiB between
-// mpxx processes stream through a pipe of their own (the sender's pages are
-// vmsplice'd, the receiver's read is the only copy across); as in CPython,
-// such a send returns once the receiver has read all but the last 1 MiB.
+// Connection) pass them along with SCM_RIGHTS. A value over 1 MiB sent with
+// send() between the ends of a Pipe() does not go through the socket: the
+// receiver reads it straight from the sender's memory (process_vm_readv)
+// where it can, and where it may not (a seccomp filter, Yama's ptrace_scope;
+// or a Pipe without shared memory) the value streams through a pipe of its
+// own, the sender's pages handed over with vmsplice. Either way the receiver
+// makes the only copy; as in CPython, such a send returns once the receiver
+// has read the value (through the pipe, all but the last pipe-full).
+// Connections from a Listener or Client (the peer may be Python) carry it in
+// the message, as CPython does.
 //
 // The other end closed: recv raises EOFError once everything sent has been
 // read; send raises OSError (EPIPE). A signal arriving during a blocked recv
@@ -55,8 +61,6 @@ class Connection;
 namespace detail {
 struct ConnState;
 struct ConnAccess;
-bool ring_ready(const Connection& c) noexcept;
-bool ring_confirm(const Connection& c, bool& held_back, bool force);
 }
 
 class Connection {
@@ -134,8 +138,6 @@ class Connection {
                                         std::unique_ptr<detail::wire::Source>& rest);
   bool poll_ns(std::chrono::nanoseconds timeout);
   friend struct detail::ConnAccess;
-  friend bool detail::ring_ready(const Connection& c) noexcept;
-  friend bool detail::ring_confirm(const Connection& c, bool& held_back, bool force);
   std::shared_ptr<detail::ConnState> st_;
 };
 

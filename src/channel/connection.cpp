@@ -1,26 +1,23 @@
-// Connection and Pipe: CPython's message framing over Unix stream sockets,
-// with fds, a pipe of their own for large values, and a short spin before
-// sleeping.
+// src/channel/connection.cpp - Connection and Pipe: CPython's message
+// framing on a Unix stream socket or, between the ends of a Pipe, its
+// shared-memory ring (pipe_ring.hpp), with fds and a short spin before
+// sleeping; send/recv, close, a Connection's pickling, and Pipe(). Values
+// over 1 MiB take large_message.cpp's path; poll and mpxx::wait: wait.cpp.
 #include "mpxx/connection.hpp"
 
-#include <fcntl.h>
 #include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <algorithm>
-#include <climits>
-#include <mutex>
-#include <thread>
+#include <chrono>
 #include <cstring>
+#include <mutex>
+#include <string>
 
 #include "mpxx/detail/shm.hpp"
 #include "channel/connection_state.hpp"
-#include "channel/peer_read.hpp"
+#include "channel/large_message.hpp"
 #include "sys/fd.hpp"
 
 namespace mpxx {
@@ -28,19 +25,8 @@ namespace detail {
 
 namespace {
 
-constexpr std::size_t kExternalThreshold = 1u << 20;
-// The part of a large value read before decoding starts (the decoder reads
-// the rest itself; see PipeSource).
-constexpr std::uint64_t kStreamedStart = 64u << 10;
 constexpr auto kSpin = std::chrono::microseconds(50);
 constexpr auto kNap = std::chrono::milliseconds(250);
-
-ConnState& live(const std::shared_ptr<ConnState>& st, bool need_read, bool need_write) {
-  if (!st || !st->fd) throw OSError(EBADF, "mpxx: handle is closed");
-  if (need_read && !st->readable) throw OSError(EBADF, "mpxx: connection is write-only");
-  if (need_write && !st->writable) throw OSError(EBADF, "mpxx: connection is read-only");
-  return *st;
-}
 
 // CPython's length prefix: 4 bytes big-endian, or -1 then 8 bytes.
 std::size_t put_length(unsigned char* out, std::uint64_t n) {
@@ -54,6 +40,13 @@ std::size_t put_length(unsigned char* out, std::uint64_t n) {
 }
 
 }  // namespace
+
+ConnState& live(const std::shared_ptr<ConnState>& st, bool need_read, bool need_write) {
+  if (!st || !st->fd) throw OSError(EBADF, "mpxx: handle is closed");
+  if (need_read && !st->readable) throw OSError(EBADF, "mpxx: connection is write-only");
+  if (need_write && !st->writable) throw OSError(EBADF, "mpxx: connection is read-only");
+  return *st;
+}
 
 void send_on_socket(ConnState& c, const void* data, std::size_t n, const std::vector<int>& fds,
                     std::optional<std::uint64_t> tag) {
@@ -80,8 +73,6 @@ void send_on_socket(ConnState& c, const void* data, std::size_t n, const std::ve
     at += k;
   }
 }
-
-namespace {
 
 // One message. On a Pipe's ring, a small message without fds is a record
 // in shared memory; any other leaves a marker there and takes the socket
@@ -114,6 +105,8 @@ void send_message(ConnState& c, const void* data, std::size_t n, const std::vect
     throw;
   }
 }
+
+namespace {
 
 void close_all(std::vector<int>& fds) {
   for (int f : fds) ::close(f);
@@ -368,206 +361,9 @@ bool recv_message(ConnState& c, wire::Writer& out, std::vector<int>& fds,
   }
 }
 
-// Blocks SIGPIPE for the calling thread while it lives; a SIGPIPE raised
-// meanwhile (none was pending before) is consumed, never delivered.
-class NoSigpipe {
- public:
-  NoSigpipe() {
-    ::sigemptyset(&pipe_only_);
-    ::sigaddset(&pipe_only_, SIGPIPE);
-    sigset_t pending;
-    ::sigpending(&pending);
-    was_pending_ = ::sigismember(&pending, SIGPIPE) == 1;
-    ::pthread_sigmask(SIG_BLOCK, &pipe_only_, &old_);
-  }
-  NoSigpipe(const NoSigpipe&) = delete;
-  NoSigpipe& operator=(const NoSigpipe&) = delete;
-  ~NoSigpipe() {
-    sigset_t pending;
-    ::sigpending(&pending);
-    if (!was_pending_ && ::sigismember(&pending, SIGPIPE) == 1) {
-      timespec zero{};
-      ::sigtimedwait(&pipe_only_, nullptr, &zero);
-    }
-    ::pthread_sigmask(SIG_SETMASK, &old_, nullptr);
-  }
-
- private:
-  sigset_t pipe_only_, old_;
-  bool was_pending_ = false;
-};
-
-// Large payloads. The sender hands the payload's pages to a pipe with
-// vmsplice: the kernel references them instead of copying, and the
-// receiver's read() makes the only copy. The payload is the encode buffer's
-// bytes with the value's large blocks between them (Writer::refs: a 100 MiB
-// vector goes from its own memory, never copied into a buffer first). No
-// shared-memory file is filled on the way, so no fresh 4 KiB pages are
-// faulted in (that cost, not the copy, dominated large messages).
-// The last pipe-full goes with write(), a copy: when it returns the reader
-// has taken every referenced page, so the caller may change or free the
-// memory at once. Like CPython's send of a large message, this returns only
-// once the receiver has read all but the last pipe-full.
-//
-// A pipe has no MSG_NOSIGNAL: SIGPIPE is blocked while writing (NoSigpipe).
-// False if the reader is gone.
-bool splice_out(int fd, const std::vector<std::span<const std::byte>>& parts) {
-  ::fcntl(fd, F_SETPIPE_SZ, 1 << 20);  // fewer wakeups; the default 64 KiB works too
-  const int cap = ::fcntl(fd, F_GETPIPE_SZ);
-  std::size_t n = 0;
-  for (const auto& part : parts) n += part.size();
-  const std::size_t spliced = n - std::min<std::size_t>(n, cap > 0 ? static_cast<std::size_t>(cap) : 65536);
-  NoSigpipe guard;
-  bool can_splice = true;
-  std::size_t sent = 0;
-  for (const auto& part : parts) {
-    std::size_t off = 0;
-    while (off < part.size()) {
-      if (can_splice && sent < spliced) {
-        iovec iov{const_cast<std::byte*>(part.data() + off), std::min(part.size() - off, spliced - sent)};
-        const ssize_t r = ::vmsplice(fd, &iov, 1, 0);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0 && errno == EPIPE) return false;
-        if (r < 0) {
-          can_splice = false;  // vmsplice refused (seccomp, an unusual kernel): copy the rest
-          continue;
-        }
-        off += static_cast<std::size_t>(r);
-        sent += static_cast<std::size_t>(r);
-      } else {
-        if (!sys::write_full(fd, part.data() + off, part.size() - off)) return false;
-        sent += part.size() - off;
-        off = part.size();
-      }
-    }
-  }
-  return true;
-}
-
-// One read() from a large message's pipe, of at most n bytes: waits (up to
-// the deadline, if any) for data, and the end of the pipe in the middle of a
-// message is an EOFError.
-std::size_t read_some(int fd, std::byte* p, std::size_t n, const std::optional<sys::Deadline>& deadline) {
-  for (;;) {
-    if (deadline && !sys::wait_readable(fd, *deadline))
-      throw TimeoutError("mpxx: the peer sent nothing in time (stalled in the middle of a message)");
-    const ssize_t r = ::read(fd, p, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) sys::throw_errno("read(message pipe)");
-    if (r == 0) throw EOFError("mpxx: the other end closed the connection in the middle of a message");
-    return static_cast<std::size_t>(r);
-  }
-}
-
-// Reads a large payload of `size` bytes from its pipe into `out`, which
-// grows with what arrives (a peer cannot make us allocate by announcing).
-void splice_in(int fd, wire::Writer& out, std::uint64_t size, const std::optional<sys::Deadline>& deadline) {
-  std::uint64_t got = 0;
-  while (got < size) {
-    std::size_t room = static_cast<std::size_t>(
-        std::min<std::uint64_t>(size - got, std::max<std::uint64_t>(std::uint64_t{1} << 20, got)));
-    out.reserve(static_cast<std::size_t>(got) + room);
-    const std::size_t r = read_some(fd, out.data() + got, room, deadline);
-    out.extend(r);
-    got += r;
-  }
-}
-
 std::string eof_message() { return "mpxx: the other end of the connection is closed"; }
 
-// The rest of a large message, read from its pipe as the decoder asks for
-// it (see wire::Source). What the decoder leaves unread is drained when the
-// message is done with, so the sender's send() completes as it did when the
-// receiver read everything first.
-class PipeSource final : public wire::Source {
- public:
-  PipeSource(sys::UniqueFd pipe, std::uint64_t left, std::optional<sys::Deadline> deadline)
-      : pipe_(std::move(pipe)), left_(left), deadline_(deadline) {}
-  PipeSource(const PipeSource&) = delete;
-  PipeSource& operator=(const PipeSource&) = delete;
-  ~PipeSource() override {
-    std::byte sink[65536];
-    try {
-      while (left_ > 0) read(sink, static_cast<std::size_t>(std::min<std::uint64_t>(left_, sizeof sink)));
-    } catch (...) {
-    }
-  }
-
-  std::size_t left() const noexcept override { return static_cast<std::size_t>(left_); }
-
-  void read(void* out, std::size_t n) override {
-    auto* p = static_cast<std::byte*>(out);
-    while (n > 0) {
-      const std::size_t r = read_some(pipe_.get(), p, n, deadline_);
-      p += r;
-      n -= r;
-      left_ -= r;
-    }
-  }
-
- private:
-  sys::UniqueFd pipe_;
-  std::uint64_t left_;
-  std::optional<sys::Deadline> deadline_;
-};
-
 }  // namespace
-
-// A poller that finds only a bell a sleeping receiver will drain waits for
-// it to (the socket stays readable until then) in 50 us naps; after 2 ms
-// it drains the bell itself: that sleeper may be a process that died
-// asleep, whose count never goes down.
-class HoldBack {
- public:
-  bool expired() const noexcept {
-    return holding_ && std::chrono::steady_clock::now() - since_ > std::chrono::milliseconds(2);
-  }
-  void pause_if(bool held_back) {
-    if (!held_back) {
-      holding_ = false;
-      return;
-    }
-    if (!holding_) {
-      since_ = std::chrono::steady_clock::now();
-      pause_ = std::chrono::microseconds(50);
-    }
-    holding_ = true;
-    // A receiver may hold the front for a whole large message: back off.
-    std::this_thread::sleep_for(pause_);
-    pause_ = std::min(2 * pause_, std::chrono::microseconds(1000));
-  }
-
- private:
-  // Not an optional<time_point>: g++ 12 -O2 warns that its value may be
-  // read uninitialized.
-  bool holding_ = false;
-  std::chrono::steady_clock::time_point since_{};
-  std::chrono::microseconds pause_{50};
-};
-
-// After poll() found a ring's socket readable: true if a message (or the
-// end of the stream) is really there, not only bells.
-bool ring_confirm(int fd, PipeRingEnd& ring, bool& held_back, bool force) {
-  const PipeRingEnd::Front front =
-      ring.drain_bells(fd, force ? PipeRingEnd::Drainer::poller_forced : PipeRingEnd::Drainer::poller);
-  held_back = front == PipeRingEnd::Front::held_back;
-  // Held back, a message still has its record in the ring; the end of the
-  // stream shows as a hang-up.
-  return front == PipeRingEnd::Front::eof || front == PipeRingEnd::Front::message || ring.has_record() ||
-         (held_back && peer_closed(fd));
-}
-
-bool ring_ready(const Connection& c) noexcept {
-  const auto& st = c.st_;
-  return st && st->fd && st->ring && st->readable && st->ring->has_record();
-}
-
-bool ring_confirm(const Connection& c, bool& held_back, bool force) {
-  const auto& st = c.st_;
-  std::shared_ptr<PipeRingEnd> ring = st ? st->ring : nullptr;
-  if (!ring || !st->fd) return true;
-  return ring_confirm(st->fd.get(), *ring, held_back, force);
-}
 }  // namespace detail
 
 using detail::ConnState;
@@ -584,50 +380,7 @@ bool Connection::streams_large() const noexcept { return st_ && st_->mpxx_peer; 
 
 void Connection::send_frame(detail::wire::Writer w) {
   ConnState& c = detail::live(st_, false, true);
-  if (c.mpxx_peer && w.total_size() > detail::kExternalThreshold) {
-    // The payload streams through a pipe of its own, sent with a small frame.
-    // Between the ends of a Pipe with a ring, the receiver is offered the
-    // payload where it is, to read it itself (peer_read.hpp); the pipe sent
-    // along serves if it may not.
-    const std::size_t payload = w.total_size() - detail::wire::kHeaderSize;
-    const auto parts = w.pieces(detail::wire::kHeaderSize);
-    auto [rd, wr] = sys::make_pipe();
-    std::optional<detail::PeerReadGrant> offer;
-    if (c.ring && parts.size() <= detail::wire::kMaxPeerReadPieces &&
-        w.fds().size() + 3 <= sys::kMaxFdsPerMessage)
-      offer = detail::make_peer_read_grant();
-    auto kind = static_cast<detail::wire::FrameKind>(w.data()[5]);
-    detail::wire::Writer small;
-    detail::wire::write_header(small, kind, 8 + (offer ? 16 * parts.size() : 0),
-                               detail::wire::kFlagExternal | (offer ? detail::wire::kFlagPeerRead : 0));
-    small.pod(static_cast<std::uint64_t>(payload));
-    std::vector<int> fds = w.fds();
-    fds.push_back(rd.get());
-    if (offer) {
-      detail::write_peer_read_pieces(small.extend(16 * parts.size()), parts);
-      fds.push_back(offer->asker.get());
-      fds.push_back(offer->pidfd.get());
-    }
-    detail::send_message(c, small.data(), small.size(), fds);  // with its marker, on a ring
-    rd.reset();
-    if (offer) {
-      offer->asker.reset();
-      offer->pidfd.reset();
-      switch (detail::await_peer_read_answer(offer->answer.get())) {
-        case detail::PeerReadAnswer::done:
-          return;
-        case detail::PeerReadAnswer::gone:
-          throw OSError(EPIPE, "mpxx: send: the other end closed the connection before it had read "
-                               "the whole message");
-        case detail::PeerReadAnswer::push:
-          break;
-      }
-    }
-    if (!detail::splice_out(wr.get(), parts))
-      throw OSError(EPIPE, "mpxx: send: the other end closed the connection before it had read "
-                           "the whole message");
-    return;
-  }
+  if (c.mpxx_peer && w.total_size() > detail::kExternalThreshold) return detail::send_large(c, w);
   if (!w.refs().empty()) {  // not sent through a pipe after all: one buffer
     detail::wire::Writer flat;
     for (auto piece : w.pieces(0)) flat.put(piece.data(), piece.size());
@@ -656,56 +409,7 @@ std::span<const std::byte> Connection::recv_frame(detail::wire::Writer& storage,
                           detail::wire::frame_kind_name(h.kind) + " frame");
     if (all.size() - detail::wire::kHeaderSize != h.length)
       throw ProtocolError("mpxx: recv: frame length does not match the message");
-    if (h.flags & detail::wire::kFlagExternal) {
-      const bool peer_read = h.flags & detail::wire::kFlagPeerRead;
-      if (fds.size() < (peer_read ? 3u : 1u)) throw ProtocolError("mpxx: recv: external frame without its pipe");
-      if (peer_read && !c.ring)
-        throw ProtocolError("mpxx: recv: a large value offered where it is, on a connection without a ring");
-      std::uint64_t size;
-      std::memcpy(&size, all.data() + detail::wire::kHeaderSize, 8);
-      if (size > detail::wire::kDefaultMaxFrame)
-        throw ProtocolError("mpxx: recv: external message of " + std::to_string(size) +
-                            " bytes exceeds the limit");
-      const std::uint64_t first_part = std::min<std::uint64_t>(size, detail::kStreamedStart);
-      sys::UniqueFd pidfd, asker;
-      if (peer_read) {
-        pidfd = sys::UniqueFd(fds.back());
-        fds.pop_back();
-        asker = sys::UniqueFd(fds.back());
-        fds.pop_back();
-      }
-      sys::UniqueFd pipe(fds.back());
-      fds.pop_back();
-      if (peer_read) {
-        const pid_t sender = detail::pidfd_pid(pidfd.get());
-        auto source = std::make_unique<detail::PeerReadSource>(
-            all.subspan(detail::wire::kHeaderSize + 8), size, sender, std::move(pidfd), std::move(asker));
-        detail::wire::Writer payload;
-        if (source->start(payload, static_cast<std::size_t>(first_part))) {
-          storage = std::move(payload);
-          if (first_part < size) rest = std::move(source);
-          return {storage.data(), storage.size()};
-        }
-        // Not permitted: the sender now streams the payload through the pipe.
-      }
-      struct stat st {};
-      if (::fstat(pipe.get(), &st) < 0 || !S_ISFIFO(st.st_mode))
-        throw ProtocolError("mpxx: recv: external frame without its pipe");
-      // Between the ends of a Pipe with a shared-memory ring (both made by
-      // this program), only the start is read here: the decoder reads the
-      // rest straight into the value (a large vector's own memory), so a
-      // 100 MiB value takes 100 MiB of fresh memory, not 200. Other peers'
-      // messages (a Pipe end handed to another program included) are read
-      // whole first, into a buffer that grows with what arrives: they
-      // cannot make us allocate by announcing.
-      const std::uint64_t first = c.ring ? first_part : size;
-      detail::wire::Writer payload;
-      detail::splice_in(pipe.get(), payload, first, c.deadline);
-      storage = std::move(payload);
-      if (first < size)
-        rest = std::make_unique<detail::PipeSource>(std::move(pipe), size - first, c.deadline);
-      return {storage.data(), storage.size()};
-    }
+    if (h.flags & detail::wire::kFlagExternal) return detail::recv_large(c, all, h, storage, fds, rest);
   } catch (...) {
     detail::close_all(fds);
     throw;
@@ -744,22 +448,6 @@ std::size_t Connection::recv_bytes_into(std::span<std::byte> buf, std::size_t of
   return w.size();
 }
 
-bool Connection::poll_ns(std::chrono::nanoseconds timeout) {
-  ConnState& c = detail::live(st_, true, false);
-  auto deadline = sys::Deadline::after(timeout);
-  std::shared_ptr<detail::PipeRingEnd> ring = c.ring;
-  if (!ring) return sys::wait_readable(c.fd.get(), deadline);
-  detail::HoldBack hold;
-  for (;;) {
-    if (ring->has_record()) return true;
-    if (!sys::wait_readable(c.fd.get(), deadline)) return ring->has_record();
-    bool held_back = false;
-    if (detail::ring_confirm(c.fd.get(), *ring, held_back, hold.expired())) return true;
-    if (deadline.expired()) return ring->has_record();  // held back by another thread's turn
-    hold.pause_if(held_back);
-  }
-}
-
 void Connection::close() noexcept {
   if (st_) {
     st_->fd.reset();
@@ -792,32 +480,6 @@ void Connection::load(detail::wire::InArchive& ar) {
   st_->writable = flags & 2;
   st_->mpxx_peer = flags & 4;
   if (flags & 8) st_->ring = detail::PipeRingEnd::load(ar);
-}
-
-std::vector<std::size_t> detail::wait_objects(const std::vector<int>& fds,
-                                              const std::vector<const Connection*>& conns,
-                                              std::chrono::nanoseconds timeout) {
-  if (timeout < std::chrono::nanoseconds::zero()) timeout = std::chrono::nanoseconds::zero();
-  auto deadline = timeout == std::chrono::nanoseconds::max() ? sys::Deadline::never()
-                                                            : sys::Deadline::after(timeout);
-  HoldBack hold;
-  for (;;) {
-    std::vector<std::size_t> ready;
-    for (std::size_t i = 0; i < conns.size(); ++i)
-      if (conns[i] && ring_ready(*conns[i])) ready.push_back(i);
-    // Messages already in a ring: add what else is ready now, and return.
-    auto polled = sys::wait_any(fds, ready.empty() ? deadline : sys::Deadline::after({}));
-    bool held_back = false;
-    for (std::size_t i : polled) {
-      bool held = false;
-      if (!conns[i] || ring_confirm(*conns[i], held, hold.expired())) ready.push_back(i);
-      held_back = held_back || held;
-    }
-    std::sort(ready.begin(), ready.end());
-    ready.erase(std::unique(ready.begin(), ready.end()), ready.end());
-    if (!ready.empty() || deadline.expired()) return ready;
-    hold.pause_if(held_back);
-  }
 }
 
 namespace detail {

@@ -1,7 +1,11 @@
-// src/connection_state.hpp - what a Connection handle refers to. Internal.
+// src/channel/connection_state.hpp - what a Connection handle refers to, and
+// the calls on it that connection.cpp shares with large_message.cpp and
+// wait.cpp. Internal.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -15,7 +19,7 @@ struct ConnState {
   sys::UniqueFd fd;
   bool readable = false;
   bool writable = false;
-  bool mpxx_peer = false;  // the other end is mpxx: large values may take a pipe of their own
+  bool mpxx_peer = false;  // the other end is mpxx: a large value goes beside its message (large_message.hpp)
   std::shared_ptr<PipeRingEnd> ring;  // a Pipe's shared-memory ring (pipe_ring.hpp), if it has one
   // While set (during an authentication handshake), a peer that sends
   // nothing before it is a TimeoutError instead of a wait forever.
@@ -26,7 +30,17 @@ struct ConnAccess {
   static void set_deadline(Connection& c, std::optional<sys::Deadline> d) { c.st_->deadline = d; }
   static void set_ring(Connection& c, std::shared_ptr<PipeRingEnd> l) { c.st_->ring = std::move(l); }
   static ConnState& state(const Connection& c) { return *c.st_; }
+  // The handle itself (null for a Connection never connected).
+  static const std::shared_ptr<ConnState>& handle(const Connection& c) { return c.st_; }
 };
+
+// The state of an open handle; OSError (EBADF) if it is closed, or cannot
+// read (need_read) or write (need_write).
+ConnState& live(const std::shared_ptr<ConnState>& st, bool need_read, bool need_write);
+
+// Sends one message: on a Pipe's ring, a record there (small, without fds)
+// or a marker and the message on the socket; otherwise on the socket.
+void send_message(ConnState& c, const void* data, std::size_t n, const std::vector<int>& fds);
 
 // Sends one message on the socket in CPython's framing; on a Pipe's ring,
 // after the tag of its marker (at `tag` in the ring, see pipe_ring.hpp).

@@ -14,7 +14,7 @@
 // seccomp filter, Yama's ptrace_scope, a process made non-dumpable), the
 // receiver's first read fails and it answers 'P' (push): the sender then
 // streams the payload through the pipe it sent along, as it does for every
-// other mpxx peer (connection.cpp, splice_out).
+// other mpxx peer (large_message.cpp, splice_out).
 //
 // The sender's pidfd guards against a sender that dies while its memory is
 // read: after every read the receiver checks that the sender is still

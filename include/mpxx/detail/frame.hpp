@@ -39,8 +39,9 @@ inline constexpr std::uint64_t kDefaultMaxFrame = std::uint64_t{1} << 34;  // 16
 
 // The payload is not in the frame: it streams through a pipe sent with it,
 // and the frame's 8-byte payload is its size. Large messages between mpxx
-// processes take this path (see connection.cpp), so the sender's pages are
-// handed over with vmsplice instead of being copied into a socket buffer.
+// processes take this path (see src/channel/large_message.hpp), so the
+// sender's pages are handed over with vmsplice instead of being copied into
+// a socket buffer.
 inline constexpr std::uint16_t kFlagExternal = 1;
 // With kFlagExternal: after the size, the payload's pieces in the sender's
 // memory, as (address, length) pairs of 8 bytes each (1 to kMaxPeerReadPieces),
