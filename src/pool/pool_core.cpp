@@ -1,5 +1,7 @@
 // The pool's dispatcher: which task runs where, and what a result, a death,
 // a timeout or a cancel means. See include/mpxx/pool.hpp for the guarantees.
+// Ctrl-C's process-wide half (the SIGINT and terminate handlers) is
+// interrupt.cpp; what a pool does about an interrupt is here (housekeeping).
 //
 // One mutex guards the state below; the transport is only touched under it,
 // except poll(), wait() and wake(). Submitting threads dispatch directly to
@@ -24,7 +26,6 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
-#include <csignal>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -35,6 +36,7 @@
 #include "mpxx/errors.hpp"
 #include "mpxx/log.hpp"
 #include "mpxx/process.hpp"
+#include "pool/interrupt.hpp"
 #include "pool/transport.hpp"
 #include "process/exitcode.hpp"
 #include "sys/futex.hpp"
@@ -54,60 +56,6 @@ constexpr nanos kHousekeeping = std::chrono::milliseconds(2);
 constexpr nanos kPassivePoll = std::chrono::milliseconds(1);
 constexpr double kQueueAheadNs = 100e3;
 constexpr std::size_t kMaxDepth = 32;
-
-// ------------------------------------------------------------- Ctrl-C
-
-std::atomic<int> g_waiters{0};
-std::atomic<std::uint32_t> g_interrupts{0};
-std::atomic<bool> g_handler_installed{false};
-std::mutex g_sig_mu;
-
-extern "C" void on_sigint(int) {
-  if (g_waiters.load(std::memory_order_relaxed) == 0) {
-    // Nobody is waiting for a pool: Ctrl-C ends the program, as it would
-    // without mpxx.
-    ::signal(SIGINT, SIG_DFL);
-    ::raise(SIGINT);
-    return;
-  }
-  g_interrupts.fetch_add(1, std::memory_order_relaxed);
-}
-
-void install_sigint_handler() {
-  std::lock_guard lk(g_sig_mu);
-  if (g_handler_installed.load()) return;
-  struct sigaction old {};
-  if (::sigaction(SIGINT, nullptr, &old) != 0) return;
-  // A program that set its own SIGINT handling (or ignores SIGINT) keeps it.
-  if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler != SIG_DFL) return;
-  if ((old.sa_flags & SA_SIGINFO) && old.sa_sigaction != nullptr) return;
-  struct sigaction sa {};
-  sa.sa_handler = on_sigint;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  ::sigaction(SIGINT, &sa, nullptr);
-  g_handler_installed = true;
-}
-
-std::terminate_handler g_prev_terminate = nullptr;
-std::once_flag g_terminate_once;
-
-// An uncaught KeyboardInterrupt ends the program the way Ctrl-C would have.
-void on_terminate() {
-  if (auto e = std::current_exception()) {
-    try {
-      std::rethrow_exception(e);
-    } catch (const KeyboardInterrupt&) {
-      static const char msg[] = "KeyboardInterrupt\n";
-      [[maybe_unused]] auto n = ::write(2, msg, sizeof msg - 1);
-      ::signal(SIGINT, SIG_DFL);
-      ::raise(SIGINT);
-    } catch (...) {
-    }
-  }
-  if (g_prev_terminate) g_prev_terminate();
-  std::abort();
-}
 
 // ------------------------------------------------------------- the core
 
@@ -157,8 +105,8 @@ class Core final : public PoolCore {
  public:
   explicit Core(PoolConfig cfg) : cfg_(std::move(cfg)), tr_(pool::make_local_transport(cfg_)) {
     slots_.resize(static_cast<std::size_t>(cfg_.processes));
-    install_sigint_handler();
-    seen_interrupts_ = g_interrupts.load();
+    pool::install_sigint_handler();
+    seen_interrupts_ = pool::interrupt_count();
     handler_ = std::thread([this] { handler_main(); });
     // As in Python, the workers exist when the constructor returns.
     std::unique_lock lk(mu_);
@@ -543,7 +491,7 @@ class Core final : public PoolCore {
 
   // Deaths, deadlines and Ctrl-C.
   void housekeeping() {
-    std::uint32_t irq = g_interrupts.load(std::memory_order_relaxed);
+    std::uint32_t irq = pool::interrupt_count();
     if (irq != seen_interrupts_) {
       seen_interrupts_ = irq;
       bool busy;
@@ -552,7 +500,7 @@ class Core final : public PoolCore {
         busy = !tasks_.empty();
       }
       if (busy) {
-        std::call_once(g_terminate_once, [] { g_prev_terminate = std::set_terminate(on_terminate); });
+        pool::end_uncaught_keyboard_interrupts_like_ctrl_c();
         stop_all(std::make_exception_ptr(KeyboardInterrupt{}));
       }
     }
@@ -739,8 +687,5 @@ std::shared_ptr<PoolCore> PoolCore::create(PoolConfig cfg) {
 }
 
 const PoolCore* pool_running_callback() noexcept { return t_in_callback; }
-
-InterruptibleWait::InterruptibleWait() noexcept { g_waiters.fetch_add(1, std::memory_order_relaxed); }
-InterruptibleWait::~InterruptibleWait() { g_waiters.fetch_sub(1, std::memory_order_relaxed); }
 
 }  // namespace mpxx::detail
