@@ -93,7 +93,8 @@ struct ServerState {
     throw ProtocolError("mpxx: unknown object kind " + std::to_string(static_cast<int>(kind)));
   }
 
-  // Handles one request; false when the client is to be dropped.
+  // Handles one request; clears `reply` when none is sent, sets `stop` on a
+  // shutdown request.
   void handle(Ctx& ctx, wire::Reader& in, wire::Writer& out, bool& reply, bool& stop) {
     auto op = in.pod<Op>();
     auto id = in.pod<std::uint64_t>();
