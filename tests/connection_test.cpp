@@ -659,7 +659,7 @@ TEST(PipeProcesses, LargeSenderKilledHalfWayGivesEof) {
   EXPECT_THROW(a.recv<std::vector<std::uint8_t>>(), mpxx::EOFError);
 }
 
-// The sender killed once the receiver has taken its offer and is filling
+// The sender killed once the receiver has taken its peer-read grant and is filling
 // the value (its memory has grown by a quarter of the value: in resize()'s
 // fill or in the copy out of the sender's memory): the receiver gets an
 // EOFError, never a value made partly of whatever the sender's memory

@@ -169,7 +169,7 @@ void get_and_report(mpxx::JoinableQueue<std::vector<std::uint8_t>> q, mpxx::Queu
 
 // Gets with timeouts of under 2 ms until an empty message, reporting each
 // message's first byte (-1 if it is not whole), plus 1000 if it came by an
-// offer (it was then not read with read()-like calls), and after a timeout
+// hand-over (it was then not read with read()-like calls), and after a timeout
 // often stays away for a little while.
 void get_impatiently(mpxx::Queue<std::vector<std::uint8_t>> q, mpxx::Queue<int> got, int salt) {
   for (int i = 0;; ++i) {
@@ -183,8 +183,8 @@ void get_impatiently(mpxx::Queue<std::vector<std::uint8_t>> q, mpxx::Queue<int> 
     }
     if (v.empty()) return;
     const bool whole = v.size() == (std::size_t{3} << 19) && v[v.size() / 2] == v.front() && v.back() == v.front();
-    const bool by_offer = before >= 0 && mpxx_test::bytes_read_so_far() - before < (1 << 20);
-    got.put(whole ? v.front() + (by_offer ? 1000 : 0) : -1);
+    const bool by_handover = before >= 0 && mpxx_test::bytes_read_so_far() - before < (1 << 20);
+    got.put(whole ? v.front() + (by_handover ? 1000 : 0) : -1);
   }
 }
 
@@ -624,7 +624,7 @@ TEST(QueueDeath, ProducerKilledMidPutLeavesOnlyWholeMessages) {
 
 // Two producers and two consumers, one of them SIGKILLed and replaced
 // every 20-150 ms, for 4 s: messages small and large (so that some go by
-// offers), puts with and without timeouts, blocking gets, get_nowait and
+// hand-overs), puts with and without timeouts, blocking gets, get_nowait and
 // gets with timeouts. No message is ever delivered corrupt or twice (a
 // killed process may lose the one it was putting or getting), whatever is
 // left is consumed, and the queue still works afterwards.
@@ -809,8 +809,8 @@ TEST(QueueHandOver, AProducerKilledWhileItsMessageIsReadLosesIt) {
 // Two consumers whose gets time out within a millisecond or two and come
 // back, while large messages arrive every few milliseconds: whether a
 // consumer waits when a message is put changes from put to put, so some
-// go through offers and the others through the ring (about 30 of 40 by
-// offers in the debug build). Every message is delivered once, whole.
+// go through hand-overs and the others through the ring (about 30 of 40 by
+// hand-overs in the debug build). Every message is delivered once, whole.
 TEST(QueueHandOver, ConsumersWithShortTimeoutsGetEveryLargeMessageOnce) {
   constexpr int kMessages = 40;
   mpxx::Queue<std::vector<std::uint8_t>> q;
@@ -826,15 +826,15 @@ TEST(QueueHandOver, ConsumersWithShortTimeoutsGetEveryLargeMessageOnce) {
   q.put({});
   q.put({});
   std::vector<int> seen;
-  int by_offer = 0;
+  int by_handover = 0;
   for (int i = 0; i < kMessages; ++i) {
     const int n = got.get(30s);
-    by_offer += n >= 1000;
+    by_handover += n >= 1000;
     seen.push_back(n % 1000);
   }
   c1.join();
   c2.join();
-  if (mpxx_test::bytes_read_so_far() >= 0) EXPECT_GT(by_offer, 0) << "no message went by an offer";
+  if (mpxx_test::bytes_read_so_far() >= 0) EXPECT_GT(by_handover, 0) << "no message went by a hand-over";
   EXPECT_EQ(c1.exitcode(), 0);
   EXPECT_EQ(c2.exitcode(), 0);
   std::sort(seen.begin(), seen.end());
@@ -845,11 +845,11 @@ TEST(QueueHandOver, ConsumersWithShortTimeoutsGetEveryLargeMessageOnce) {
   EXPECT_EQ(q.qsize(), 0);
 }
 
-// A producer killed while it waits for its offer to be taken (the consumer
-// it was made to is stopped in get) leaves the offer open. The next
+// A producer killed while it waits for its hand-over to be taken (the consumer
+// it was made to is stopped in get) leaves the hand-over open. The next
 // producer clears it, and the count of unfinished tasks comes out right;
 // the stopped consumer, once continued, gets that producer's message.
-TEST(QueueHandOver, AnOfferLeftOpenByAKilledProducerIsClearedByTheNextOne) {
+TEST(QueueHandOver, AHandOverLeftOpenByAKilledProducerIsClearedByTheNextOne) {
   if (!mpxx_test::syscalls_visible()) GTEST_SKIP() << "/proc/<pid>/syscall cannot be read here";
   auto stopped = [](pid_t pid) {  // 't' when a debugger traces it
     const auto until = Clock::now() + 10s;
@@ -860,7 +860,7 @@ TEST(QueueHandOver, AnOfferLeftOpenByAKilledProducerIsClearedByTheNextOne) {
     }
   };
   for (int attempt = 0;; ++attempt) {
-    ASSERT_LT(attempt, 5) << "the producer was never killed while its offer was open";
+    ASSERT_LT(attempt, 5) << "the producer was never killed while its hand-over was open";
     mpxx::JoinableQueue<std::vector<std::uint8_t>> q;
     mpxx::Queue<std::string> report;
     mpxx::Event built;
@@ -880,18 +880,18 @@ TEST(QueueHandOver, AnOfferLeftOpenByAKilledProducerIsClearedByTheNextOne) {
     ASSERT_EQ(::kill(c.pid(), SIGSTOP), 0);
     ASSERT_TRUE(stopped(c.pid()));
 
-    // Its only futex wait on the queue is for its offer to be taken.
+    // Its only futex wait on the queue is for its hand-over to be taken.
     mpxx::Process p(put_big_after<decltype(q)>, q, 0, std::size_t{4} << 20, built);
     p.start();
     mpxx_test::wait_in_syscall(p.pid(), SYS_futex, 5000ms, waits_on_a_queue(p.pid()));
     p.kill();
     p.join();
     // Where the kill landed, from what it left: its message in the ring
-    // (too late: it had withdrawn its offer), its count alone (killed while
-    // it wrote the message into the ring), or neither, its offer still
+    // (too late: it had withdrawn its hand-over), its count alone (killed while
+    // it wrote the message into the ring), or neither, its hand-over still
     // open, counted (the case this test is about).
     if (q.qsize() != 0 || q.join(0s)) continue;  // the consumer is killed with its handle
-    q.put(std::vector<std::uint8_t>(std::size_t{3} << 20, 9));  // offered to the stopped consumer, then into the ring
+    q.put(std::vector<std::uint8_t>(std::size_t{3} << 20, 9));  // handed over to the stopped consumer, then into the ring
     ::kill(c.pid(), SIGCONT);
     EXPECT_EQ(report.get(30s), "9:3145728");
     c.join(30s);

@@ -1,5 +1,5 @@
 // src/channel/large_message.cpp - values over 1 MiB between mpxx processes
-// (see large_message.hpp): the side pipe, and the peer-read offer and answer
+// (see large_message.hpp): the side pipe, and the peer-read grant and answer
 // on both ends.
 #include "channel/large_message.hpp"
 
@@ -173,27 +173,27 @@ void send_large(ConnState& c, const wire::Writer& w) {
   const std::size_t payload = w.total_size() - wire::kHeaderSize;
   const auto parts = w.pieces(wire::kHeaderSize);
   auto [rd, wr] = sys::make_pipe();
-  std::optional<PeerReadGrant> offer;
+  std::optional<PeerReadGrant> grant;
   if (c.ring && parts.size() <= wire::kMaxPeerReadPieces && w.fds().size() + 3 <= sys::kMaxFdsPerMessage)
-    offer = make_peer_read_grant();
+    grant = make_peer_read_grant();
   auto kind = static_cast<wire::FrameKind>(w.data()[5]);
   wire::Writer small;
-  wire::write_header(small, kind, 8 + (offer ? 16 * parts.size() : 0),
-                     wire::kFlagExternal | (offer ? wire::kFlagPeerRead : 0));
+  wire::write_header(small, kind, 8 + (grant ? 16 * parts.size() : 0),
+                     wire::kFlagExternal | (grant ? wire::kFlagPeerRead : 0));
   small.pod(static_cast<std::uint64_t>(payload));
   std::vector<int> fds = w.fds();
   fds.push_back(rd.get());
-  if (offer) {
+  if (grant) {
     write_peer_read_pieces(small.extend(16 * parts.size()), parts);
-    fds.push_back(offer->asker.get());
-    fds.push_back(offer->pidfd.get());
+    fds.push_back(grant->asker.get());
+    fds.push_back(grant->pidfd.get());
   }
   send_message(c, small.data(), small.size(), fds);  // with its marker, on a ring
   rd.reset();
-  if (offer) {
-    offer->asker.reset();
-    offer->pidfd.reset();
-    switch (await_peer_read_answer(offer->answer.get())) {
+  if (grant) {
+    grant->asker.reset();
+    grant->pidfd.reset();
+    switch (await_peer_read_answer(grant->answer.get())) {
       case PeerReadAnswer::done:
         return;
       case PeerReadAnswer::gone:

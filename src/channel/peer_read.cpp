@@ -78,7 +78,7 @@ pid_t pidfd_pid(int pidfd) {
   if (text.empty()) return 0;
   const auto at = text.find("\nPid:");
   if (at == std::string::npos)
-    throw ProtocolError("mpxx: recv: a large value's offer came without the sender's pidfd");
+    throw ProtocolError("mpxx: recv: a large value's peer-read grant came without the sender's pidfd");
   return static_cast<pid_t>(std::strtol(text.c_str() + at + 5, nullptr, 10));
 }
 
@@ -92,15 +92,15 @@ sys::UniqueFd open_process(pid_t pid, std::uint64_t start_time, bool& gone) {
 }
 
 std::optional<PeerReadGrant> make_peer_read_grant() {
-  PeerReadGrant offer;
-  offer.pidfd = sys::try_pidfd_open(::getpid());
-  if (!offer.pidfd) return std::nullopt;
+  PeerReadGrant grant;
+  grant.pidfd = sys::try_pidfd_open(::getpid());
+  if (!grant.pidfd) return std::nullopt;
   try {
-    std::tie(offer.answer, offer.asker) = sys::socket_pair();
+    std::tie(grant.answer, grant.asker) = sys::socket_pair();
   } catch (const OSError&) {  // out of fds: the pipe serves
     return std::nullopt;
   }
-  return offer;
+  return grant;
 }
 
 PeerReadAnswer await_peer_read_answer(int answer_fd) {
@@ -108,7 +108,7 @@ PeerReadAnswer await_peer_read_answer(int answer_fd) {
   if (!sys::read_full(answer_fd, &a, 1)) return PeerReadAnswer::gone;
   if (a == kDone) return PeerReadAnswer::done;
   if (a == kPush) return PeerReadAnswer::push;
-  throw ProtocolError("mpxx: send: the receiver answered a large value's offer with byte " +
+  throw ProtocolError("mpxx: send: the receiver answered a large value's peer-read grant with byte " +
                       std::to_string(static_cast<unsigned char>(a)));
 }
 
@@ -126,10 +126,10 @@ PeerReadSource::PeerReadSource(std::span<const std::byte> pieces, std::uint64_t 
   struct stat st {};
   if (asker_ && (::fstat(asker_.get(), &st) != 0 || !S_ISSOCK(st.st_mode))) {
     asker_.reset();  // never written to
-    throw ProtocolError("mpxx: recv: a large value's offer came without its answer socket");
+    throw ProtocolError("mpxx: recv: a large value's peer-read grant came without its answer socket");
   }
   if (pieces.empty() || pieces.size() % 16 != 0 || pieces.size() / 16 > wire::kMaxPeerReadPieces)
-    throw ProtocolError("mpxx: recv: a large value's offer names " + std::to_string(pieces.size()) +
+    throw ProtocolError("mpxx: recv: a large value's peer-read grant names " + std::to_string(pieces.size()) +
                         " bytes of pieces");
   std::uint64_t total = 0;
   for (std::size_t i = 0; i < pieces.size(); i += 16) {
