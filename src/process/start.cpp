@@ -1,5 +1,6 @@
 // src/process/start.cpp - starting a child with fork or spawn.
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
@@ -7,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -68,6 +70,7 @@ struct StartReport {
 };
 constexpr const char* kStartSteps[] = {"", "prctl(PR_SET_PDEATHSIG)", "setting up the child's runtime"};
 enum : std::int32_t { kStepDeathSignal = 1, kStepRuntime = 2 };
+constexpr auto kReportSpin = std::chrono::microseconds(300);
 
 [[noreturn]] void report_failure(int fd, int err, std::int32_t step) noexcept {
   const StartReport r{err, step};
@@ -92,9 +95,21 @@ int errno_of_current_exception() noexcept {
 // dies before it reports has started; join() tells how it ended).
 StartReport await_report(int report_fd, int pidfd) {
   StartReport r;
-  const int fds[] = {report_fd, pidfd};
-  sys::wait_any(fds, sys::Deadline::never());
-  const ssize_t n = sys::retry([&] { return ::read(report_fd, &r, sizeof r); });
+  auto read_report = [&] { return sys::retry([&] { return ::read(report_fd, &r, sizeof r); }); };
+  // A child reports within tens of microseconds, less than a sleep and a
+  // wake-up cost here: look for a while (yielding, should the child share
+  // this CPU) before sleeping (docs/design.md, "Starting a fork child").
+  ssize_t n = -1;
+  for (const auto until = std::chrono::steady_clock::now() + kReportSpin;;) {
+    n = read_report();
+    if (n >= 0 || errno != EAGAIN || std::chrono::steady_clock::now() >= until) break;
+    ::sched_yield();
+  }
+  if (n < 0 && errno == EAGAIN) {
+    const int fds[] = {report_fd, pidfd};
+    sys::wait_any(fds, sys::Deadline::never());
+    n = read_report();
+  }
   if (n != static_cast<ssize_t>(sizeof r)) return StartReport{};
   return r;
 }
