@@ -20,15 +20,10 @@ namespace mpxx::detail {
 
 namespace {
 
-enum HandoverState : std::uint32_t { kNone = 0, kPending = 1, kTaken = 2, kDone = 3, kRefused = 4 };
-constexpr std::uint32_t handover_state(std::uint32_t word) { return word & 0xff; }
 constexpr std::uint32_t handover_word(std::uint32_t word, HandoverState s) { return (word & ~0xffu) | s; }
 // How long a producer waits for a waiting consumer to take its message
 // before it puts the message into the ring after all.
 constexpr auto kHandoverPatience = std::chrono::milliseconds(10);
-
-// This process's start time (with its pid, it names the process for good).
-std::uint64_t own_start_time() { return sys::ProcessIdentity::self().start_time; }
 
 // Whether the process that started at `start` still holds `pid` (a pid
 // taken over by another process does not count).
@@ -43,6 +38,8 @@ void uncount(QueueHeader& h) {
 }
 
 }  // namespace
+
+std::uint64_t own_start_time() { return sys::ProcessIdentity::self().start_time; }
 
 bool hand_over(QueueHeader& h, const wire::Writer& message) {
   HandoverSlot& slot = h.handover;
@@ -101,19 +98,6 @@ bool hand_over(QueueHeader& h, const wire::Writer& message) {
   // REFUSED, or NONE (a consumer took this producer for dead): the consumer
   // undid the count.
   return handover_state(now) == kDone;
-}
-
-HandoverTaker::HandoverTaker(QueueHeader& h, bool takes)
-    : h_(h), registered_(takes && own_start_time() != 0) {
-  if (registered_) h_.handover.consumer.store(current_pid(), std::memory_order_release);
-}
-
-HandoverTaker::~HandoverTaker() {
-  if (registered_) h_.handover.consumer.store(0, std::memory_order_release);
-}
-
-bool HandoverTaker::pending() const {
-  return registered_ && handover_state(h_.handover.state.load(std::memory_order_acquire)) == kPending;
 }
 
 bool HandoverTaker::take(const Consume& consume) {

@@ -15,8 +15,17 @@
 
 #include "mpxx/detail/buffer.hpp"
 #include "queue/layout.hpp"
+#include "sys/futex.hpp"
 
 namespace mpxx::detail {
+
+// The states of the slot's word (its low byte; docs/design.md, "Queue
+// hand-over to a waiting consumer").
+enum HandoverState : std::uint32_t { kNone = 0, kPending = 1, kTaken = 2, kDone = 3, kRefused = 4 };
+constexpr std::uint32_t handover_state(std::uint32_t word) { return word & 0xff; }
+
+// This process's start time (with its pid, it names the process for good).
+std::uint64_t own_start_time();
 
 // The producer's side, called with put_lock held (so no other message can
 // go in meanwhile): hands `message` to the consumer waiting in get, if the
@@ -37,13 +46,21 @@ class HandoverTaker {
  public:
   using Consume = std::function<void(std::span<const std::byte>, wire::Source*)>;
 
-  HandoverTaker(QueueHeader& h, bool takes);
-  ~HandoverTaker();
+  // Inline: every get makes one (docs/design.md, "Queue hand-over to a
+  // waiting consumer").
+  HandoverTaker(QueueHeader& h, bool takes) : h_(h), registered_(takes && own_start_time() != 0) {
+    if (registered_) h_.handover.consumer.store(current_pid(), std::memory_order_release);
+  }
+  ~HandoverTaker() {
+    if (registered_) h_.handover.consumer.store(0, std::memory_order_release);
+  }
   HandoverTaker(const HandoverTaker&) = delete;
   HandoverTaker& operator=(const HandoverTaker&) = delete;
 
   // Whether it is registered and a producer has a message waiting for it.
-  bool pending() const;
+  bool pending() const {
+    return registered_ && handover_state(h_.handover.state.load(std::memory_order_acquire)) == kPending;
+  }
   // Takes the message handed over and gives it to `consume`, read from the
   // producer's memory as the decoder asks for it. True if it was consumed
   // (consume's exception, if any, is passed on: the message is consumed
