@@ -39,7 +39,6 @@ void uncount(QueueHeader& h) {
 
 }  // namespace
 
-std::uint64_t own_start_time() { return sys::ProcessIdentity::self().start_time; }
 
 bool hand_over(QueueHeader& h, const wire::Writer& message) {
   HandoverSlot& slot = h.handover;
@@ -47,8 +46,8 @@ bool hand_over(QueueHeader& h, const wire::Writer& message) {
   if (consumer == 0 || message.refs().empty()) return false;
   if (h.tail.load(std::memory_order_relaxed) != h.head.load(std::memory_order_acquire)) return false;
   const auto pieces = message.pieces(0);
-  const std::uint64_t start = own_start_time();
-  if (pieces.size() > kHandoverPieces || start == 0 || !id_alive(consumer)) return false;
+  const sys::ProcessIdentity me = sys::ProcessIdentity::self();
+  if (pieces.size() > kHandoverPieces || me.start_time == 0 || !id_alive(consumer)) return false;
   std::uint32_t word = slot.state.load(std::memory_order_acquire);
   // A hand-over still open belongs to a producer that died holding put_lock.
   if (handover_state(word) == kPending ||
@@ -60,8 +59,8 @@ bool hand_over(QueueHeader& h, const wire::Writer& message) {
     uncount(h);
   }
   if (handover_state(word) == kTaken) return false;  // a consumer is still finding its producer dead
-  slot.producer_pid = current_pid();
-  slot.producer_start = start;
+  slot.producer_pid = static_cast<std::uint32_t>(me.pid);
+  slot.producer_start = me.start_time;
   slot.size = message.total_size();
   slot.count = static_cast<std::uint32_t>(pieces.size());
   write_peer_read_pieces(slot.pieces, pieces);
@@ -104,8 +103,9 @@ bool HandoverTaker::take(const Consume& consume) {
   HandoverSlot& slot = h_.handover;
   std::uint32_t word = slot.state.load(std::memory_order_acquire);
   if (handover_state(word) != kPending) return false;
-  slot.taker_pid = current_pid();
-  slot.taker_start = own_start_time();
+  const sys::ProcessIdentity me = sys::ProcessIdentity::self();
+  slot.taker_pid = static_cast<std::uint32_t>(me.pid);
+  slot.taker_start = me.start_time;
   const std::uint32_t taken = handover_word(word, kTaken);
   if (!slot.state.compare_exchange_strong(word, taken, std::memory_order_acq_rel)) return false;
   // Settled exactly once, whatever leaves this function (REFUSED if an
