@@ -252,6 +252,15 @@ bool wait_in_syscall(pid_t pid, long nr, std::chrono::milliseconds timeout,
   return false;
 }
 
+bool wait_asleep_in(pid_t pid, long nr,
+                    const std::function<bool(const std::vector<std::uint64_t>&)>& args_match) {
+  if (!syscalls_visible()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    return true;
+  }
+  return wait_in_syscall(pid, nr, std::chrono::milliseconds(20000), args_match);
+}
+
 bool syscalls_visible() {
   std::ifstream f("/proc/self/syscall");
   std::string word;

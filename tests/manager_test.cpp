@@ -835,24 +835,14 @@ TEST_F(ManagerTest, ALockHolderThatDiesReleasesTheLock) {
   lock.release();
 }
 
-// Waits until client process `pid` waits for a reply from the manager
-// (a thread asleep in recv on its connection), so that a test kills it in
-// the middle of a call. Where /proc/<pid>/syscall cannot be read, waits a
-// while instead: the test's assertions hold either way.
-bool blocked_in_a_call(pid_t pid) {
-  if (!mpxx_test::syscalls_visible()) {
-    std::this_thread::sleep_for(200ms);
-    return true;
-  }
-  return mpxx_test::wait_in_syscall(pid, SYS_recvfrom, 20000ms);
-}
-
+// A manager client is in the middle of a call once a thread of it sleeps in
+// recv on its connection, waiting for the reply.
 TEST_F(ManagerTest, AClientThatDiesInAGetConsumesNothing) {
   auto m = mpxx::Manager();
   auto q = m.Queue<int>();
   mpxx::Process p([](mpxx::QueueProxy<int> q) { q.get(); }, q);
   p.start();
-  EXPECT_TRUE(blocked_in_a_call(p.pid())) << "the child never waited for its get's reply";
+  EXPECT_TRUE(mpxx_test::wait_asleep_in(p.pid(), SYS_recvfrom)) << "the child never waited for its get's reply";
   p.kill();
   p.join();
   std::this_thread::sleep_for(200ms);  // its server thread notices
@@ -867,7 +857,7 @@ TEST_F(ManagerTest, AClientThatDiesInAnAcquireTakesNoUnit) {
   auto sem = m.Semaphore(0);
   mpxx::Process p(take_unit, sem);
   p.start();
-  EXPECT_TRUE(blocked_in_a_call(p.pid())) << "the child never waited for its acquire's reply";
+  EXPECT_TRUE(mpxx_test::wait_asleep_in(p.pid(), SYS_recvfrom)) << "the child never waited for its acquire's reply";
   p.kill();
   p.join();
   sem.release();  // at once: its server thread may be woken by this before it notices

@@ -131,16 +131,6 @@ std::function<bool(const std::vector<std::uint64_t>&)> waits_on_a_queue(pid_t pi
   };
 }
 
-// Waits until consumer process `pid` sleeps in a queue's get. Where
-// /proc/<pid>/syscall cannot be read, waits a while instead.
-bool inside_its_get(pid_t pid) {
-  if (!mpxx_test::syscalls_visible()) {
-    std::this_thread::sleep_for(200ms);
-    return true;
-  }
-  return mpxx_test::wait_in_syscall(pid, SYS_futex, 20000ms, waits_on_a_queue(pid));
-}
-
 // Gets a large message with process_vm_readv refused (a seccomp filter):
 // the producer must put it into the ring after all.
 void get_big_without_peer_reads(mpxx::Queue<std::vector<std::uint8_t>> q,
@@ -749,7 +739,7 @@ TEST(QueueHandOver, AConsumerThatMayNotReadTheProducersMemoryGetsItThroughTheRin
     GTEST_SKIP() << ready;
   }
   ASSERT_TRUE(waiting.wait(30s));
-  EXPECT_TRUE(inside_its_get(c.pid())) << "the consumer never slept in its get";
+  EXPECT_TRUE(mpxx_test::wait_asleep_in(c.pid(), SYS_futex, waits_on_a_queue(c.pid()))) << "the consumer never slept in its get";
   q.put(std::vector<std::uint8_t>(8u << 20, 5));
   EXPECT_EQ(report.get(30s), "whole");
   c.join();
@@ -765,7 +755,7 @@ TEST(QueueHandOver, AConsumerKilledWhileReadingLeavesTheMessageInTheQueue) {
   mpxx::JoinableQueue<std::vector<std::uint8_t>> q;
   mpxx::Process c(get_one, q);
   c.start();
-  EXPECT_TRUE(inside_its_get(c.pid())) << "the consumer never slept in its get";
+  EXPECT_TRUE(mpxx_test::wait_asleep_in(c.pid(), SYS_futex, waits_on_a_queue(c.pid()))) << "the consumer never slept in its get";
   std::atomic<bool> killed_mid_read{false};
   std::thread killer([&] {
     killed_mid_read = mpxx_test::wait_rss_growth(c.pid(), kSize / 4, 30000ms);

@@ -79,6 +79,11 @@ bool wait_rss_growth(pid_t pid, std::size_t bytes, std::chrono::milliseconds tim
 // once the process has exited.
 bool wait_in_syscall(pid_t pid, long nr, std::chrono::milliseconds timeout,
                      const std::function<bool(const std::vector<std::uint64_t>&)>& args_match = {});
+// wait_in_syscall for up to 20 s, for tests whose assertions hold however
+// far the other process got, only sharper once it is inside the call: where
+// /proc/<pid>/syscall cannot be read, waits 200 ms instead and says true.
+bool wait_asleep_in(pid_t pid, long nr,
+                    const std::function<bool(const std::vector<std::uint64_t>&)>& args_match = {});
 // Whether /proc/<pid>/syscall can be read here (a sandbox or Yama's
 // ptrace_scope may forbid it): tests that use wait_in_syscall skip if not.
 bool syscalls_visible();
