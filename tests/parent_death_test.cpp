@@ -22,6 +22,7 @@
 
 #include "test_support.hpp"
 #include "mpxx/mpxx.hpp"
+#include "sys/fd.hpp"
 
 using namespace std::chrono_literals;
 
@@ -117,7 +118,11 @@ double kill_parent_and_check(const std::function<Started()>& setup, std::size_t 
   const auto reported = rx.recv<std::vector<int>>();
   const auto names = rx.recv<std::vector<std::string>>();
   const std::set<pid_t> tree = descendants(parent.pid());
-  for (int p : reported) EXPECT_TRUE(tree.count(p)) << "reported pid " << p << " is not a descendant";
+  for (int p : reported) {
+    EXPECT_TRUE(tree.count(p)) << "reported pid " << p << " is not a descendant";
+    const char state = mpxx_test::proc_state(p);
+    EXPECT_TRUE(state != 0 && state != 'Z') << "reported pid " << p << " is not running";
+  }
   EXPECT_GE(tree.size(), min_descendants);
   std::vector<pollfd> gone;
   std::vector<pid_t> pids;
@@ -227,6 +232,41 @@ TEST(ParentDeath, TrackerUnlinksTheNamedBlocksOfAKilledParent) {
       },
       1);
   RecordProperty("seconds_until_gone", std::to_string(t));
+  EXPECT_NE(err.text().find(name), std::string::npos) << err.text();
+}
+
+// A Ctrl-C at the terminal reaches the whole process group, helpers that
+// have just been started too. Here every process the doomed parent starts
+// gets a SIGINT as its first act (spawned ones before main): the workers,
+// the manager's server, the forkserver and the tracker must all survive it,
+// do their work, and still end with the parent (the tracker unlinking the
+// block of a creator that died of the same Ctrl-C).
+TEST_P(ParentDeathTest, HelpersSurviveASigintAtTheirFirstInstruction) {
+  const mpxx::StartMethod method = GetParam();
+  const std::string name = "mpxx_test_sigint_at_start_" + std::to_string(::getpid());
+  mpxx_test::CaptureFd err(2);
+  kill_parent_and_check(
+      [method, name] {
+        ::setenv("MPXX_TEST_SIGNAL_AT_START", std::to_string(SIGINT).c_str(), 1);
+        mpxx::sys::signal_forked_children = SIGINT;
+        Started s;
+        static std::optional<mpxx::Pool> pool;
+        pool.emplace(mpxx::PoolOptions{.processes = 2, .context = &mpxx::get_context(method)});
+        EXPECT_EQ(pool->apply_async(square, 3).get(10s), 9);
+        for (pid_t p : pool->worker_pids()) s.pids.push_back(p);
+        static std::optional<mpxx::SyncManager> m;
+        m.emplace(mpxx::ManagerOptions{.context = &mpxx::get_context(method)});
+        m->start();
+        auto d = m->dict<std::string, int>();
+        d["up"] = 1;
+        EXPECT_EQ(d.at("up"), 1);
+        s.pids.push_back(*m->pid());
+        static std::optional<mpxx::SharedMemory> shm;
+        shm.emplace(mpxx::SharedMemory::create(4096, name));
+        s.shm.push_back(name);
+        return s;
+      },
+      4);
   EXPECT_NE(err.text().find(name), std::string::npos) << err.text();
 }
 

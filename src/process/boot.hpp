@@ -23,6 +23,7 @@ struct Boot {
   std::string parent_name;
   int log_level = 0;
   int default_method = 0;  // StartMethod inherited as the child's default, -1 if unset
+  bool ignores_interrupts = false;  // SIGINT: blocked at start, then ignored (else unblocked)
   bool has_call = false;
 };
 

@@ -122,6 +122,12 @@ void run_boot_from(int fd, pid_t expected_parent) noexcept {
       throw ProtocolError(std::string("mpxx: expected a boot frame, got ") +
                           wire::frame_kind_name(h.kind));
     const Boot boot = decode_boot(r);
+    // SIGINT has been blocked since before this process existed (spawn_self,
+    // or the forkserver's fork): a helper ignores it before letting it in.
+    if (boot.ignores_interrupts)
+      sys::ignore_and_unblock({SIGINT});
+    else
+      sys::unblock_signals({SIGINT});
     become_child(boot.identity, boot.name, boot.daemon, boot.authkey, boot.parent_pid,
                  boot.parent_name);
     get_logger().set_level(boot.log_level);
