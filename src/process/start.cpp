@@ -139,7 +139,7 @@ void start_fork(ProcessState& s, Process& obj) {
     try {
       if (const int fault = fork_child_fault.load(std::memory_order_relaxed))
         throw OSError(fault, "mpxx: injected fault");
-      become_child(s.identity, s.name, s.daemon, s.authkey, parent, parent_name);
+      become_child(s.identity, s.name, s.daemon, s.authkey, parent, parent_name, StartMethod::fork);
     } catch (...) {
       report_failure(report_wr.get(), errno_of_current_exception(), kStepRuntime);
     }
