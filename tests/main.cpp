@@ -22,9 +22,25 @@
 #include "mpxx/mpxx.hpp"
 #include "process/forkserver.hpp"
 #include "shared/tracker.hpp"
+#include "sys/fd.hpp"
 
 
 namespace mpxx_test {
+
+namespace {
+// A process re-executed with MPXX_TEST_SIGNAL_AT_START=<signal> in its
+// environment (a spawned child or a forkserver, started by a test that
+// plays a Ctrl-C at the worst moment) sends itself that signal before main,
+// and so does every process it forks.
+const int signal_at_start = [] {
+  const char* v = std::getenv("MPXX_TEST_SIGNAL_AT_START");
+  if (!v) return 0;
+  const int sig = std::atoi(v);
+  mpxx::sys::signal_forked_children = sig;
+  ::raise(sig);
+  return sig;
+}();
+}  // namespace
 
 Resources snapshot() {
   Resources r;

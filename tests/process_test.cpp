@@ -16,6 +16,7 @@
 #include "test_support.hpp"
 #include "mpxx/mpxx.hpp"
 #include "process/start.hpp"
+#include "process/runtime.hpp"
 
 using namespace std::chrono_literals;
 using mpxx_test::read_file;
@@ -61,6 +62,14 @@ void start_grandchild(std::string path, int method) {
   write_file(path + ".tmp", std::to_string(g.pid()));
   std::rename((path + ".tmp").c_str(), path.c_str());
   block_forever();
+}
+
+// What the child says of start methods: its default (with and without
+// allow_none), its own, and the one its own Process() would use.
+void report_start_method(std::string path) {
+  write_file(path, mpxx::get_start_method() + " " + mpxx::get_start_method(true).value_or("none") + " " +
+                       std::string(mpxx::to_string(mpxx::current_process().start_method())) + " " +
+                       std::string(mpxx::to_string(mpxx::Process(do_nothing).start_method())));
 }
 
 // A daemonic child tries to create a child: Python's rule says no.
@@ -549,6 +558,25 @@ TEST(StartMethods, PythonsApi) {
   EXPECT_EQ(mpxx::get_context("spawn").start_method(), mpxx::StartMethod::spawn);
   EXPECT_EQ(mpxx::get_context().name(), "forkserver");
   mpxx::set_start_method("fork", true);
+}
+
+// Python's child forces the method that started it as its default
+// (Process._bootstrap), whatever the parent's default: a spawn child's own
+// children are spawned too.
+TEST_P(ProcessTest, AChildReportsTheStartMethodThatStartedIt) {
+  const std::optional<std::string> saved = mpxx::get_start_method(true);
+  mpxx::set_start_method(GetParam() == mpxx::StartMethod::fork ? "spawn" : "fork", true);
+  TempDir dir;
+  mpxx::Process p(opts(), report_start_method, dir.path("m"));
+  p.start();
+  p.join();
+  if (saved)
+    mpxx::set_start_method(*saved, true);
+  else
+    mpxx::detail::set_default_start_method_raw(std::nullopt);
+  ASSERT_EQ(p.exitcode(), 0);
+  const std::string m(mpxx::to_string(GetParam()));
+  EXPECT_EQ(read_file(dir.path("m")), m + " " + m + " " + m + " " + m);
 }
 
 TEST(StartMethods, ChildInheritsTheDefault) {

@@ -513,6 +513,42 @@ TEST_P(SyncTest, PartyKilledInsideWaitBreaksTheBarrier) {
   EXPECT_EQ(other.exitcode(), 0);
 }
 
+// Barrier(3), one party SIGKILLed inside wait(), in every arrival order: the
+// two live parties (a child and this test) must get BrokenBarrierError, never
+// pass. The last arrival comes right after the others (well within a waiter's
+// 50 ms liveness slice), so only its own check can stop it passing.
+TEST_P(SyncTest, BarrierPartyKilledInsideWaitBreaksItInEveryArrivalOrder) {
+  enum class Order { killed_first, killed_while_others_wait, killed_last_but_one };
+  for (Order order : {Order::killed_first, Order::killed_while_others_wait, Order::killed_last_but_one}) {
+    SCOPED_TRACE(static_cast<int>(order));
+    mpxx::Barrier b(3);
+    mpxx::Event arrived;
+    mpxx::Process doomed(opts(), barrier_wait_forever, b, arrived);
+    mpxx::Process other(opts(), barrier_expect_broken, b);
+    auto kill_doomed = [&] {
+      doomed.kill();
+      doomed.join();
+    };
+    if (order == Order::killed_last_but_one) {
+      other.start();
+      ASSERT_TRUE(wait_for_parties(b, 1));
+    }
+    doomed.start();
+    ASSERT_TRUE(arrived.wait(10s));
+    ASSERT_TRUE(wait_for_parties(b, order == Order::killed_last_but_one ? 2 : 1));
+    if (order == Order::killed_first) kill_doomed();
+    if (order != Order::killed_last_but_one) {
+      other.start();
+      ASSERT_TRUE(wait_for_parties(b, 2));
+    }
+    if (order != Order::killed_first) kill_doomed();
+    EXPECT_THROW(b.wait(10s), mpxx::BrokenBarrierError);
+    EXPECT_TRUE(b.broken());
+    other.join();
+    EXPECT_EQ(other.exitcode(), 0);
+  }
+}
+
 // --------------------------------------------------------- Value and Array
 
 TEST_P(SyncTest, ValueAndArrayAreShared) {

@@ -67,6 +67,7 @@ struct ProcessOptions {
 
 namespace detail {
 struct ProcessState;
+struct ProcessAccess;
 }  // namespace detail
 
 // A handle to a process: a child, the current process or the parent. Cheap
@@ -112,6 +113,7 @@ class ProcessHandle {
   detail::ProcessState& state() const;
   std::shared_ptr<detail::ProcessState> st_;
 
+  friend struct detail::ProcessAccess;
   friend ProcessHandle current_process();
   friend std::optional<ProcessHandle> parent_process();
   friend std::vector<ProcessHandle> active_children();

@@ -9,6 +9,7 @@
 
 #include "manager/protocol.hpp"
 #include "mpxx/process.hpp"
+#include "process/state.hpp"
 
 namespace mpxx {
 
@@ -27,9 +28,6 @@ std::string fresh_socket_name() {
 
 // The server process's body.
 void server_main(ServerConfig cfg, Connection ready) {
-  // Ctrl-C at a terminal reaches the whole process group; the manager must
-  // outlive it so the program can handle the interrupt and shut it down.
-  std::signal(SIGINT, SIG_IGN);
   std::shared_ptr<ServerState> s;
   Ready r;
   try {
@@ -128,6 +126,9 @@ void BaseManager::start() {
   ProcessOptions po{.name = "SyncManager-" + std::to_string(counter.fetch_add(1) + 1), .daemon = true,
                     .context = s.context};
   s.process.emplace(po, &detail::mgr::server_main, std::move(cfg), tx);
+  // Ctrl-C at a terminal reaches the whole process group; the manager must
+  // outlive it so the program can handle the interrupt and shut it down.
+  detail::ignore_interrupts_from_start(*s.process);
   s.process->start();
   tx.close();
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);

@@ -17,6 +17,7 @@
 #include "mpxx/queue.hpp"
 #include "mpxx/shared.hpp"
 #include "pool/transport.hpp"
+#include "process/state.hpp"
 
 namespace mpxx::detail::pool {
 
@@ -51,9 +52,6 @@ bool skip_requested(RawArray<std::uint64_t>& skips, std::uint64_t id) {
 // The worker's life: initializer, then tasks until told to stop or until
 // maxtasks tasks have been handled.
 void worker_loop(WorkerArgs& a, const std::function<void()>& local_init) {
-  // Ctrl-C reaches the whole process group; the parent decides what it
-  // means (see pool.hpp), so one report is printed, not one per worker.
-  ::signal(SIGINT, SIG_IGN);
   ThrowTrace trace;
   wire::Writer out;
   auto begin = [&](MsgKind k, std::uint64_t task) {
@@ -172,6 +170,9 @@ class LocalTransport final : public Transport {
     Process p = ctx_->start_method() == StartMethod::fork
                     ? Process(opts, [a, init = cfg_.local_init]() mutable { worker_loop(a, init); })
                     : Process(opts, &worker_entry, a);
+    // Ctrl-C reaches the whole process group; the parent decides what it
+    // means (see pool.hpp), so one report is printed, not one per worker.
+    ignore_interrupts_from_start(p);
     p.start();
     s.tasks = std::move(a.tasks);
     s.skips = std::move(a.skips);

@@ -22,7 +22,8 @@ struct Boot {
   pid_t parent_pid = 0;
   std::string parent_name;
   int log_level = 0;
-  int default_method = 0;  // StartMethod inherited as the child's default, -1 if unset
+  StartMethod method = StartMethod::spawn;  // the one starting this child: its default too
+  bool ignores_interrupts = false;  // SIGINT: blocked at start, then ignored (else unblocked)
   bool has_call = false;
 };
 
@@ -35,8 +36,11 @@ Boot decode_boot(wire::Reader& r);
 // Makes this (new) process the child described by the arguments: resets
 // the children table, the process counter and the forkserver connection,
 // points stdin at /dev/null, and ties its life to the parent's.
+// The method that started it becomes its default start method, as Python's
+// child forces it.
 void become_child(const std::vector<int>& identity, const std::string& name, bool daemon,
-                  const std::string& authkey, pid_t parent_pid, const std::string& parent_name);
+                  const std::string& authkey, pid_t parent_pid, const std::string& parent_name,
+                  StartMethod started_by);
 
 // Runs a child's body and returns its exit code (Python's _bootstrap):
 // 0, the SystemExit code, or 1 after printing an escaped exception.

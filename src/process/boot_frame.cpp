@@ -8,6 +8,7 @@
 #include "mpxx/detail/callable.hpp"
 #include "mpxx/detail/codec.hpp"
 #include "mpxx/detail/frame.hpp"
+#include "mpxx/errors.hpp"
 #include "mpxx/log.hpp"
 #include "process/boot.hpp"
 #include "process/runtime.hpp"
@@ -23,8 +24,8 @@ void encode_boot(wire::Writer& w, const ProcessState& s) {
   wire::encode(w, static_cast<std::int32_t>(::getpid()));
   wire::encode(w, self().name);
   wire::encode(w, static_cast<std::int32_t>(get_logger().level()));
-  auto m = default_start_method_if_set();
-  wire::encode(w, static_cast<std::int32_t>(m ? static_cast<int>(*m) : -1));
+  wire::encode(w, static_cast<std::int32_t>(s.method));
+  wire::encode(w, static_cast<std::uint8_t>(s.ignores_interrupts));
   bool has_call = s.has_target;
   wire::encode(w, static_cast<std::uint8_t>(has_call));
   if (has_call) s.target.encode(w);
@@ -40,7 +41,13 @@ Boot decode_boot(wire::Reader& r) {
   b.parent_pid = wire::decode<std::int32_t>(r);
   b.parent_name = wire::decode<std::string>(r);
   b.log_level = wire::decode<std::int32_t>(r);
-  b.default_method = wire::decode<std::int32_t>(r);
+  const auto method = wire::decode<std::int32_t>(r);
+  if (method < 0 || method > static_cast<std::int32_t>(StartMethod::forkserver))
+    throw ProtocolError("mpxx: corrupt boot frame");
+  b.method = static_cast<StartMethod>(method);
+  const auto ignores = wire::decode<std::uint8_t>(r);
+  if (ignores > 1) throw ProtocolError("mpxx: corrupt boot frame");
+  b.ignores_interrupts = ignores != 0;
   b.has_call = wire::decode<std::uint8_t>(r) != 0;
   return b;
 }

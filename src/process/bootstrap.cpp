@@ -27,7 +27,8 @@ namespace mpxx {
 namespace detail {
 
 void become_child(const std::vector<int>& identity, const std::string& name, bool daemon,
-                  const std::string& authkey, pid_t parent_pid, const std::string& parent_name) {
+                  const std::string& authkey, pid_t parent_pid, const std::string& parent_name,
+                  StartMethod started_by) {
   // Every page a forked child writes to is copied by the kernel (on this
   // kind of VM, ~5 us each), so unchanged fields are left alone.
   Self& me = self();
@@ -38,6 +39,8 @@ void become_child(const std::vector<int>& identity, const std::string& name, boo
   me.parent_pid = parent_pid;
   if (me.parent_name != parent_name) me.parent_name = parent_name;
   me.counter = 0;
+  me.started_by = started_by;
+  if (default_start_method_if_set() != started_by) set_default_start_method_raw(started_by);
   if (me.self_state) me.self_state.reset();
   if (me.parent_state) me.parent_state.reset();
   reset_children_after_fork();
@@ -122,11 +125,15 @@ void run_boot_from(int fd, pid_t expected_parent) noexcept {
       throw ProtocolError(std::string("mpxx: expected a boot frame, got ") +
                           wire::frame_kind_name(h.kind));
     const Boot boot = decode_boot(r);
+    // SIGINT has been blocked since before this process existed (spawn_self,
+    // or the forkserver's fork): a helper ignores it before letting it in.
+    if (boot.ignores_interrupts)
+      sys::ignore_and_unblock({SIGINT});
+    else
+      sys::unblock_signals({SIGINT});
     become_child(boot.identity, boot.name, boot.daemon, boot.authkey, boot.parent_pid,
-                 boot.parent_name);
+                 boot.parent_name, boot.method);
     get_logger().set_level(boot.log_level);
-    if (boot.default_method >= 0 && boot.default_method <= 2)
-      set_default_start_method_raw(static_cast<StartMethod>(boot.default_method));
     if (boot.has_call) {
       BootCall c{&r};
       code = run_child_body(&run_boot_call, &c);

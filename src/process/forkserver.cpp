@@ -36,7 +36,7 @@ void ensure_running(Server& sv) {
   auto [mine, theirs] = sys::socket_pair();
   int child_fd = sys::move_above(theirs.release(), 4);
   sys::UniqueFd child_end(child_fd);
-  pid_t pid = spawn_self(child_fd, "MPXX_FORKSERVER=3:" + std::to_string(::getpid()));
+  pid_t pid = spawn_self(child_fd, "MPXX_FORKSERVER=3:" + std::to_string(::getpid()), true);
   child_end.reset();
   sv.owner = ::getpid();
   sv.pid = pid;
@@ -115,7 +115,7 @@ void forkserver_main(int ctl, pid_t expected_parent) noexcept {
   // server ends instead when its control socket reads EOF, which happens
   // however the program ends, SIGKILL included (the kernel closes its fds).
   if (::getppid() != expected_parent) ::_exit(0);
-  ::signal(SIGINT, SIG_IGN);
+  sys::ignore_and_unblock({SIGINT});  // blocked since spawn_self
   self().name = "ForkServer";
   const pid_t me = ::getpid();
 
@@ -160,7 +160,11 @@ void forkserver_main(int ctl, pid_t expected_parent) noexcept {
             k.pidfd.reset();
             k.conn.reset();
           }
+          // The child's boot frame says whether it ignores SIGINT (a
+          // helper) or takes it the default way; until then it is held.
+          const sys::BlockSignals held({SIGINT});
           ::signal(SIGINT, SIG_DFL);
+          sys::forked_child_starts();
           run_boot_from(conn_fd.release(), me);
         }
         Kid k{pid, {}, std::move(conn_fd)};

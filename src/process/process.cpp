@@ -440,6 +440,7 @@ ProcessHandle current_process() {
     s->authkey = me.authkey;
     s->pid = ::getpid();
     s->creator = me.parent_pid;
+    s->method = me.started_by.value_or(StartMethod::fork);
     s->started = true;
     me.self_state = std::move(s);
   }

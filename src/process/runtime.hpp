@@ -22,6 +22,7 @@ struct Self {
   bool daemon = false;
   std::string authkey;
   pid_t parent_pid = 0;  // 0 in the main program
+  std::optional<StartMethod> started_by;  // how this child was started; none in the main program
   std::string parent_name;
   int counter = 0;  // numbers children: Process-<identity>:<counter>
   std::shared_ptr<ProcessState> self_state, parent_state;

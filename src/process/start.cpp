@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <iterator>
 #include <new>
+#include <optional>
 #include <cstring>
 #include <iostream>
 
@@ -123,9 +124,13 @@ void start_fork(ProcessState& s, Process& obj) {
   const std::string parent_name = self().name;
   auto [report_rd, report_wr] = sys::make_pipe();
   ::fcntl(report_rd.get(), F_SETFL, O_NONBLOCK);  // the pidfd may end the wait instead
+  std::optional<sys::BlockSignals> immune;
+  if (s.ignores_interrupts) immune.emplace(std::initializer_list<int>{SIGINT});
   pid_t pid = ::fork();
   if (pid < 0) sys::throw_errno("cannot fork " + s.name);
   if (pid == 0) {
+    sys::forked_child_starts();
+    if (s.ignores_interrupts) sys::ignore_and_unblock({SIGINT});
     report_rd.reset();
     // Die with the parent. prctl only arms it from now on: if the parent
     // died before this line, our parent is already someone else.
@@ -134,7 +139,7 @@ void start_fork(ProcessState& s, Process& obj) {
     try {
       if (const int fault = fork_child_fault.load(std::memory_order_relaxed))
         throw OSError(fault, "mpxx: injected fault");
-      become_child(s.identity, s.name, s.daemon, s.authkey, parent, parent_name);
+      become_child(s.identity, s.name, s.daemon, s.authkey, parent, parent_name, StartMethod::fork);
     } catch (...) {
       report_failure(report_wr.get(), errno_of_current_exception(), kStepRuntime);
     }
@@ -144,6 +149,7 @@ void start_fork(ProcessState& s, Process& obj) {
     report_wr.reset();
     exit_child(run_child_body(&run_process_object, &obj));
   }
+  immune.reset();
   report_wr.reset();
   adopt_child(s, pid);
   const StartReport r = await_report(report_rd.get(), s.pidfd.get());
@@ -183,7 +189,7 @@ std::vector<char*> c_strings(std::vector<std::string>& v) {
 }
 }  // namespace
 
-pid_t spawn_self(int child_fd, const std::string& env_var) {
+pid_t spawn_self(int child_fd, const std::string& env_var, bool block_interrupt) {
   // The child gets child_fd as fd 3 and nothing else beyond stdio. child_fd
   // is >= 4 (so dup2 really clears close-on-exec) and close-on-exec here.
   std::vector<std::string> args = saved_argv();
@@ -198,9 +204,10 @@ pid_t spawn_self(int child_fd, const std::string& env_var) {
   posix_spawnattr_init(&attr);
   posix_spawn_file_actions_adddup2(&fa, child_fd, 3);
   posix_spawn_file_actions_addclosefrom_np(&fa, 4);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
+  sigset_t mask;
+  sigemptyset(&mask);
+  if (block_interrupt) sigaddset(&mask, SIGINT);
+  posix_spawnattr_setsigmask(&attr, &mask);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
   pid_t pid = 0;
   int err = ::posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv.data(), envp.data());
@@ -217,7 +224,7 @@ void start_spawn(ProcessState& s) {
   int child_fd = sys::move_above(theirs.release(), 4);
   sys::UniqueFd child_end(child_fd);
   flush_std_streams();
-  pid_t pid = spawn_self(child_fd, "MPXX_SPAWN=3:" + std::to_string(::getpid()));
+  pid_t pid = spawn_self(child_fd, "MPXX_SPAWN=3:" + std::to_string(::getpid()), s.ignores_interrupts);
   child_end.reset();
   adopt_child(s, pid);
   // If the child died before reading, join() reports how.

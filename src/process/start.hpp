@@ -18,7 +18,8 @@ void start_fork(ProcessState& s, Process& obj);
 // set-up with it.
 extern std::atomic<int> fork_child_fault;
 void start_spawn(ProcessState& s);
-// Re-executes this program with child_fd as fd 3 and env_var added.
-pid_t spawn_self(int child_fd, const std::string& env_var);
+// Re-executes this program with child_fd as fd 3 and env_var added; with
+// block_interrupt, SIGINT starts blocked (a helper ignores it, then unblocks).
+pid_t spawn_self(int child_fd, const std::string& env_var, bool block_interrupt);
 
 }  // namespace mpxx::detail

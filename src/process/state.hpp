@@ -26,6 +26,10 @@ struct ProcessState {
   StartMethod method = StartMethod::fork;
   Target target;
   bool has_target = false;
+  // A helper (pool worker, manager server): the child ignores SIGINT from
+  // its first instruction (docs/design.md, "Helpers ignore Ctrl-C from the
+  // start").
+  bool ignores_interrupts = false;
 
   pid_t creator = 0;  // the pid that created this object (only it may start/join)
   pid_t pid = 0;
@@ -38,6 +42,16 @@ struct ProcessState {
   sys::UniqueFd status;  // forkserver children: the server reports the exit code here
   std::optional<int> exitcode;
 };
+
+// For the layers above (pool, manager): the state behind a handle.
+struct ProcessAccess {
+  static ProcessState& state(const ProcessHandle& h) { return h.state(); }
+};
+
+// Makes the child that p will start a helper that ignores SIGINT from its
+// first instruction, as a Ctrl-C at the terminal reaches the whole process
+// group: its parent decides what the interrupt means. Before p.start().
+inline void ignore_interrupts_from_start(Process& p) { ProcessAccess::state(p).ignores_interrupts = true; }
 
 // Waits until the process has ended and records its exit code; true if it
 // did before the deadline. Safe to call from several threads.

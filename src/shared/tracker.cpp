@@ -100,11 +100,15 @@ void reap(int pidfd) noexcept {
   }
 }
 
+// The tracker outlives a Ctrl-C or a hang-up of its creator's terminal: it
+// must still be there to clean up when the creator dies of it.
+const std::initializer_list<int> kIgnoredByTracker = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP, SIGPIPE};
+
 void tracker_say(const std::string& m) noexcept { (void)!::write(2, m.data(), m.size()); }
 
 [[noreturn]] void tracker_main(int in) noexcept {
   ::setsid();
-  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP, SIGPIPE}) ::signal(sig, SIG_IGN);
+  sys::ignore_and_unblock(kIgnoredByTracker);  // blocked since before the fork
   std::map<std::string, SegmentId> names;
   try {
     for (;;) {
@@ -150,9 +154,11 @@ void start_tracker(Tracker& t) {
   t.pidfd.reset();
   t.owner = 0;
   auto [mine, theirs] = sys::socket_pair();
-  pid_t pid = ::fork();
+  sys::BlockSignals immune(kIgnoredByTracker);
+  const pid_t pid = ::fork();
   if (pid < 0) sys::throw_errno("cannot start the shared memory tracker");
   if (pid == 0) {
+    sys::forked_child_starts();
     // Keep stderr (for its message) and the socket, nothing else of ours:
     // above all not our end of the socket, or EOF would never come.
     int in = theirs.release();
@@ -170,6 +176,7 @@ void start_tracker(Tracker& t) {
     ::close_range(4, ~0u, 0);
     tracker_main(3);
   }
+  immune.restore();
   theirs.reset();
   t.pidfd = sys::pidfd_open(pid);
   t.sock = std::move(mine);

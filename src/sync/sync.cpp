@@ -385,6 +385,21 @@ Barrier::Barrier(int parties, Target action, std::optional<std::chrono::nanoseco
   if (action.local) action_ = std::make_shared<Target>(std::move(action));
 }
 
+namespace {
+// The pid of a party other than `me` that has arrived in this generation and
+// no longer exists (logged), or 0. Caller holds the barrier's mutex.
+std::uint32_t dead_party(const BarrierCell* b, std::uint32_t me) {
+  for (std::uint32_t i = 0; i < b->count && i < b->parties; ++i) {
+    if (b->pids[i] != me && !id_alive(b->pids[i])) {
+      get_logger().warning("Barrier party " + std::to_string(b->pids[i]) +
+                           " died while waiting; the barrier is broken");
+      return b->pids[i];
+    }
+  }
+  return 0;
+}
+}  // namespace
+
 void Barrier::run_action() {
   if (action_ && action_->local) action_->local();
 }
@@ -401,14 +416,25 @@ int Barrier::wait_ns(std::optional<nanos> timeout) {
   const std::uint32_t gen = b->gen.load(std::memory_order_relaxed);
   const std::uint32_t index = b->count++;
   b->pids[index] = me;
+  auto break_locked = [&] {  // with mutex_ held; releases it
+    b->broken = 1;
+    b->count = 0;
+    mutex_.unlock();
+    futex_wake(&b->gen, INT_MAX);
+  };
   if (b->count == b->parties) {
+    // A party that died inside wait() is still counted; the waiters notice
+    // only after a liveness slice, so the last arrival, which would let
+    // them all pass at once, checks first.
+    if (const std::uint32_t dead = dead_party(b, me)) {
+      break_locked();
+      throw BrokenBarrierError("mpxx: barrier party " + std::to_string(dead) +
+                               " died while waiting; the barrier is broken");
+    }
     try {
       run_action();
     } catch (...) {
-      b->broken = 1;
-      b->count = 0;
-      mutex_.unlock();
-      futex_wake(&b->gen, INT_MAX);
+      break_locked();
       throw;
     }
     b->count = 0;
@@ -442,14 +468,7 @@ int Barrier::wait_ns(std::optional<nanos> timeout) {
       break_it();
       throw BrokenBarrierError("mpxx: barrier wait timed out");
     }
-    for (std::uint32_t i = 0; i < b->count && i < b->parties; ++i) {
-      if (b->pids[i] != me && !id_alive(b->pids[i])) {
-        get_logger().warning("Barrier party " + std::to_string(b->pids[i]) +
-                             " died while waiting; the barrier is broken");
-        break_it();
-        break;
-      }
-    }
+    if (dead_party(b, me)) break_it();
   }
 }
 

@@ -271,4 +271,35 @@ bool pidfd_kill(int pidfd, int sig) {
   throw_errno("pidfd_send_signal");
 }
 
+namespace {
+sigset_t set_of(std::initializer_list<int> sigs) noexcept {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : sigs) sigaddset(&set, sig);
+  return set;
+}
+}  // namespace
+
+BlockSignals::BlockSignals(std::initializer_list<int> sigs) noexcept {
+  const sigset_t set = set_of(sigs);
+  ::pthread_sigmask(SIG_BLOCK, &set, &old_);
+}
+
+void BlockSignals::restore() noexcept {
+  if (blocked_) ::pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  blocked_ = false;
+}
+
+std::atomic<int> signal_forked_children{0};
+
+void unblock_signals(std::initializer_list<int> sigs) noexcept {
+  const sigset_t set = set_of(sigs);
+  ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+}
+
+void ignore_and_unblock(std::initializer_list<int> sigs) noexcept {
+  for (int sig : sigs) ::signal(sig, SIG_IGN);  // discards a pending one too
+  unblock_signals(sigs);
+}
+
 }  // namespace mpxx::sys

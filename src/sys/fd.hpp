@@ -8,11 +8,14 @@
 // clears it explicitly.
 #pragma once
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
+#include <initializer_list>
 #include <optional>
 #include <span>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <string>
@@ -127,5 +130,37 @@ UniqueFd try_pidfd_open(pid_t pid) noexcept;
 bool pidfd_exited(int pidfd) noexcept;
 // Returns false if the process has already been reaped (ESRCH).
 bool pidfd_kill(int pidfd, int sig);
+
+// Signals a helper process must survive from its first instruction (a
+// terminal's Ctrl-C reaches the whole process group, the helper too, and it
+// may come before the helper could ignore it): the starting thread blocks
+// them around fork / posix_spawn, so the new process starts with them
+// blocked; it then calls ignore_and_unblock, which also drops any that came
+// meanwhile. Why: docs/design.md, "Helpers ignore Ctrl-C from the start".
+class BlockSignals {
+ public:
+  explicit BlockSignals(std::initializer_list<int> sigs) noexcept;
+  ~BlockSignals() { restore(); }
+  // Back to the calling thread's previous mask (the parent, after the fork;
+  // the new process never restores it: it ignores and unblocks).
+  void restore() noexcept;
+  BlockSignals(const BlockSignals&) = delete;
+  BlockSignals& operator=(const BlockSignals&) = delete;
+
+ private:
+  sigset_t old_;
+  bool blocked_ = true;
+};
+// In the new process: `sigs` ignored, then unblocked.
+void ignore_and_unblock(std::initializer_list<int> sigs) noexcept;
+// Or only unblocked, when the new process turns out not to be a helper.
+void unblock_signals(std::initializer_list<int> sigs) noexcept;
+// Tests only: a non-zero signal number makes every process mpxx forks from
+// now on send itself that signal as its first act (forked_child_starts()),
+// as a Ctrl-C arriving at that moment would.
+extern std::atomic<int> signal_forked_children;
+inline void forked_child_starts() noexcept {
+  if (const int sig = signal_forked_children.load(std::memory_order_relaxed)) ::raise(sig);
+}
 
 }  // namespace mpxx::sys
