@@ -61,6 +61,7 @@ class Connection;
 namespace detail {
 struct ConnState;
 struct ConnAccess;
+struct ListenerAccess;
 }
 
 class Connection {
@@ -202,6 +203,7 @@ class Listener {
   int fileno() const noexcept;
 
  private:
+  friend struct detail::ListenerAccess;
   struct State;
   std::unique_ptr<State> st_;
 };
