@@ -42,7 +42,7 @@ constexpr std::size_t kMaxHandshakeMessage = 256;
 constexpr std::size_t kMaxPending = 128;
 // New connections taken from the backlog per turn, so that those already
 // in their handshake are not starved by a flood.
-constexpr int kAcceptBatch = 16;
+constexpr int kAcceptBatch = 64;
 
 const EVP_MD* digest_by_name(const std::string& name) {
   if (name == "md5") return EVP_md5();
