@@ -395,6 +395,9 @@ void serve(const std::shared_ptr<ServerState>& s) {
       continue;  // else one client's handshake failed: it is closed
     } catch (const Error&) {
       continue;  // a client failed authentication, stalled or sent garbage: it is closed
+    } catch (const std::exception& e) {  // std::bad_alloc: the server goes on
+      get_logger().warning(std::string("mpxx: manager server: accept failed: ") + e.what());
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     if (!c) {
       if (s->parent && sys::wait_readable(s->parent.get(), sys::Deadline::after({}))) s->stop();
