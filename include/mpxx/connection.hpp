@@ -61,6 +61,7 @@ class Connection;
 namespace detail {
 struct ConnState;
 struct ConnAccess;
+struct ListenerAccess;
 }
 
 class Connection {
@@ -173,11 +174,15 @@ struct Address {
 // multiprocessing.connection.Listener. With an authkey, every accepted
 // connection must pass CPython's mutual challenge-response (HMAC; CPython
 // 3.11's HMAC-MD5 and 3.12's "{sha256}" forms both work, in both
-// directions), so a real CPython Client can connect, and the reverse. A
-// client that fails it, sends garbage or an oversized length, or stalls
-// longer than the handshake timeout makes accept() raise
-// (AuthenticationError, ProtocolError, OSError, TimeoutError) for that one
-// connection; the Listener goes on serving others.
+// directions), so a real CPython Client can connect, and the reverse.
+// accept() authenticates up to 128 connections at once without blocking
+// (a new one beyond that pushes out the one waiting longest), reading at
+// most 256 bytes a message before authentication. A client that fails,
+// sends garbage or an oversized length, or stalls longer than the
+// handshake timeout makes accept() raise (AuthenticationError,
+// ProtocolError, OSError, EOFError, TimeoutError) for that one connection;
+// the Listener goes on serving others. A TCP address with no host listens
+// on 127.0.0.1; a Unix socket's file is made 0600. docs/security.md.
 //
 //   mpxx::Listener l(mpxx::Address::tcp("127.0.0.1", 0), "secret");
 //   mpxx::Connection c = l.accept();          // c.recv_bytes(), c.send(x), ...
@@ -202,6 +207,7 @@ class Listener {
   int fileno() const noexcept;
 
  private:
+  friend struct detail::ListenerAccess;
   struct State;
   std::unique_ptr<State> st_;
 };

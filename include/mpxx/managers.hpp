@@ -71,7 +71,8 @@
 // Security: a proxy carries its manager's authkey, so that a child or a
 // receiver can connect; whoever can read a proxy's bytes (sent through a
 // Queue, stored in another manager) can use that manager. CPython only
-// sends it to the children it spawns.
+// sends it to the children it spawns. What a peer can do with and without
+// it: docs/security.md.
 //
 // The proxies are in mpxx/detail/manager_*.hpp, one family a header
 // (containers, sync, queues, registered types), all included here.

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "mpxx/connection.hpp"
@@ -50,7 +51,9 @@ void send_on_socket(ConnState& c, const void* data, std::size_t n, const std::ve
 }  // namespace mpxx::detail
 
 namespace mpxx::detail {
-// The listening side of CPython's mutual authentication, on an accepted
-// connection (for servers that authenticate on their own threads).
-void server_handshake(Connection& c, const std::string& authkey, std::chrono::milliseconds timeout);
+struct ListenerAccess {
+  // l.accept(), or nullopt as soon as one of `wake` is readable (for a
+  // server that also waits for a stop request).
+  static std::optional<Connection> accept_or_wake(Listener& l, std::span<const int> wake);
+};
 }  // namespace mpxx::detail

@@ -14,10 +14,15 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
+#include <algorithm>
 #include <cstring>
+#include <deque>
 
 #include "mpxx/connection.hpp"
 #include "channel/connection_state.hpp"
@@ -32,6 +37,12 @@ const std::string kChallenge = "#CHALLENGE#";
 const std::string kWelcome = "#WELCOME#";
 const std::string kFailure = "#FAILURE#";
 constexpr std::size_t kMaxHandshakeMessage = 256;
+// Connections a Listener authenticates at once; a new one beyond this
+// pushes out the one waiting longest (see docs/security.md).
+constexpr std::size_t kMaxPending = 128;
+// New connections taken from the backlog per turn, so that those already
+// in their handshake are not starved by a flood.
+constexpr int kAcceptBatch = 64;
 
 const EVP_MD* digest_by_name(const std::string& name) {
   if (name == "md5") return EVP_md5();
@@ -117,6 +128,130 @@ void handshake(Connection& c, std::chrono::milliseconds timeout, F f) {
   ConnAccess::set_deadline(c, std::nullopt);
 }
 
+// An accepted connection in its handshake, driven without blocking, so
+// that one that stalls holds up no other (see Listener::State::accept).
+// Nothing it reads is longer than kMaxHandshakeMessage: no allocation
+// follows what a peer claims before it has proven it holds the authkey.
+struct PendingPeer {
+  enum class Step { their_answer, their_challenge, their_welcome };
+  sys::UniqueFd fd;
+  Address peer;
+  std::chrono::steady_clock::time_point deadline;
+  Step step = Step::their_answer;
+  std::string challenge;  // what we asked the peer to sign
+  unsigned char head[4];
+  std::size_t head_got = 0;
+  std::string body;
+  std::size_t body_got = 0;
+
+  std::string who() const { return "the client at " + peer.to_string(); }
+
+  // One message in the socket's framing, sent without waiting: a few
+  // hundred bytes always fit in a fresh socket's buffer, unless the peer
+  // has gone.
+  void send(const std::string& m) {
+    std::string frame(4, '\0');
+    for (int i = 0; i < 4; ++i) frame[i] = static_cast<char>(m.size() >> (24 - 8 * i));
+    frame += m;
+    ssize_t r = sys::retry([&] { return ::send(fd.get(), frame.data(), frame.size(), MSG_NOSIGNAL | MSG_DONTWAIT); });
+    if (r < 0) sys::throw_errno("mpxx: cannot send the handshake to " + who());
+    if (static_cast<std::size_t>(r) != frame.size())
+      throw OSError(EAGAIN, "mpxx: " + who() + " does not read its handshake; connection closed");
+  }
+
+  // What has arrived of the current message, never past its end (what
+  // follows the handshake belongs to the connection); the message once
+  // whole, nullopt while more is to come.
+  std::optional<std::string> read_some() {
+    for (;;) {
+      char* to;
+      std::size_t want;
+      if (head_got < 4) {
+        to = reinterpret_cast<char*>(head) + head_got;
+        want = 4 - head_got;
+      } else {
+        to = body.data() + body_got;
+        want = body.size() - body_got;
+      }
+      ssize_t r = want == 0 ? 0 : ::recv(fd.get(), to, want, MSG_DONTWAIT);
+      if (want != 0) {
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return std::nullopt;
+        if (r < 0 && errno != ECONNRESET) sys::throw_errno("mpxx: cannot read the handshake of " + who());
+        if (r <= 0)
+          throw EOFError("mpxx: " + who() + " closed the connection during authentication" +
+                         (head_got + body_got > 0 ? " (in the middle of a message)" : ""));
+      }
+      if (head_got < 4) {
+        head_got += static_cast<std::size_t>(r);
+        if (head_got < 4) continue;
+        std::uint32_t n = (std::uint32_t{head[0]} << 24) | (std::uint32_t{head[1]} << 16) |
+                          (std::uint32_t{head[2]} << 8) | head[3];
+        if (n > kMaxHandshakeMessage)  // also CPython's -1 (a length of 8 bytes to follow)
+          throw OSError(EMSGSIZE, "mpxx: bad message length " + std::to_string(n) + " from " + who() +
+                                      " during authentication (at most " + std::to_string(kMaxHandshakeMessage) +
+                                      "); connection closed");
+        body.assign(n, '\0');
+        body_got = 0;
+      } else {
+        body_got += static_cast<std::size_t>(r);
+      }
+      if (body_got == body.size()) {
+        head_got = 0;
+        return std::exchange(body, {});
+      }
+    }
+  }
+
+  // Takes the handshake as far as what has arrived allows; true once the
+  // peer is authenticated (both ways, as CPython's Listener does).
+  bool advance(const std::string& authkey) {
+    while (std::optional<std::string> m = read_some()) {
+      switch (step) {
+        case Step::their_answer:
+          if (!verify(authkey, challenge, *m)) {
+            try {
+              send(kFailure);
+            } catch (const Error&) {
+            }
+            throw AuthenticationError("mpxx: digest received was wrong (from " + who() + ")");
+          }
+          send(kWelcome);
+          step = Step::their_challenge;
+          break;
+        case Step::their_challenge:
+          if (m->compare(0, kChallenge.size(), kChallenge) != 0)
+            throw AuthenticationError("mpxx: protocol error: expected a challenge from " + who() + ", got " +
+                                      std::to_string(m->size()) + " other bytes");
+          send(create_response(authkey, m->substr(kChallenge.size())));
+          step = Step::their_welcome;
+          break;
+        case Step::their_welcome:
+          if (*m != kWelcome)
+            throw AuthenticationError("mpxx: " + who() + " rejected our digest (wrong authkey?)");
+          return true;
+      }
+    }
+    return false;
+  }
+};
+
+Address peer_address(const Address& listening, const sockaddr_storage& ss, socklen_t len) {
+  if (listening.is_unix()) return Address::unix_socket(listening.host);
+  char host[NI_MAXHOST] = {0}, port[NI_MAXSERV] = {0};
+  ::getnameinfo(reinterpret_cast<const sockaddr*>(&ss), len, host, sizeof host, port, sizeof port,
+                NI_NUMERICHOST | NI_NUMERICSERV);
+  return Address::tcp(host, std::atoi(port));
+}
+
+// The connection a handshake has finished with, blocking again as a
+// Connection expects.
+Connection adopt(sys::UniqueFd fd) {
+  int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags >= 0) ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK);
+  return Connection(fd.release(), true, true, false);
+}
+
 // A path starting with '@' names a socket in Linux's abstract namespace:
 // no file to clean up, gone with the last descriptor.
 struct UnixAddr {
@@ -160,13 +295,6 @@ AddrInfo resolve(const Address& a, bool passive) {
 
 }  // namespace
 
-void server_handshake(Connection& c, const std::string& authkey, std::chrono::milliseconds timeout) {
-  handshake(c, timeout, [&] {
-    deliver_challenge(c, authkey);
-    answer_challenge(c, authkey);
-  });
-}
-
 }  // namespace detail
 
 std::string Address::to_string() const {
@@ -174,11 +302,15 @@ std::string Address::to_string() const {
 }
 
 struct Listener::State {
-  sys::UniqueFd fd;
+  sys::UniqueFd fd;  // non-blocking
   Address address;
   std::optional<std::string> authkey;
   std::optional<Address> last;
   std::chrono::milliseconds timeout{5000};
+  std::deque<detail::PendingPeer> pending;  // oldest first
+
+  std::optional<Connection> accept(std::span<const int> wake);
+  std::optional<Connection> take_new();
 };
 
 Listener::Listener(Address address, std::optional<std::string> authkey, int backlog)
@@ -186,15 +318,25 @@ Listener::Listener(Address address, std::optional<std::string> authkey, int back
   st_->authkey = std::move(authkey);
   if (address.is_unix()) {
     auto a = detail::unix_addr(address.host);
-    st_->fd.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    st_->fd.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!st_->fd) sys::throw_errno("socket");
     if (::bind(st_->fd.get(), a.get(), a.len) < 0)
       sys::throw_errno("cannot listen on " + address.host);
+    // Only this user may connect; nobody can before listen(), so there
+    // is no moment when the file is open to others.
+    if (address.host[0] != '@' && ::chmod(address.host.c_str(), 0600) < 0) {
+      int err = errno;
+      ::unlink(address.host.c_str());
+      sys::throw_errno(err, "cannot make " + address.host + " private (chmod 0600)");
+    }
   } else {
+    // No host: the loopback interface, not every interface (CPython's
+    // '') - a Listener reachable from other hosts must be asked for.
+    if (address.host.empty()) address.host = "127.0.0.1";
     auto ai = detail::resolve(address, true);
     int last_err = 0;
     for (addrinfo* p = ai.ai; p; p = p->ai_next) {
-      sys::UniqueFd fd(::socket(p->ai_family, p->ai_socktype | SOCK_CLOEXEC, p->ai_protocol));
+      sys::UniqueFd fd(::socket(p->ai_family, p->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, p->ai_protocol));
       if (!fd) continue;
       int one = 1;
       ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -219,36 +361,113 @@ Listener::Listener(Listener&&) noexcept = default;
 Listener& Listener::operator=(Listener&&) noexcept = default;
 Listener::~Listener() { close(); }
 
-Connection Listener::accept() {
-  if (!st_ || !st_->fd) throw OSError(EBADF, "mpxx: listener is closed");
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  int fd = sys::retry([&] {
-    return ::accept4(st_->fd.get(), reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC);
-  });
-  if (fd < 0) sys::throw_errno("accept");
-  Connection c(fd, true, true, false);
-  if (st_->address.is_unix()) {
-    st_->last = Address::unix_socket(st_->address.host);
-  } else {
-    char host[NI_MAXHOST] = {0}, port[NI_MAXSERV] = {0};
-    ::getnameinfo(reinterpret_cast<sockaddr*>(&ss), len, host, sizeof host, port, sizeof port,
-                  NI_NUMERICHOST | NI_NUMERICSERV);
-    st_->last = Address::tcp(host, std::atoi(port));
-  }
-  if (st_->authkey) {
-    const std::string& key = *st_->authkey;
-    detail::handshake(c, st_->timeout, [&] {
-      detail::deliver_challenge(c, key);
-      detail::answer_challenge(c, key);
+// Takes up to kAcceptBatch connections from the backlog: the first one
+// when there is no authkey; with one, each starts its handshake among the
+// pending ones (pushing out the oldest when there are kMaxPending).
+std::optional<Connection> Listener::State::take_new() {
+  for (int i = 0; i < detail::kAcceptBatch; ++i) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    int fd = sys::retry([&] {
+      return ::accept4(this->fd.get(), reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
     });
+    if (fd < 0) {
+      int err = errno;
+      if (err == EAGAIN || err == EWOULDBLOCK || err == ECONNABORTED) return std::nullopt;
+      if ((err == EMFILE || err == ENFILE) && !pending.empty()) {
+        pending.pop_front();  // out of descriptors: the longest waiting gives its one up
+        continue;
+      }
+      sys::throw_errno(err, "accept on " + address.to_string());
+    }
+    sys::UniqueFd conn(fd);
+    Address peer = detail::peer_address(address, ss, len);
+    if (!authkey) {
+      last = std::move(peer);
+      return detail::adopt(std::move(conn));
+    }
+    if (pending.size() >= detail::kMaxPending) pending.pop_front();
+    detail::PendingPeer p;
+    p.fd = std::move(conn);
+    p.peer = std::move(peer);
+    p.deadline = std::chrono::steady_clock::now() + timeout;
+    std::string random(40, '\0');
+    if (::getentropy(random.data(), random.size()) != 0) sys::throw_errno("getentropy");
+    p.challenge = "{sha256}" + random;
+    p.send(detail::kChallenge + p.challenge);  // OSError if it has gone already: raised for it
+    pending.push_back(std::move(p));
   }
-  return c;
+  return std::nullopt;
+}
+
+// Waits for the next connection that passes its handshake; raises the
+// error of one that fails it (it is closed, the others go on); nullopt as
+// soon as one of `wake` is readable.
+std::optional<Connection> Listener::State::accept(std::span<const int> wake) {
+  std::vector<int> fds;
+  for (;;) {
+    if (!fd) throw OSError(EBADF, "mpxx: listener is closed");
+    auto now = std::chrono::steady_clock::now();
+    auto first = std::chrono::steady_clock::time_point::max();
+    for (std::size_t i = 0; i < pending.size(); ++i) {
+      if (pending[i].deadline <= now) {
+        std::string who = pending[i].who();
+        pending.erase(pending.begin() + static_cast<std::ptrdiff_t>(i));
+        throw TimeoutError("mpxx: " + who + " did not complete authentication within " +
+                           std::to_string(timeout.count()) + " ms (stalled); connection closed");
+      }
+      first = std::min(first, pending[i].deadline);
+    }
+    fds.assign({fd.get()});
+    fds.insert(fds.end(), wake.begin(), wake.end());
+    for (const auto& p : pending) fds.push_back(p.fd.get());
+    auto deadline = first == std::chrono::steady_clock::time_point::max()
+                        ? sys::Deadline::never()
+                        : sys::Deadline::after(first - now);
+    bool new_ones = false;
+    for (std::size_t i : sys::wait_any(fds, deadline)) {
+      if (i == 0) {
+        new_ones = true;
+      } else if (i <= wake.size()) {
+        return std::nullopt;
+      } else {
+        // Those already in their handshake first: a flood of new
+        // connections does not hold up a client about to be served.
+        auto at = pending.begin() + static_cast<std::ptrdiff_t>(i - 1 - wake.size());
+        bool done;
+        try {
+          done = at->advance(*authkey);
+        } catch (...) {
+          pending.erase(at);
+          throw;
+        }
+        if (done) {
+          last = at->peer;
+          sys::UniqueFd conn = std::move(at->fd);
+          pending.erase(at);
+          return detail::adopt(std::move(conn));
+        }
+      }
+    }
+    if (new_ones)
+      if (auto c = take_new()) return c;
+  }
+}
+
+Connection Listener::accept() {
+  if (!st_) throw OSError(EBADF, "mpxx: listener is closed");
+  return *st_->accept({});
+}
+
+std::optional<Connection> detail::ListenerAccess::accept_or_wake(Listener& l, std::span<const int> wake) {
+  if (!l.st_) throw OSError(EBADF, "mpxx: listener is closed");
+  return l.st_->accept(wake);
 }
 
 void Listener::close() noexcept {
   if (!st_ || !st_->fd) return;
   st_->fd.reset();
+  st_->pending.clear();
   if (st_->address.is_unix() && st_->address.host[0] != '@') ::unlink(st_->address.host.c_str());
 }
 
@@ -281,10 +500,16 @@ Connection Client(const Address& address, std::optional<std::string> authkey) {
   Connection c(fd.release(), true, true, false);
   if (authkey) {
     const std::string& key = *authkey;
-    detail::handshake(c, std::chrono::milliseconds(5000), [&] {
-      detail::answer_challenge(c, key);
-      detail::deliver_challenge(c, key);
-    });
+    try {
+      detail::handshake(c, std::chrono::milliseconds(5000), [&] {
+        detail::answer_challenge(c, key);
+        detail::deliver_challenge(c, key);
+      });
+    } catch (const EOFError&) {
+      throw EOFError("mpxx: " + address.to_string() +
+                     " closed the connection during authentication (a wrong authkey, or too many "
+                     "clients authenticating there at once)");
+    }
   }
   return c;
 }

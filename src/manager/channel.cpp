@@ -104,6 +104,10 @@ std::string_view Channel::recv() {
         head = 12;
         if (have >= 12)
           for (int i = 0; i < 8; ++i) n = n << 8 | p[4 + i];
+        if (n > wire::kDefaultMaxFrame)
+          throw ProtocolError("mpxx: a message length of " + std::to_string(n) +
+                              " bytes on a manager connection, beyond the limit of " +
+                              std::to_string(wire::kDefaultMaxFrame) + "; the stream is corrupt");
       } else {
         for (int i = 0; i < 4; ++i) n = n << 8 | p[i];
         if (n > 0x7fffffff) throw ProtocolError("mpxx: a negative message length from the manager connection");

@@ -9,6 +9,7 @@
 #include <optional>
 #include <random>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
@@ -40,8 +41,8 @@ struct ServerState {
   std::unordered_map<std::string, Registration> types;
   std::optional<Listener> listener;
   std::atomic<bool> stopping{false};
-  std::atomic<bool> accepting{false};  // serve() runs
   sys::UniqueFd parent;  // a pidfd of the process that started this server, if any
+  sys::UniqueFd wake;    // an eventfd: stop() wakes the accept loop through it
 
   std::mutex mu;  // objects, names, clients
   std::unordered_map<std::uint64_t, std::shared_ptr<Obj>> objects;
@@ -192,12 +193,8 @@ struct ServerState {
       std::lock_guard g(mu);
       for (auto& [_, fd] : clients) ::shutdown(fd, SHUT_RDWR);
     }
-    if (!accepting.load()) return;
-    // Wake the accept loop.
-    try {
-      Client(address);
-    } catch (...) {
-    }
+    std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t r = ::write(wake.get(), &one, sizeof one);  // the accept loop's
   }
   void wait_stopped() {
     std::unique_lock lk(stop_mu);
@@ -227,7 +224,6 @@ struct ServerState {
     Listed listed{*this, ctx.client};
     ThrowTrace trace;
     try {
-      if (!authkey.empty() && !trusted) server_handshake(conn, authkey, std::chrono::milliseconds(5000));
       Channel& c = channel.emplace(std::move(conn));
       wire::Writer out;
       // The trusted connection's thread starts the accepting thread (a new
@@ -284,7 +280,7 @@ struct ServerState {
         }
       }
     } catch (...) {
-      // The client left (EOF, a reset, a failed handshake): its thread ends.
+      // The client left (EOF, a reset, a corrupt stream): its thread ends.
     }
     auto held = std::move(ctx.held);
     for (auto& [_, w] : held)
@@ -304,7 +300,12 @@ std::shared_ptr<ServerState> make_server(const ServerConfig& cfg) {
   if (cfg.parent > 0) s->parent = sys::pidfd_open(cfg.parent);  // ESRCH: it is gone already
   s->authkey = cfg.authkey;
   for (const auto& r : cfg.types) s->types.insert_or_assign(r.type_id, r);
-  s->listener.emplace(Address{cfg.host, cfg.port}, std::nullopt, 128);
+  s->wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!s->wake) sys::throw_errno("eventfd");
+  // The Listener authenticates clients (many at once, none able to stall
+  // another); a thread is started only for one that passed.
+  s->listener.emplace(Address{cfg.host, cfg.port},
+                      cfg.authkey.empty() ? std::nullopt : std::optional<std::string>(cfg.authkey), 128);
   s->address = s->listener->address();
   return s;
 }
@@ -376,30 +377,35 @@ void serve_process(const std::shared_ptr<ServerState>& s, Connection trusted) {
 }
 
 void serve(const std::shared_ptr<ServerState>& s) {
-  s->accepting = true;
+  std::vector<int> wake{s->wake.get()};
+  // The server does not outlive the process that started it.
+  if (s->parent) wake.push_back(s->parent.get());
   while (!s->stopping.load()) {
-    if (s->parent) {
-      // Wait for a client or for the end of the process that started the
-      // server, whichever comes first; the server does not outlive it.
-      pollfd p[2] = {{s->listener->fileno(), POLLIN, 0}, {s->parent.get(), POLLIN, 0}};
-      if (::poll(p, 2, -1) < 0) continue;
-      if (p[1].revents) {
-        s->stop();
-        break;
-      }
-    }
-    Connection c;
+    std::optional<Connection> c;
     try {
-      c = s->listener->accept();
-    } catch (const std::exception& e) {
+      c = ListenerAccess::accept_or_wake(*s->listener, wake);
+    } catch (const OSError& e) {
       if (s->stopping.load()) break;
+      int err = e.code();
+      if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        // Out of a resource, not a client's fault: no busy loop meanwhile.
+        get_logger().warning(std::string("mpxx: manager server: accept failed: ") + e.what());
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      continue;  // else one client's handshake failed: it is closed
+    } catch (const Error&) {
+      continue;  // a client failed authentication, stalled or sent garbage: it is closed
+    } catch (const std::exception& e) {  // std::bad_alloc: the server goes on
       get_logger().warning(std::string("mpxx: manager server: accept failed: ") + e.what());
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (!c) {
+      if (s->parent && sys::wait_readable(s->parent.get(), sys::Deadline::after({}))) s->stop();
       continue;
     }
     if (s->stopping.load()) break;
     try {
-      std::thread([s, c = std::move(c)]() mutable { s->serve_client(std::move(c), false); }).detach();
+      std::thread([s, c = std::move(*c)]() mutable { s->serve_client(std::move(c), false); }).detach();
     } catch (const std::exception& e) {  // out of threads: this client is dropped, the server goes on
       get_logger().warning(std::string("mpxx: manager server: cannot serve a new client: ") + e.what());
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
