@@ -5,6 +5,7 @@
 #include <sys/uio.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -393,6 +394,46 @@ TEST(Pipe, OneWay) {
   EXPECT_THROW(w.recv<int>(), mpxx::OSError);
   w.send(5);
   EXPECT_EQ(r.recv<int>(), 5);
+}
+
+TEST(Pipe, PollAndWaitWithANegativeTimeoutReturnAtOnce) {
+  auto [a, b] = mpxx::Pipe();
+  double t = mpxx_test::seconds([&] {
+    EXPECT_FALSE(b.poll(-1s));
+    EXPECT_FALSE(b.poll(std::chrono::duration<double>(-0.25)));
+    EXPECT_TRUE(mpxx::wait(std::vector<mpxx::Connection>{b}, -1s).empty());
+  });
+  EXPECT_LT(t, 1.0);
+  a.send(7);
+  EXPECT_TRUE(b.poll(-1s));  // what is there is still seen
+  EXPECT_EQ(mpxx::wait(std::vector<mpxx::Connection>{b}, -1s).size(), 1u);
+  EXPECT_EQ(b.recv<int>(), 7);
+}
+
+TEST(Pipe, PollWithAnEnormousTimeoutWaitsForAMessage) {
+  // hours::max() overflows a count of nanoseconds: it must mean "forever".
+  if (!mpxx_test::syscalls_visible()) GTEST_SKIP() << "/proc/<pid>/syscall is not readable here";
+  auto [a, b] = mpxx::Pipe();
+  std::thread sender([&a] {
+    mpxx_test::wait_asleep_in(::getpid(), SYS_poll);
+    a.send(1);
+  });
+  EXPECT_TRUE(b.poll(std::chrono::hours::max()));
+  sender.join();
+  EXPECT_EQ(b.recv<int>(), 1);
+}
+
+TEST(Connection, ANegativeHandleIsAValueError) {
+  try {
+    mpxx::Connection c(-1, true, true, false);
+    FAIL() << "Connection(-1) was accepted";
+  } catch (const mpxx::ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("invalid handle"), std::string::npos) << e.what();
+  }
+  auto [a, b] = mpxx::Pipe();
+  int fd = ::dup(a.fileno());
+  EXPECT_THROW(mpxx::Connection(fd, false, false, false), mpxx::ValueError);
+  ::close(fd);  // refused, so still the caller's
 }
 
 TEST(Pipe, Poll) {

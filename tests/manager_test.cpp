@@ -324,6 +324,42 @@ TEST_F(ManagerTest, LockRLockSemaphore) {
   EXPECT_THROW(b.release(), mpxx::ValueError);
 }
 
+TEST_F(ManagerTest, ProxyTimedCallsWithANegativeTimeoutDoNotWait) {
+  // Python's queue.Queue and threading.Lock behind a manager raise
+  // ValueError here; mpxx keeps one rule for every timeout: negative means
+  // "do not wait" (docs/managers.md).
+  auto m = mpxx::Manager();
+  auto q = m.Queue<int>(1);
+  auto jq = m.JoinableQueue<int>();
+  jq.put(1);
+  auto lock = m.Lock();
+  lock.acquire();
+  auto sem = m.Semaphore(0);
+  auto e = m.Event();
+  auto c = m.Condition();
+  auto b = m.Barrier(2);
+  double t = seconds([&] {
+    EXPECT_THROW(q.get(-1s), mpxx::Empty);
+    EXPECT_NO_THROW(q.put(1, -1s));
+    EXPECT_THROW(q.put(2, -1s), mpxx::Full);
+    EXPECT_FALSE(jq.join(-1s));
+    EXPECT_FALSE(lock.acquire(-1s));
+    EXPECT_FALSE(lock.try_lock_for(-1s));
+    EXPECT_FALSE(sem.acquire(-1s));
+    EXPECT_FALSE(e.wait(-1s));
+    {
+      std::scoped_lock g(c);
+      EXPECT_FALSE(c.wait(-1s));
+      EXPECT_FALSE(c.wait_for([] { return false; }, -1s));
+    }
+    EXPECT_THROW(b.wait(-1s), mpxx::BrokenBarrierError);
+  });
+  EXPECT_LT(t, 5.0);
+  EXPECT_EQ(q.get(-1s), 1);
+  lock.release();
+  m.shutdown();
+}
+
 TEST_F(ManagerTest, ConditionEventBarrier) {
   auto m = mpxx::Manager();
   auto cond = m.Condition();

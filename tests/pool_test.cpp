@@ -469,6 +469,41 @@ TEST(Pool, BadArgumentsAreClearErrors) {
                mpxx::ValueError);
 }
 
+TEST(Pool, ZeroProcessesOrZeroMaxtasksperchildIsAValueError) {
+  // Python's None is an unset option; 0 is an error, as in Python.
+  EXPECT_THROW(mpxx::Pool(0), mpxx::ValueError);
+  EXPECT_THROW(mpxx::Pool({.processes = 0}), mpxx::ValueError);
+  try {
+    mpxx::Pool({.processes = 1, .maxtasksperchild = 0});
+    FAIL() << "maxtasksperchild = 0 was accepted";
+  } catch (const mpxx::ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("maxtasksperchild"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Pool, ImapOnAPoolThatIsNotRunningIsAValueErrorAtTheCall) {
+  mpxx::Pool closed(1);
+  closed.close();
+  EXPECT_THROW((void)closed.imap(square, std::vector<int>{1, 2}), mpxx::ValueError);
+  EXPECT_THROW((void)closed.imap_unordered(square, std::vector<int>{1, 2}), mpxx::ValueError);
+  closed.join();
+  mpxx::Pool terminated(1);
+  terminated.terminate();
+  EXPECT_THROW((void)terminated.imap(square, std::vector<int>{1}), mpxx::ValueError);
+}
+
+TEST(Pool, AsyncResultWithANegativeTimeoutDoesNotWait) {
+  mpxx::Pool pool(1);
+  auto r = pool.apply_async(sleep_ms, 20000);
+  double t = seconds([&] {
+    EXPECT_THROW(r.get(-1s), mpxx::TimeoutError);
+    EXPECT_FALSE(r.wait(-1s));
+    EXPECT_FALSE(r.wait(std::chrono::duration<double>(-0.5)));
+  });
+  EXPECT_LT(t, 1.0);
+  pool.terminate();
+}
+
 TEST(Pool, ACapturingInitializerWorksUnderFork) {
   int value = 23;
   mpxx::Pool pool({.processes = 1, .context = &mpxx::get_context("fork")}, [value] { g_init_value = value; });

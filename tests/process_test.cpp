@@ -416,7 +416,7 @@ TEST_P(ProcessTest, SubclassOverridingRun) {
 TEST(ProcessMisuse, PythonsAnswers) {
   mpxx::Process p(do_nothing);
   EXPECT_THROW(p.join(), mpxx::ProcessError);       // join before start
-  EXPECT_THROW(p.sentinel(), mpxx::ProcessError);   // no sentinel yet
+  EXPECT_THROW(p.sentinel(), mpxx::ValueError);     // no sentinel yet
   EXPECT_FALSE(p.is_alive());
   EXPECT_EQ(p.pid(), 0);
   p.start();
@@ -429,20 +429,66 @@ TEST(ProcessMisuse, PythonsAnswers) {
   EXPECT_THROW(p.start(), mpxx::ValueError);
 }
 
-TEST(ProcessMisuse, CloseWhileRunningRaises) {
+TEST(ProcessMisuse, CloseOfARunningProcessIsAValueError) {
   mpxx::Process p(block_forever);
   p.start();
-  EXPECT_THROW(p.close(), mpxx::ProcessError);
+  try {
+    p.close();
+    FAIL() << "close() of a running process returned";
+  } catch (const mpxx::ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find(p.name()), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(p.is_alive());  // the refused close() left the object usable
   p.kill();
   p.join();
   EXPECT_NO_THROW(p.close());
 }
 
-TEST(ProcessMisuse, NegativeJoinTimeout) {
+TEST(ProcessMisuse, SentinelBeforeStartIsAValueError) {
   mpxx::Process p(do_nothing);
+  try {
+    p.sentinel();
+    FAIL() << "sentinel() before start() returned";
+  } catch (const mpxx::ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("not started"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(mpxx::current_process().sentinel(), mpxx::ValueError);
+}
+
+TEST(ProcessMisuse, PidAfterCloseIsAValueErrorWhileTheNameStaysReadable) {
+  mpxx::Process p({.name = "closer"}, do_nothing);
   p.start();
-  EXPECT_THROW(p.join(-1s), mpxx::ValueError);
   p.join();
+  p.close();
+  EXPECT_THROW(p.pid(), mpxx::ValueError);
+  EXPECT_THROW(p.ident(), mpxx::ValueError);
+  EXPECT_EQ(p.name(), "closer");  // Python's name, daemon and authkey outlive close()
+  EXPECT_FALSE(p.daemon());
+  EXPECT_FALSE(p.authkey().empty());
+}
+
+TEST(ProcessTimeouts, JoinWithANegativeTimeoutReturnsAtOnce) {
+  mpxx::Process p(block_forever);
+  p.start();
+  double t = mpxx_test::seconds([&] {
+    EXPECT_FALSE(p.join(-1s));
+    EXPECT_FALSE(p.join(std::chrono::duration<double>(-0.5)));
+    EXPECT_FALSE(p.join(0s));
+  });
+  EXPECT_LT(t, 1.0);
+  EXPECT_TRUE(p.is_alive());  // the child keeps running, as in Python
+  p.kill();
+  EXPECT_TRUE(p.join(10s));
+  EXPECT_EQ(p.exitcode(), -SIGKILL);
+}
+
+TEST(ProcessTimeouts, JoinWithAnEnormousTimeoutWaitsForTheEnd) {
+  // hours::max() overflows a count of nanoseconds: it must mean "forever",
+  // not a negative or garbage timeout.
+  mpxx::Process p(sleep_ms, 100);
+  p.start();
+  EXPECT_TRUE(p.join(std::chrono::hours::max()));
+  EXPECT_EQ(p.exitcode(), 0);
 }
 
 TEST(ProcessMisuse, CurrentProcessCannotJoinItself) {

@@ -442,12 +442,58 @@ TEST(Queue, ValuesWithFileDescriptorsAreRefused) {
   EXPECT_EQ(q.qsize(), 0);
 }
 
-TEST(Queue, CloseStopsThisProcessPutting) {
+TEST(Queue, GetAndPutOnAQueueThisProcessClosedAreValueErrors) {
   mpxx::Queue<int> q;
   q.put(1);
   q.close();
   EXPECT_THROW(q.put(2), mpxx::ValueError);
-  EXPECT_EQ(q.get(), 1);
+  // At once, not after waiting out the timeout, and never Empty.
+  double t = seconds([&] {
+    try {
+      q.get(10s);
+      FAIL() << "get() on a closed queue returned";
+    } catch (const mpxx::ValueError& e) {
+      EXPECT_NE(std::string(e.what()).find("closed"), std::string::npos) << e.what();
+    }
+  });
+  EXPECT_LT(t, 5.0);
+  EXPECT_THROW(q.get_nowait(), mpxx::ValueError);
+  EXPECT_EQ(q.qsize(), 1);  // the item stays for the processes that did not close
+  mpxx::JoinableQueue<int> j;
+  j.close();
+  EXPECT_THROW(j.put(1), mpxx::ValueError);
+  EXPECT_THROW(j.get(false), mpxx::ValueError);
+}
+
+TEST(SimpleQueue, PutGetAndEmptyAfterCloseAreOSErrors) {
+  mpxx::SimpleQueue<int> q;
+  q.put(1);
+  q.close();
+  for (auto call : {std::function<void()>([&] { q.put(2); }), std::function<void()>([&] { q.get(); }),
+                    std::function<void()>([&] { (void)q.empty(); })}) {
+    try {
+      call();
+      ADD_FAILURE() << "a SimpleQueue call after close() returned";
+    } catch (const mpxx::OSError& e) {
+      EXPECT_EQ(e.code(), EBADF);
+      EXPECT_NE(std::string(e.what()).find("handle is closed"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(Queue, GetAndPutWithANegativeTimeoutDoNotWait) {
+  mpxx::Queue<int> q(1);
+  mpxx::JoinableQueue<int> j;
+  j.put(1);
+  double t = seconds([&] {
+    EXPECT_THROW(q.get(-1s), mpxx::Empty);
+    EXPECT_NO_THROW(q.put(1, -1s));  // room: a negative timeout still puts
+    EXPECT_THROW(q.put(2, -1s), mpxx::Full);
+    EXPECT_THROW(q.put(2, std::chrono::duration<double>(-0.5)), mpxx::Full);
+    EXPECT_FALSE(j.join(-1s));
+  });
+  EXPECT_LT(t, 1.0);
+  EXPECT_EQ(q.get(-1s), 1);  // an item that is there is taken
 }
 
 TEST(Queue, SignalsDoNotShortenAGet) {

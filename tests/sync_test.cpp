@@ -252,11 +252,73 @@ TEST(RLock, RecursionAndOwnership) {
   EXPECT_TRUE(r.locked());
   std::thread([&] {
     EXPECT_FALSE(r.acquire(false));
-    EXPECT_THROW(r.release(), mpxx::ValueError);  // not this thread's
+    EXPECT_THROW(r.release(), mpxx::RuntimeError);  // not this thread's
   }).join();
   r.release();
   EXPECT_FALSE(r.locked());
-  EXPECT_THROW(r.release(), mpxx::ValueError);
+  EXPECT_THROW(r.release(), mpxx::RuntimeError);
+}
+
+TEST(RLock, ReleaseByAThreadThatDoesNotHoldItIsARuntimeError) {
+  // multiprocessing asserts (AssertionError); mpxx raises RuntimeError,
+  // threading.RLock's error for the same misuse, as Condition does.
+  mpxx::RLock r;
+  EXPECT_THROW(r.release(), mpxx::RuntimeError);  // held by no one
+  r.acquire();
+  std::thread([&] { EXPECT_THROW(r.release(), mpxx::RuntimeError); }).join();
+  EXPECT_TRUE(r.owned());  // the refused release changed nothing
+  r.release();
+}
+
+TEST(SyncTimeouts, ANegativeTimeoutDoesNotWait) {
+  mpxx::Lock l;
+  l.acquire();
+  mpxx::RLock r;
+  mpxx::Event held, let_go;
+  std::thread holder([&] {
+    r.acquire();
+    held.set();
+    let_go.wait();
+    r.release();
+  });
+  held.wait();
+  mpxx::Semaphore s(0);
+  mpxx::Event e;
+  mpxx::Condition c;
+  mpxx::Barrier b(2);
+  double t = seconds([&] {
+    EXPECT_FALSE(l.acquire(-1s));
+    EXPECT_FALSE(l.try_lock_for(-1s));
+    EXPECT_FALSE(l.try_lock_until(Clock::now() - 1s));
+    EXPECT_FALSE(r.acquire(-1s));
+    EXPECT_FALSE(s.acquire(-1s));
+    EXPECT_FALSE(s.acquire(std::chrono::duration<double>(-0.5)));
+    EXPECT_FALSE(e.wait(-1s));
+    {
+      std::scoped_lock g(c);
+      EXPECT_FALSE(c.wait(-1s));
+      EXPECT_FALSE(c.wait_for([] { return false; }, -1s));
+      EXPECT_TRUE(c.wait_for([] { return true; }, -1s));
+    }
+    EXPECT_THROW(b.wait(-1s), mpxx::BrokenBarrierError);
+  });
+  let_go.set();
+  holder.join();
+  EXPECT_LT(t, 1.0);
+  l.release();
+  s.release();
+  e.set();
+  EXPECT_TRUE(l.acquire(-1s));  // what is free is still taken
+  EXPECT_TRUE(s.acquire(-1s));
+  EXPECT_TRUE(e.wait(-1s));
+  l.release();
+}
+
+TEST(Barrier, ANegativeDefaultTimeoutBreaksTheBarrierAtOnce) {
+  mpxx::Barrier b(2, nullptr, -1s);
+  double t = seconds([&] { EXPECT_THROW(b.wait(), mpxx::BrokenBarrierError); });
+  EXPECT_LT(t, 5.0);
+  EXPECT_TRUE(b.broken());
 }
 
 TEST_P(SyncTest, RLockHolderKilledIsRecovered) {

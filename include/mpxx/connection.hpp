@@ -53,6 +53,7 @@
 
 #include "mpxx/detail/codec.hpp"
 #include "mpxx/detail/frame.hpp"
+#include "mpxx/detail/timeout.hpp"
 #include "mpxx/errors.hpp"
 
 namespace mpxx {
@@ -66,9 +67,11 @@ struct ListenerAccess;
 
 class Connection {
  public:
-  Connection() = default;  // not connected; most calls raise ValueError
+  Connection() = default;  // not connected; most calls raise OSError ("handle is closed")
   explicit Connection(detail::wire::empty_t) noexcept {}
-  // Adopts a connected stream socket (fd), e.g. from a Listener.
+  // Adopts a connected stream socket (fd), e.g. from a Listener. As in
+  // Python, a negative fd, or neither readable nor writable, is a
+  // ValueError (and the fd is left open).
   Connection(int fd, bool readable, bool writable, bool mpxx_peer);
 
   // Sends a value; recv<T>() on the other end receives it.
@@ -114,11 +117,12 @@ class Connection {
   // does not fit, raises BufferTooShort carrying the whole message.
   std::size_t recv_bytes_into(std::span<std::byte> buf, std::size_t offset = 0);
 
-  // Whether there is something to read (or the other end has closed).
+  // Whether there is something to read (or the other end has closed),
+  // waiting up to timeout (zero or negative: no wait).
   bool poll() { return poll_ns(std::chrono::nanoseconds::zero()); }
   template <class Rep, class Period>
   bool poll(std::chrono::duration<Rep, Period> timeout) {
-    return poll_ns(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+    return poll_ns(detail::to_nanos(timeout));
   }
 
   void close() noexcept;
@@ -249,7 +253,8 @@ const Connection* as_connection(const std::variant<V...>& v) {
 
 // multiprocessing.connection.wait: waits until at least one object is ready
 // and returns those that are, in their order in `objects` (an empty result
-// means the timeout expired). A Connection is ready when it has something to
+// means the timeout expired; a zero or negative one checks once, without
+// waiting). A Connection is ready when it has something to
 // read or its peer has closed; a process handle (its sentinel) when the
 // process has ended; a raw fd when it is readable. Mixed lists work with
 // std::variant<Connection, ProcessHandle, int>. (A Queue lives in shared
@@ -270,11 +275,8 @@ std::vector<T> wait(const std::vector<T>& objects, std::chrono::duration<Rep, Pe
     fds.push_back(detail::wait_fd(o));
     conns.push_back(detail::as_connection(o));
   }
-  auto ns = timeout >= std::chrono::duration<Rep, Period>::max()
-                ? std::chrono::nanoseconds::max()
-                : std::chrono::duration_cast<std::chrono::nanoseconds>(timeout);
   std::vector<T> ready;
-  for (std::size_t i : detail::wait_objects(fds, conns, ns)) ready.push_back(objects[i]);
+  for (std::size_t i : detail::wait_objects(fds, conns, detail::to_nanos(timeout))) ready.push_back(objects[i]);
   return ready;
 }
 

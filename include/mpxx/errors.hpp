@@ -28,22 +28,24 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Misuse of a process object (start twice, join before start, a daemonic
-// process creating children, ...). Python raises AssertionError/ValueError.
+// Misuse of a process object or a manager (start twice, join before start,
+// a daemonic process creating children, ...), where Python asserts
+// (AssertionError). Where Python raises ValueError, so does mpxx.
 class ProcessError : public Error {
  public:
   using Error::Error;
 };
 
 // An argument or value that cannot be accepted (an unknown start method,
-// a negative timeout, a closed object).
+// an invalid handle, a closed object).
 class ValueError : public Error {
  public:
   using Error::Error;
 };
 
 // A synchronization primitive used against its rules: waiting on or
-// notifying a Condition without holding its lock (Python's RuntimeError).
+// notifying a Condition without holding its lock, releasing an RLock this
+// thread does not hold (threading's RuntimeError; multiprocessing asserts).
 class RuntimeError : public Error {
  public:
   using Error::Error;

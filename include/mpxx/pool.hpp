@@ -63,14 +63,17 @@
 #include "mpxx/detail/callable.hpp"
 #include "mpxx/detail/pool_core.hpp"
 #include "mpxx/detail/pool_tasks.hpp"
+#include "mpxx/detail/timeout.hpp"
 #include "mpxx/errors.hpp"
 #include "mpxx/process.hpp"
 
 namespace mpxx {
 
 struct PoolOptions {
-  int processes = 0;                    // default: process_cpu_count()
-  std::uint64_t maxtasksperchild = 0;   // 0: workers live as long as the pool
+  // Unset: process_cpu_count(). Set, it must be at least 1 (ValueError), as in Python.
+  std::optional<int> processes{};
+  // Unset: workers live as long as the pool. Set, it must be at least 1.
+  std::optional<std::uint64_t> maxtasksperchild{};
   const Context* context = nullptr;     // default: get_context()
 };
 
@@ -93,8 +96,8 @@ class Progress {
 };
 
 struct MapOptions {
-  // Items per task. map/starmap: 0 picks CPython's heuristic (about four
-  // tasks per worker); imap: 0 means 1, as in Python.
+  // Items per task; 0 is Python's None. map/starmap: 0 picks CPython's
+  // heuristic (about four tasks per worker); imap: 0 means 1.
   std::size_t chunksize = 0;
   Progress progress{};
   // Per task (chunk), counted from when a worker starts it.
@@ -154,9 +157,7 @@ class AsyncResult {
   // True if ready within the timeout.
   template <class Rep, class Period>
   bool wait(std::chrono::duration<Rep, Period> timeout) {
-    auto ns = timeout <= timeout.zero() ? std::chrono::nanoseconds::zero()
-                                        : std::chrono::ceil<std::chrono::nanoseconds>(timeout);
-    return state().wait_for(ns);
+    return state().wait_for(detail::to_nanos(timeout));
   }
   bool ready() const { return state().ready(); }
   // Whether the task succeeded; ValueError while not ready (as Python).
@@ -342,6 +343,8 @@ class Pool {
   // Stops the workers now; unfinished tasks fail with CancelledError.
   void terminate();
   // Waits for the workers to exit; ValueError before close()/terminate().
+  // (apply*, map*, starmap* and imap* on a closed or terminated pool raise
+  // ValueError at the call, as in Python.)
   void join();
 
   int processes() const;
@@ -595,6 +598,9 @@ class Pool {
                   "mpxx::Pool::imap: the function and the items travel to worker processes as "
                   "bytes (see mpxx/task.hpp)");
     static_assert(detail::result_ok_v<R>, "mpxx::Pool::imap: the result type cannot be serialized");
+    // As Python, refuse at the call, not at the first result, on a pool
+    // that is not running (an empty submit checks exactly that).
+    core().submit({});
     using V = std::views::all_t<Rg>;
     struct Feeder {
       V view;

@@ -55,6 +55,7 @@
 
 #include "mpxx/context.hpp"
 #include "mpxx/detail/callable.hpp"
+#include "mpxx/detail/timeout.hpp"
 #include "mpxx/errors.hpp"
 
 namespace mpxx {
@@ -78,7 +79,7 @@ class ProcessHandle {
   ProcessHandle() = default;
 
   const std::string& name() const;
-  // The child's pid; 0 before start().
+  // The child's pid; 0 before start(), ValueError after close().
   pid_t pid() const;
   pid_t ident() const { return pid(); }
   bool daemon() const;
@@ -88,17 +89,18 @@ class ProcessHandle {
   // Reaps the child if it has ended.
   bool is_alive() const;
   // Waits for the process to end. join() blocks; join(timeout) returns true
-  // if it ended within the timeout. A signal arriving meanwhile does not cut
-  // the wait short.
+  // if it ended within the timeout (zero or negative: checks once, without
+  // waiting). A signal arriving meanwhile does not cut the wait short.
   void join() const;
   template <class Rep, class Period>
   bool join(std::chrono::duration<Rep, Period> timeout) const {
-    return join_for(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+    return join_for(detail::to_nanos(timeout));
   }
   // SIGTERM / SIGKILL; no-ops once the process has been reaped.
   void terminate() const;
   void kill() const;
-  // A pidfd, readable (poll/epoll) once the process has ended.
+  // A pidfd, readable (poll/epoll) once the process has ended. ValueError
+  // before start(), as in Python.
   int sentinel() const;
   StartMethod start_method() const;
 
@@ -143,13 +145,14 @@ class Process : public ProcessHandle {
   virtual ~Process();
 
   // Starts the child. Throws ProcessError when called twice, from a daemonic
-  // process, on a closed object, or when the target cannot cross to a spawn
-  // or forkserver child; OSError when the system refuses.
+  // process, or when the target cannot cross to a spawn or forkserver child;
+  // ValueError on a closed object; OSError when the system refuses.
   void start();
   // What the child runs: the target, unless overridden.
   virtual void run();
-  // Releases the pidfd and other resources. ProcessError if still running;
-  // most methods raise ValueError afterwards.
+  // Releases the pidfd and other resources. ValueError if still running, as
+  // in Python; afterwards every method but name(), daemon() and authkey()
+  // raises ValueError.
   void close();
 
   // "Process-N" by default, or "<Subclass>-N" for a subclass (Python's

@@ -25,12 +25,14 @@
 // maxsize bounds the number of items, as in Python.
 #pragma once
 
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 
 #include "mpxx/detail/codec.hpp"
 #include "mpxx/detail/timeout.hpp"
@@ -133,7 +135,8 @@ class Queue {
   std::int64_t qsize() const noexcept { return core_.qsize(); }
   bool empty() const noexcept { return qsize() == 0; }
   bool full() const noexcept { return core_.maxsize() > 0 && qsize() >= core_.maxsize(); }
-  // This process will put no more (put raises ValueError); others still can.
+  // This process will put and get no more (both raise ValueError, as in
+  // Python); other processes still can.
   void close() noexcept { core_.close(); }
 
   void save(detail::wire::OutArchive& ar) const { core_.save(ar); }
@@ -178,22 +181,41 @@ class Queue {
   }
 
   detail::QueueCore core_;
+
+ private:
+  template <class>
+  friend class SimpleQueue;
 };
 
-// multiprocessing.SimpleQueue: unbounded, get/put/empty/close.
+// multiprocessing.SimpleQueue: unbounded, get/put/empty/close. After this
+// process's close(), put, get and empty raise OSError (EBADF), as Python's
+// do once their pipe is closed.
 template <class T>
 class SimpleQueue {
  public:
   SimpleQueue() = default;
   explicit SimpleQueue(detail::wire::empty_t e) noexcept : q_(e) {}
-  void put(const T& v) { q_.put(v); }
-  T get() { return q_.get(); }
-  bool empty() const noexcept { return q_.empty(); }
+  void put(const T& v) {
+    check_open("put");
+    q_.put(v);
+  }
+  T get() {
+    check_open("get");
+    return q_.get();
+  }
+  bool empty() const {
+    check_open("empty");
+    return q_.empty();
+  }
   void close() noexcept { q_.close(); }
   void save(detail::wire::OutArchive& ar) const { q_.save(ar); }
   void load(detail::wire::InArchive& ar) { q_.load(ar); }
 
  private:
+  void check_open(const char* call) const {
+    if (q_.core_.closed())
+      throw OSError(EBADF, std::string("mpxx: SimpleQueue.") + call + "(): handle is closed (this process called close())");
+  }
   Queue<T> q_;
 };
 

@@ -129,7 +129,7 @@ class Lock : public detail::LockBase {
 
 // A recursive lock, as multiprocessing.RLock: the owning thread may acquire
 // it again and must release it as often; releasing it from another thread
-// raises ValueError.
+// raises RuntimeError (Python: AssertionError; see docs/sync.md).
 class RLock : public detail::LockBase {
  public:
   RLock() : LockBase(true) {}

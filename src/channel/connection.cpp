@@ -370,6 +370,9 @@ using detail::ConnState;
 
 Connection::Connection(int fd, bool readable, bool writable, bool mpxx_peer)
     : st_(std::make_shared<ConnState>()) {
+  if (fd < 0) throw ValueError("mpxx: Connection: invalid handle " + std::to_string(fd));
+  if (!readable && !writable)
+    throw ValueError("mpxx: Connection: at least one of readable and writable must be true");
   st_->fd.reset(fd);
   st_->readable = readable;
   st_->writable = writable;

@@ -99,7 +99,6 @@ bool Connection::poll_ns(std::chrono::nanoseconds timeout) {
 std::vector<std::size_t> detail::wait_objects(const std::vector<int>& fds,
                                               const std::vector<const Connection*>& conns,
                                               std::chrono::nanoseconds timeout) {
-  if (timeout < std::chrono::nanoseconds::zero()) timeout = std::chrono::nanoseconds::zero();
   auto deadline = timeout == std::chrono::nanoseconds::max() ? sys::Deadline::never()
                                                             : sys::Deadline::after(timeout);
   HoldBack hold;

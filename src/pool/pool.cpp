@@ -5,11 +5,13 @@ namespace mpxx {
 
 Pool::Pool(PoolOptions opts, detail::Target init) {
   detail::PoolConfig cfg;
-  cfg.processes = opts.processes ? opts.processes : process_cpu_count();
-  if (opts.processes < 0 || cfg.processes < 1)
-    throw ValueError("mpxx: Number of processes must be at least 1, got " +
-                     std::to_string(opts.processes));
-  cfg.maxtasksperchild = opts.maxtasksperchild;
+  cfg.processes = opts.processes.value_or(process_cpu_count());
+  if (cfg.processes < 1)
+    throw ValueError("mpxx: Number of processes must be at least 1, got " + std::to_string(cfg.processes));
+  if (opts.maxtasksperchild == 0u)
+    throw ValueError("mpxx: maxtasksperchild must be at least 1 (leave it unset for workers that "
+                     "live as long as the pool)");
+  cfg.maxtasksperchild = opts.maxtasksperchild.value_or(0);
   cfg.context = opts.context;
   if (init.local) {
     cfg.local_init = std::move(init.local);

@@ -205,31 +205,27 @@ void install_exit_handler() {
 
 using detail::ProcessState;
 
+namespace {
+// What stays readable after close(), as in Python: name, daemon, authkey.
+ProcessState& open_or_closed(const std::shared_ptr<ProcessState>& st) {
+  if (!st) throw ValueError("mpxx: empty process handle");
+  return *st;
+}
+}  // namespace
+
 ProcessState& ProcessHandle::state() const {
-  if (!st_) throw ValueError("mpxx: empty process handle");
-  if (st_->closed) throw ValueError("mpxx: process object is closed");
-  return *st_;
+  ProcessState& s = open_or_closed(st_);
+  if (s.closed) throw ValueError("mpxx: process object " + s.name + " is closed");
+  return s;
 }
 
-const std::string& ProcessHandle::name() const {
-  if (!st_) throw ValueError("mpxx: empty process handle");
-  return st_->name;
-}
+const std::string& ProcessHandle::name() const { return open_or_closed(st_).name; }
 
-pid_t ProcessHandle::pid() const {
-  if (!st_) throw ValueError("mpxx: empty process handle");
-  return st_->pid;
-}
+pid_t ProcessHandle::pid() const { return state().pid; }
 
-bool ProcessHandle::daemon() const {
-  if (!st_) throw ValueError("mpxx: empty process handle");
-  return st_->daemon;
-}
+bool ProcessHandle::daemon() const { return open_or_closed(st_).daemon; }
 
-const std::string& ProcessHandle::authkey() const {
-  if (!st_) throw ValueError("mpxx: empty process handle");
-  return st_->authkey;
-}
+const std::string& ProcessHandle::authkey() const { return open_or_closed(st_).authkey; }
 
 StartMethod ProcessHandle::start_method() const { return state().method; }
 
@@ -273,8 +269,6 @@ bool ProcessHandle::join_for(std::chrono::nanoseconds timeout) const {
   }
   if (!s.started) throw ProcessError("mpxx: can only join a started process (" + s.name + ")");
   if (s.creator != ::getpid()) throw ProcessError("mpxx: can only join a child process");
-  if (timeout < std::chrono::nanoseconds::zero())
-    throw ValueError("mpxx: join timeout must not be negative");
   get_logger().logf(log::SUBDEBUG, "joining ", s.name);
   bool done = detail::wait_exit(s, deadline);
   if (done) detail::cleanup_children();
@@ -299,8 +293,8 @@ void ProcessHandle::kill() const { send_signal(state(), SIGKILL, "kill"); }
 int ProcessHandle::sentinel() const {
   ProcessState& s = state();
   if (s.kind == ProcessState::Kind::child && !s.started)
-    throw ProcessError("mpxx: process not started: no sentinel yet");
-  if (!s.pidfd) throw ValueError("mpxx: process has no sentinel");
+    throw ValueError("mpxx: process not started: " + s.name + " has no sentinel before start()");
+  if (!s.pidfd) throw ValueError("mpxx: " + s.name + " has no sentinel (only a started child has one)");
   return s.pidfd.get();
 }
 
@@ -352,7 +346,7 @@ const std::string& Process::name() const {
   // Python names a subclass instance after its class ("Clock-1"). The
   // dynamic type is only known once construction is over, so the default
   // name is settled at first use.
-  ProcessState& s = state();
+  ProcessState& s = open_or_closed(st_);
   if (s.name_is_default) {
     s.name_is_default = false;
     if (typeid(*this) != typeid(Process)) {
@@ -366,7 +360,7 @@ const std::string& Process::name() const {
 }
 
 void Process::set_name(std::string name) {
-  ProcessState& s = state();
+  ProcessState& s = open_or_closed(st_);
   s.name = std::move(name);
   s.name_is_default = false;
 }
@@ -417,7 +411,7 @@ void Process::close() {
   if (s.started && s.creator == ::getpid()) {
     std::lock_guard lk(s.mu);
     if (!detail::try_reap_locked(s))
-      throw ProcessError("mpxx: cannot close " + s.name +
+      throw ValueError("mpxx: cannot close " + s.name +
                          " while it is still running; call join() or terminate() first");
   }
   s.pidfd.reset();

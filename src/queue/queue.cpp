@@ -219,7 +219,7 @@ bool QueueCore::put(const wire::Writer& message, std::chrono::nanoseconds timeou
 template <class Copy>
 bool QueueCore::put_impl(std::size_t size, const Copy& copy, std::chrono::nanoseconds timeout,
                          const wire::Writer* handover) {
-  if (*closed_) throw ValueError("mpxx: Queue is closed");
+  if (*closed_) throw ValueError("mpxx: Queue is closed: this process called close(), so it cannot put()");
   QueueShared& q = *sh_;
   QueueHeader* h = q.h;
   const std::uint64_t cap = q.cap();
@@ -353,6 +353,7 @@ bool QueueCore::get_streamed(
 template <class Consume>
 bool QueueCore::get_impl(const Consume& consume, std::chrono::nanoseconds timeout,
                          const StreamedConsume* handover) {
+  if (*closed_) throw ValueError("mpxx: Queue is closed: this process called close(), so it cannot get()");
   QueueShared& q = *sh_;
   QueueHeader* h = q.h;
   const std::uint64_t cap = q.cap();

@@ -166,7 +166,7 @@ void LockBase::release() {
   LockCell* c = cell<LockCell>(block_);
   if (recursive_) {
     if ((c->word.load(std::memory_order_relaxed) & kIdMask) != current_tid())
-      throw ValueError("mpxx: cannot release an RLock this thread does not hold");
+      throw RuntimeError("mpxx: cannot release an RLock this thread does not hold");
     if (--c->count > 0) return;
   }
   std::uint32_t old = c->word.exchange(0, std::memory_order_release);
@@ -380,7 +380,7 @@ Barrier::Barrier(int parties, Target action, std::optional<std::chrono::nanoseco
   b->mutex.magic = kLockMagic;
   b->parties = n;
   b->magic = kBarrierMagic;
-  b->timeout_ns = timeout ? timeout->count() : -1;
+  b->timeout_ns = timeout ? to_nanos(*timeout).count() : -1;  // a negative one: no wait
   mutex_ = LockBase(false, ShmBlock{block_.map, block_.offset, sizeof(LockCell)});
   if (action.local) action_ = std::make_shared<Target>(std::move(action));
 }
