@@ -53,4 +53,6 @@ namespace mpxx::detail {
 // The listening side of CPython's mutual authentication, on an accepted
 // connection (for servers that authenticate on their own threads).
 void server_handshake(Connection& c, const std::string& authkey, std::chrono::milliseconds timeout);
+// The connecting side (Client's).
+void client_handshake(Connection& c, const std::string& authkey, std::chrono::milliseconds timeout);
 }  // namespace mpxx::detail

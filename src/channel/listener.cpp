@@ -167,6 +167,13 @@ void server_handshake(Connection& c, const std::string& authkey, std::chrono::mi
   });
 }
 
+void client_handshake(Connection& c, const std::string& authkey, std::chrono::milliseconds timeout) {
+  handshake(c, timeout, [&] {
+    answer_challenge(c, authkey);
+    deliver_challenge(c, authkey);
+  });
+}
+
 }  // namespace detail
 
 std::string Address::to_string() const {
@@ -279,13 +286,7 @@ Connection Client(const Address& address, std::optional<std::string> authkey) {
     if (!fd) sys::throw_errno(last_err, "cannot connect to " + address.to_string());
   }
   Connection c(fd.release(), true, true, false);
-  if (authkey) {
-    const std::string& key = *authkey;
-    detail::handshake(c, std::chrono::milliseconds(5000), [&] {
-      detail::answer_challenge(c, key);
-      detail::deliver_challenge(c, key);
-    });
-  }
+  if (authkey) detail::client_handshake(c, *authkey, std::chrono::milliseconds(5000));
   return c;
 }
 
