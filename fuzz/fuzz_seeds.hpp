@@ -21,5 +21,6 @@ struct Record {
 // The only calls the fuzz binary can make: harmless ones.
 int add(int a, int b);
 std::string echo(std::string s);
+int square(int x);
 
 }  // namespace fuzz

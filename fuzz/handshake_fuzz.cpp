@@ -1,0 +1,34 @@
+// libFuzzer target for the authentication handshake of Listener and Client
+// (CPython's challenge-response), fed a peer's bytes before it is trusted:
+// as the connecting side reads them (a challenge of any digest, then the
+// verdict and the answer to its own challenge) and as the listening side
+// reads them (the answer to its challenge, then the peer's challenge). The
+// first input byte picks the side; any mpxx::Error is an expected
+// rejection.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+#include "channel/connection_state.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size == 0 || size > 60000) return 0;  // stays within the socket buffer
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return 0;
+  ssize_t w = ::write(sv[1], data + 1, size - 1);
+  (void)w;
+  ::shutdown(sv[1], SHUT_WR);  // what the handshake writes stays readable, unread
+  mpxx::Connection c(sv[0], true, true, false);
+  try {
+    if (data[0] % 2 == 0)
+      mpxx::detail::client_handshake(c, "fuzz key", std::chrono::milliseconds(1000));
+    else
+      mpxx::detail::server_handshake(c, "fuzz key", std::chrono::milliseconds(1000));
+  } catch (const mpxx::Error&) {
+  }
+  ::close(sv[1]);
+  return 0;
+}
