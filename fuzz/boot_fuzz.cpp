@@ -4,7 +4,7 @@
 // to its call, then the call), and the configuration a manager's server
 // process starts with and the Ready message it answers with. The first input
 // byte picks the decoder; any mpxx::Error is an expected rejection.
-#include <sys/socket.h>
+
 #include <unistd.h>
 
 #include <cstddef>
@@ -25,21 +25,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     switch (data[0] % 3) {
       case 0: {
         if (in.size() > 60000) break;  // stays within the socket buffer
-        int sv[2];
-        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) break;
-        ssize_t w = ::write(sv[1], in.data(), in.size());
-        (void)w;
-        ::close(sv[1]);
+        const int fd = fuzz::stream_of(in);
+        if (fd < 0) break;
         wire::Writer payload;
         std::vector<int> fds;
         bool got = false;
         try {
-          got = mpxx::detail::recv_boot(sv[0], payload, fds);
+          got = mpxx::detail::recv_boot(fd, payload, fds);
         } catch (...) {
-          ::close(sv[0]);
+          ::close(fd);
           throw;
         }
-        ::close(sv[0]);
+        ::close(fd);
         if (!got) break;
         wire::Reader r(payload.bytes());
         r.set_fds(std::move(fds));

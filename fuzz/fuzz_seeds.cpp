@@ -5,6 +5,10 @@
 // seeds to be valid. ./run fuzz --seeds regenerates fuzz/seeds/ with it.
 #include "fuzz_seeds.hpp"
 
+
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -26,6 +30,20 @@ namespace wire = mpxx::detail::wire;
 namespace mgr = mpxx::detail::mgr;
 
 namespace fuzz {
+int stream_of(std::span<const std::byte> bytes, int* keep_writer) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return -1;
+  ssize_t w = ::write(sv[1], bytes.data(), bytes.size());
+  (void)w;
+  if (keep_writer) {
+    ::shutdown(sv[1], SHUT_WR);
+    *keep_writer = sv[1];
+  } else {
+    ::close(sv[1]);
+  }
+  return sv[0];
+}
+
 int add(int a, int b) { return a + b; }
 std::string echo(std::string s) { return s; }
 int square(int x) { return x * x; }

@@ -5,7 +5,7 @@
 // reads them (the answer to its challenge, then the peer's challenge). The
 // first input byte picks the side; any mpxx::Error is an expected
 // rejection.
-#include <sys/socket.h>
+
 #include <unistd.h>
 
 #include <chrono>
@@ -13,15 +13,14 @@
 #include <cstdint>
 
 #include "channel/connection_state.hpp"
+#include "fuzz_seeds.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0 || size > 60000) return 0;  // stays within the socket buffer
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return 0;
-  ssize_t w = ::write(sv[1], data + 1, size - 1);
-  (void)w;
-  ::shutdown(sv[1], SHUT_WR);  // what the handshake writes stays readable, unread
-  mpxx::Connection c(sv[0], true, true, false);
+  int writer = -1;  // kept open: what the handshake writes stays there, unread
+  const int fd = fuzz::stream_of(std::as_bytes(std::span(data + 1, size - 1)), &writer);
+  if (fd < 0) return 0;
+  mpxx::Connection c(fd, true, true, false);
   try {
     if (data[0] % 2 == 0)
       mpxx::detail::client_handshake(c, "fuzz key", std::chrono::milliseconds(1000));
@@ -29,6 +28,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       mpxx::detail::server_handshake(c, "fuzz key", std::chrono::milliseconds(1000));
   } catch (const mpxx::Error&) {
   }
-  ::close(sv[1]);
+  ::close(writer);
   return 0;
 }

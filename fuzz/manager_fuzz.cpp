@@ -4,8 +4,6 @@
 // values of several shapes), and the length-prefixed stream both read
 // (Channel). The first input byte picks the decoder; any mpxx::Error is an
 // expected rejection.
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -43,12 +41,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       }
     } else {
       if (in.size() > 60000) return 0;  // stays within the socket buffer
-      int sv[2];
-      if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return 0;
-      ssize_t w = ::write(sv[1], in.data(), in.size());
-      (void)w;
-      ::close(sv[1]);
-      mgr::Channel c(mpxx::Connection(sv[0], true, true, false));
+      const int fd = fuzz::stream_of(in);
+      if (fd < 0) return 0;
+      mgr::Channel c(mpxx::Connection(fd, true, true, false));
       for (int i = 0; i < 64; ++i) c.recv();
     }
   } catch (const mpxx::Error&) {

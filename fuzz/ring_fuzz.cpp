@@ -5,13 +5,12 @@
 // ring_with_bytes), then the socket's bytes. A Queue gets from its ring
 // (data and wrap records; see fuzz_queue_ring). The first input byte picks
 // the ring; any mpxx::Error is an expected rejection.
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
 
 #include "channel/connection_state.hpp"
+#include "fuzz_seeds.hpp"
 #include "mpxx/queue.hpp"
 
 namespace wire = mpxx::detail::wire;
@@ -27,12 +26,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     wire::Reader r(in);
     auto ring = mpxx::detail::ring_with_bytes(r);
     const auto rest = r.take(std::min<std::size_t>(r.remaining(), 60000));  // within the socket buffer
-    int sv[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return 0;
-    ssize_t w = ::write(sv[1], rest.data(), rest.size());
-    (void)w;
-    ::close(sv[1]);
-    mpxx::Connection c(sv[0], true, false, true);
+    const int fd = fuzz::stream_of(rest);
+    if (fd < 0) return 0;
+    mpxx::Connection c(fd, true, false, true);
     mpxx::detail::ConnAccess::set_ring(c, std::move(ring));
     for (int i = 0; i < 64; ++i) c.recv_bytes(1 << 20);
   } catch (const mpxx::Error&) {

@@ -19,8 +19,6 @@
 #include "mpxx/detail/frame.hpp"
 #include "mpxx/connection.hpp"
 
-#include <sys/socket.h>
-#include <unistd.h>
 
 namespace wire = mpxx::detail::wire;
 
@@ -71,12 +69,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         // A byte stream as a Connection receives it: CPython length
         // prefixes around mpxx frames (or raw bytes).
         if (in.size() > 60000) break;  // stays within the socket buffer
-        int sv[2];
-        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) break;
-        ssize_t w = ::write(sv[1], in.data(), in.size());
-        (void)w;
-        ::close(sv[1]);
-        mpxx::Connection c(sv[0], true, false, true);
+        const int fd = fuzz::stream_of(in);
+        if (fd < 0) break;
+        mpxx::Connection c(fd, true, false, true);
         for (int i = 0; i < 64; ++i) {
           if (data[0] % 10 == 8)
             c.recv<std::vector<std::string>>();
