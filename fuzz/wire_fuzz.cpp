@@ -1,9 +1,9 @@
-// libFuzzer target for every decoder that reads bytes from another process:
-// frame headers, tagged values of several shapes, calls (entry id, function
-// reference, arguments), remote exceptions, and the requests a manager's
-// server answers. The first input byte picks
-// the decoder. Any mpxx::Error is an expected rejection; a crash, a leak, an
-// out-of-memory or any other exception is a bug.
+// libFuzzer target for the wire decoders every channel shares: frame
+// headers, tagged values of several shapes, calls (entry id, function
+// reference, arguments), remote exceptions, and a Connection's byte stream.
+// The first input byte picks the decoder. Any mpxx::Error is an expected
+// rejection; a crash, a leak, an out-of-memory or any other exception is a
+// bug. (The other families have targets of their own: see CMakeLists.txt.)
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -18,10 +18,7 @@
 #include "mpxx/detail/exception.hpp"
 #include "mpxx/detail/frame.hpp"
 #include "mpxx/connection.hpp"
-#include "mpxx/detail/manager_core.hpp"
 
-#include <sys/socket.h>
-#include <unistd.h>
 
 namespace wire = mpxx::detail::wire;
 
@@ -29,7 +26,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size == 0) return 0;
   std::span<const std::byte> in(reinterpret_cast<const std::byte*>(data) + 1, size - 1);
   try {
-    switch (data[0] % 11) {
+    switch (data[0] % 10) {
       case 0:
         wire::parse_header(in, 1 << 20);
         break;
@@ -72,24 +69,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         // A byte stream as a Connection receives it: CPython length
         // prefixes around mpxx frames (or raw bytes).
         if (in.size() > 60000) break;  // stays within the socket buffer
-        int sv[2];
-        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) break;
-        ssize_t w = ::write(sv[1], in.data(), in.size());
-        (void)w;
-        ::close(sv[1]);
-        mpxx::Connection c(sv[0], true, false, true);
+        const int fd = fuzz::stream_of(in);
+        if (fd < 0) break;
+        mpxx::Connection c(fd, true, false, true);
         for (int i = 0; i < 64; ++i) {
-          if (data[0] % 11 == 8)
+          if (data[0] % 10 == 8)
             c.recv<std::vector<std::string>>();
           else
             c.recv_bytes(1 << 20);
         }
         break;
       }
-      case 10:
-        // Requests to a manager's server, one after the other.
-        mpxx::detail::mgr::fuzz_requests(in);
-        break;
     }
   } catch (const mpxx::Error&) {
   }

@@ -630,6 +630,42 @@ TEST(Queue, ALargePutWorksUnderAFileSizeLimit) {
   EXPECT_TRUE(std::all_of(v.begin(), v.end(), [](std::uint32_t x) { return x == 42u; }));
 }
 
+// A queue's positions and ring as another process may have written them
+// (found by fuzz/ring_fuzz.cpp): [u64 head][u64 tail], then ring records
+// [u32 length][u32 flags (1 data, 2 wrap)] from the ring's start.
+namespace {
+std::vector<std::byte> queue_bytes(std::uint64_t head, std::uint64_t tail,
+                                   std::vector<std::uint32_t> ring_words) {
+  std::vector<std::byte> b(16 + 4 * ring_words.size());
+  std::memcpy(b.data(), &head, 8);
+  std::memcpy(b.data() + 8, &tail, 8);
+  std::memcpy(b.data() + 16, ring_words.data(), 4 * ring_words.size());
+  return b;
+}
+
+void expect_corrupt_queue(const std::vector<std::byte>& bytes) {
+  const auto t0 = Clock::now();
+  try {
+    mpxx::detail::fuzz_queue_ring(bytes);
+    ADD_FAILURE() << "a corrupt queue was read without an error";
+  } catch (const mpxx::ProtocolError& e) {
+    EXPECT_NE(std::string(e.what()).find("shared memory is corrupt"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(Clock::now() - t0, 5s);
+}
+}  // namespace
+
+TEST(Queue, PositionsMoreThanALapApartAreAProtocolErrorNotASpin) {
+  // A wrap record at the ring's start and a tail 2^38 bytes ahead: each
+  // wrap skipped a lap, 2^26 of them.
+  expect_corrupt_queue(queue_bytes(0, std::uint64_t{1} << 38, {5, 2}));
+}
+
+TEST(Queue, AHeadOffARecordBoundaryIsAProtocolError) {
+  // Read 4 bytes in, the ring holds what looks like a 4-byte data record.
+  expect_corrupt_queue(queue_bytes(4, 20, {0, 4, 1, 0x61626364, 0}));
+}
+
 TEST(QueueDeath, ProducerKilledMidPutLeavesOnlyWholeMessages) {
   for (int attempt = 0; attempt < 3; ++attempt) {
     mpxx::Queue<std::vector<std::uint32_t>> q(4);

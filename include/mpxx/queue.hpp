@@ -94,7 +94,13 @@ class QueueCore {
                 const StreamedConsume* handover = nullptr);
   std::shared_ptr<QueueShared> sh_;
   std::shared_ptr<bool> closed_;
+  friend std::size_t fuzz_queue_ring(std::span<const std::byte> input);
 };
+
+// For the fuzzer: gets (up to 64 messages) from a new queue whose positions
+// and ring are the bytes in `input` ([u64 head][u64 tail][ring]), as from a
+// queue another process wrote; returns how many it got.
+std::size_t fuzz_queue_ring(std::span<const std::byte> input);
 
 inline std::chrono::nanoseconds queue_timeout(bool block) {
   return block ? std::chrono::nanoseconds::max() : std::chrono::nanoseconds::zero();

@@ -56,4 +56,11 @@ struct ListenerAccess {
   // server that also waits for a stop request).
   static std::optional<Connection> accept_or_wake(Listener& l, std::span<const int> wake);
 };
+// The connecting side of CPython's mutual authentication (Client's).
+void client_handshake(Connection& c, const std::string& authkey, std::chrono::milliseconds timeout);
+// The listening side, as Listener::accept drives it without blocking, on a
+// socket `fd` (taken over) to which `challenge` was sent: what has arrived
+// taken as far as it goes; true once the peer is authenticated both ways
+// (for the fuzz target).
+bool advance_server_handshake(int fd, const std::string& authkey, const std::string& challenge);
 }  // namespace mpxx::detail

@@ -295,6 +295,21 @@ AddrInfo resolve(const Address& a, bool passive) {
 
 }  // namespace
 
+void client_handshake(Connection& c, const std::string& authkey, std::chrono::milliseconds timeout) {
+  handshake(c, timeout, [&] {
+    answer_challenge(c, authkey);
+    deliver_challenge(c, authkey);
+  });
+}
+
+bool advance_server_handshake(int fd, const std::string& authkey, const std::string& challenge) {
+  PendingPeer p;
+  p.fd = sys::UniqueFd(fd);
+  p.peer = Address::unix_socket("@handshake");
+  p.challenge = challenge;
+  return p.advance(authkey);
+}
+
 }  // namespace detail
 
 std::string Address::to_string() const {
@@ -499,12 +514,8 @@ Connection Client(const Address& address, std::optional<std::string> authkey) {
   }
   Connection c(fd.release(), true, true, false);
   if (authkey) {
-    const std::string& key = *authkey;
     try {
-      detail::handshake(c, std::chrono::milliseconds(5000), [&] {
-        detail::answer_challenge(c, key);
-        detail::deliver_challenge(c, key);
-      });
+      detail::client_handshake(c, *authkey, std::chrono::milliseconds(5000));
     } catch (const EOFError&) {
       throw EOFError("mpxx: " + address.to_string() +
                      " closed the connection during authentication (a wrong authkey, or too many "

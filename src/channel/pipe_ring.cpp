@@ -441,6 +441,16 @@ PipeRingEnd::Next PipeRingEnd::skip_bells(int sock, std::uint64_t at) {
   return next;
 }
 
+std::shared_ptr<PipeRingEnd> ring_with_bytes(wire::Reader& input) {
+  auto [writer, reader] = PipeRingEnd::create_pair();
+  auto* h = reinterpret_cast<Header*>(writer->block_.data());
+  h->dir[0].head.store(input.remaining() >= 8 ? input.pod<std::uint64_t>() : 0);
+  h->dir[0].tail.store(input.remaining() >= 8 ? input.pod<std::uint64_t>() : 0);
+  const auto ring = input.take(std::min<std::size_t>(input.remaining(), kPipeRingCapacity));
+  std::memcpy(writer->ring(0), ring.data(), ring.size());
+  return reader;
+}
+
 void PipeRingEnd::save(wire::OutArchive& ar) const {
   save_block(ar, block_);
   ar(static_cast<std::uint8_t>(side_));

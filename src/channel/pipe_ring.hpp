@@ -21,6 +21,7 @@
 #include "mpxx/sync.hpp"
 
 namespace mpxx::detail::wire {
+class Reader;
 class Writer;
 }
 
@@ -143,6 +144,7 @@ class PipeRingEnd {
   struct Dir;
 
  private:
+  friend std::shared_ptr<PipeRingEnd> ring_with_bytes(wire::Reader& input);
   PipeRingEnd(ShmBlock block, int side, Lock wlock);
   Dir& out() const noexcept;
   Dir& in() const noexcept;
@@ -161,5 +163,10 @@ class PipeRingEnd {
   int side_;
   Lock wlock_;  // serializes writers of this end (every copy, every process)
 };
+
+// For the fuzzer: the reading end of a new ring whose incoming direction
+// holds what a peer process may have written there, taken from the front
+// of `input`: [u64 head][u64 tail][ring bytes].
+std::shared_ptr<PipeRingEnd> ring_with_bytes(wire::Reader& input);
 
 }  // namespace mpxx::detail

@@ -172,6 +172,11 @@ std::string transact(const Token& t, const wire::Writer& request) {
     throw;
   }
   if (reply.empty()) throw ProtocolError("mpxx: empty reply from " + where(t));
+  return open_reply(std::move(reply));
+}
+
+std::string open_reply(std::string reply) {
+  if (reply.empty()) throw ProtocolError("mpxx: an empty reply from a manager");
   if (reply[0] == 0) {
     reply.erase(0, 1);
     return reply;

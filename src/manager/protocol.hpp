@@ -18,6 +18,9 @@ void mark_server_dead(const Address& a, bool dead);
 void adopt_connection(const Address& a, const std::string& authkey, Connection c);
 // Closes the calling thread's connection to a server, if it has one.
 void forget_connection(const Address& a, const std::string& authkey);
+// A reply's result bytes ([0][result]), or the error it carries
+// ([1][ErrKind][message]...) raised as its mpxx type.
+std::string open_reply(std::string reply);
 
 // What a server process is started with.
 struct ServerConfig {

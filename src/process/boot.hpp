@@ -32,6 +32,10 @@ struct Boot {
 // left in r for invoke_call.
 void encode_boot(wire::Writer& w, const ProcessState& s);
 Boot decode_boot(wire::Reader& r);
+// Receives a boot frame on fd: its payload (for decode_boot) and the fds
+// sent with it. False on EOF before one came; ProtocolError for another
+// kind of frame, or a bad one.
+bool recv_boot(int fd, wire::Writer& payload, std::vector<int>& fds);
 
 // Makes this (new) process the child described by the arguments: resets
 // the children table, the process counter and the forkserver connection,

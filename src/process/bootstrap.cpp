@@ -108,22 +108,26 @@ void run_boot_call(void* p) {
 }
 }  // namespace
 
+bool recv_boot(int fd, wire::Writer& payload, std::vector<int>& fds) {
+  wire::FrameHeader h{};
+  if (!wire::recv_frame(fd, h, payload, fds)) return false;
+  if (h.kind != wire::FrameKind::boot)
+    throw ProtocolError(std::string("mpxx: expected a boot frame, got ") + wire::frame_kind_name(h.kind));
+  return true;
+}
+
 void run_boot_from(int fd, pid_t expected_parent) noexcept {
   // Die with the parent; if it is already gone, do not start at all.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != expected_parent) ::_exit(1);
   int code = 1;
   try {
-    wire::FrameHeader h{};
     wire::Writer payload;
     std::vector<int> fds;
-    if (!wire::recv_frame(fd, h, payload, fds)) ::_exit(1);  // parent gave up before sending
+    if (!recv_boot(fd, payload, fds)) ::_exit(1);  // parent gave up before sending
     ::close(fd);
     wire::Reader r(payload.bytes());
     r.set_fds(std::move(fds));
-    if (h.kind != wire::FrameKind::boot)
-      throw ProtocolError(std::string("mpxx: expected a boot frame, got ") +
-                          wire::frame_kind_name(h.kind));
     const Boot boot = decode_boot(r);
     // SIGINT has been blocked since before this process existed (spawn_self,
     // or the forkserver's fork): a helper ignores it before letting it in.

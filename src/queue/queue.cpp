@@ -304,6 +304,10 @@ bool QueueCore::put_impl(std::size_t size, const Copy& copy, std::chrono::nanose
 }
 
 namespace {
+[[noreturn]] void corrupt_queue(std::uint64_t head) {
+  throw ProtocolError("mpxx: the queue's shared memory is corrupt at position " + std::to_string(head));
+}
+
 // The rest of a large message, read from the ring's memory file with
 // pread(): the kernel copies from the shared pages straight into the
 // destination, and this process never maps them (on a VM each first touch
@@ -381,6 +385,10 @@ bool QueueCore::get_impl(const Consume& consume, std::chrono::nanoseconds timeou
     }
     const std::uint64_t tail = h->tail_seen;
     const std::uint64_t off = head % cap;
+    // Positions another process wrote: a lap apart at most, and on a record
+    // (8-byte) boundary, or wraps would spin for ever and a header be read
+    // past the ring's end.
+    if (tail - head > cap || off % 8 != 0) corrupt_queue(head);
     std::uint32_t rec[2];
     std::memcpy(rec, q.ring + off, 8);
     if (rec[1] == kWrap && cap - off < tail - head) {
@@ -392,9 +400,7 @@ bool QueueCore::get_impl(const Consume& consume, std::chrono::nanoseconds timeou
       continue;
     }
     const std::uint64_t need = 8 + round8(rec[0]);
-    if (rec[1] != kData || need > tail - head || off + need > cap)
-      throw ProtocolError("mpxx: the queue's shared memory is corrupt at position " +
-                          std::to_string(head));
+    if (rec[1] != kData || need > tail - head || off + need > cap) corrupt_queue(head);
     std::exception_ptr failed;
     try {
       consume(std::span<const std::byte>(q.ring + off + 8, rec[0]), kQueueHeaderBytes + off + 8);
@@ -459,6 +465,26 @@ bool QueueCore::join(std::chrono::nanoseconds timeout) {
   const FutexDeadline deadline = FutexDeadline::after(timeout);
   return wait_until(h->unfinished_seq, h->joiners_waiting, deadline,
                     [&] { return h->unfinished.load(std::memory_order_acquire) <= 0; });
+}
+
+std::size_t fuzz_queue_ring(std::span<const std::byte> input) {
+  // A queue whose positions and ring another process wrote: [u64 head]
+  // [u64 tail][ring bytes], read with gets that do not wait.
+  wire::Reader in(input);
+  if (in.remaining() < 16) return 0;
+  QueueCore q(0, false, 4096);
+  QueueHeader* h = q.sh_->h;
+  const auto head = in.pod<std::uint64_t>();
+  const auto tail = in.pod<std::uint64_t>();
+  h->head.store(head);
+  h->tail_seen = head;
+  h->tail.store(tail);
+  h->puts.store(tail - head);
+  const auto ring = in.take(std::min<std::size_t>(in.remaining(), q.sh_->cap()));
+  std::memcpy(q.sh_->ring, ring.data(), ring.size());
+  std::size_t got = 0;
+  while (got < 64 && q.get([](std::span<const std::byte>) {}, std::chrono::nanoseconds::zero())) ++got;
+  return got;
 }
 
 void QueueCore::save(wire::OutArchive& ar) const {
