@@ -4,15 +4,18 @@
 // object kinds has a file of its own) and shutdown.
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <functional>
 #include <mutex>
 #include <optional>
 #include <random>
+#include <span>
 #include <poll.h>
 #include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
 #include <unordered_map>
+#include <vector>
 
 #include "channel/connection_state.hpp"
 #include "sys/fd.hpp"
@@ -32,9 +35,29 @@ std::uint64_t random_id() {
   return (v >> 2) | (std::uint64_t{1} << 32);  // far from 0 and from wrapping
 }
 
+// Destroys objects no longer referenced. An object's destructor gives back
+// what its values held and may free more: those are destroyed by the same
+// loop, not by recursion, so a long chain of nested containers cannot
+// exhaust the stack.
+void free_objects(std::vector<std::shared_ptr<Obj>> dead) noexcept {
+  thread_local std::vector<std::shared_ptr<Obj>>* freeing = nullptr;
+  if (freeing) {
+    for (auto& o : dead) freeing->push_back(std::move(o));
+    return;
+  }
+  std::vector<std::shared_ptr<Obj>> pending = std::move(dead);
+  freeing = &pending;
+  while (!pending.empty()) {
+    std::shared_ptr<Obj> o = std::move(pending.back());
+    pending.pop_back();
+    o.reset();
+  }
+  freeing = nullptr;
+}
+
 }  // namespace
 
-struct ServerState {
+struct ServerState final : Keeper {
   Address address;
   std::string authkey;
   std::unordered_map<std::string, Registration> types;
@@ -53,6 +76,53 @@ struct ServerState {
   std::uint64_t next_client = 1;
   CallMutexes call_mutexes;  // of the registered-type objects
 
+  // Objects destroyed with the server give nothing back.
+  std::atomic<bool> closing{false};
+  ~ServerState() override { closing = true; }
+
+  void keep_ids(const Blob& v) override {
+    std::uint64_t n;
+    auto ids = held_ids(std::as_bytes(std::span(v.data(), v.size())), n);
+    std::lock_guard g(mu);
+    for (std::uint64_t i = 0; i < n; ++i) {
+      std::uint64_t id;
+      std::memcpy(&id, ids.data() + i * sizeof id, sizeof id);
+      if (!objects.count(id))
+        fail(ErrKind::value, "mpxx: the value holds a proxy of object " + std::to_string(id) +
+                                 ", which this manager has freed");
+    }
+    for (std::uint64_t i = 0; i < n; ++i) {
+      std::uint64_t id;
+      std::memcpy(&id, ids.data() + i * sizeof id, sizeof id);
+      objects.at(id)->refs.fetch_add(1);
+    }
+  }
+  void release_ids(const Blob& v) noexcept override {
+    if (closing.load()) return;
+    std::vector<std::shared_ptr<Obj>> dead;
+    try {
+      std::uint64_t n;
+      auto ids = held_ids(std::as_bytes(std::span(v.data(), v.size())), n);
+      std::lock_guard g(mu);
+      for (std::uint64_t i = 0; i < n; ++i) {
+        std::uint64_t id;
+        std::memcpy(&id, ids.data() + i * sizeof id, sizeof id);
+        decref_locked(id, dead);
+      }
+    } catch (...) {  // a header that was checked when the value was kept
+    }
+    free_objects(std::move(dead));
+  }
+  // One reference less (mu held); an object left with none goes to `dead`.
+  void decref_locked(std::uint64_t id, std::vector<std::shared_ptr<Obj>>& dead) {
+    auto it = objects.find(id);
+    if (it == objects.end()) return;
+    if (it->second->refs.fetch_sub(1) == 1 && !it->second->pinned) {
+      dead.push_back(std::move(it->second));
+      objects.erase(it);
+    }
+  }
+
   std::shared_ptr<Obj> find(std::uint64_t id) {
     std::lock_guard g(mu);
     auto it = objects.find(id);
@@ -61,6 +131,7 @@ struct ServerState {
     return it->second;
   }
   std::uint64_t add(std::shared_ptr<Obj> o) {
+    o->keeper = this;
     std::lock_guard g(mu);
     std::uint64_t id = next_id++;
     objects.emplace(id, std::move(o));
@@ -68,6 +139,17 @@ struct ServerState {
   }
 
   std::shared_ptr<Obj> make(Kind kind, wire::Reader& in) {
+    std::shared_ptr<Obj> o = make_kind(kind, in);
+    o->keeper = this;
+    try {
+      o->keep_initial();
+    } catch (...) {
+      o->keeper = nullptr;  // kept nothing: gives nothing back
+      throw;
+    }
+    return o;
+  }
+  std::shared_ptr<Obj> make_kind(Kind kind, wire::Reader& in) {
     switch (kind) {
       case Kind::dict: return make_dict();
       case Kind::list:
@@ -161,13 +243,17 @@ struct ServerState {
       case Op::incref:
       case Op::decref: {
         reply = false;
-        std::lock_guard g(mu);
-        auto it = objects.find(id);
-        if (it == objects.end()) return;
-        if (op == Op::incref)
-          it->second->refs.fetch_add(1);
-        else if (it->second->refs.fetch_sub(1) == 1 && !it->second->pinned)
-          objects.erase(it);
+        std::vector<std::shared_ptr<Obj>> dead;
+        {
+          std::lock_guard g(mu);
+          auto it = objects.find(id);
+          if (it == objects.end()) return;
+          if (op == Op::incref)
+            it->second->refs.fetch_add(1);
+          else
+            decref_locked(id, dead);
+        }
+        free_objects(std::move(dead));  // outside mu: their destructors may give back more
         return;
       }
       case Op::shutdown: stop = true; return;
@@ -278,6 +364,7 @@ struct ServerState {
           encode_exception(out, info);
         }
         if (reply) c.send(out.bytes());
+        ctx.after_request(*this);
         if (stop_now) {
           stop();
           break;
@@ -289,6 +376,8 @@ struct ServerState {
     auto held = std::move(ctx.held);
     for (auto& [_, w] : held)
       if (auto o = w.lock()) o->client_gone(ctx.client);
+    ctx.after_request(*this);
+    ctx.after_request(*this);
   }
 
   static void error(wire::Writer& out, ErrKind k, const std::string& msg) {
@@ -353,7 +442,10 @@ std::size_t fuzz_requests(std::span<const std::byte> input) {
     } catch (const Error&) {
       ++errors;
     }
+    ctx.after_request(st);
   }
+  ctx.after_request(st);
+  ctx.after_request(st);
   return errors;
 }
 
