@@ -80,35 +80,30 @@ struct ServerState final : Keeper {
   std::atomic<bool> closing{false};
   ~ServerState() override { closing = true; }
 
-  void keep_ids(const Blob& v) override {
+  // The ids a stored value's header names.
+  static std::vector<std::uint64_t> ids_of(const Blob& v) {
     std::uint64_t n;
-    auto ids = held_ids(std::as_bytes(std::span(v.data(), v.size())), n);
+    auto bytes = held_ids(std::as_bytes(std::span(v.data(), v.size())), n);
+    std::vector<std::uint64_t> ids(static_cast<std::size_t>(n));
+    if (n) std::memcpy(ids.data(), bytes.data(), bytes.size());
+    return ids;
+  }
+  void keep_ids(const Blob& v) override {
+    const auto ids = ids_of(v);
     std::lock_guard g(mu);
-    for (std::uint64_t i = 0; i < n; ++i) {
-      std::uint64_t id;
-      std::memcpy(&id, ids.data() + i * sizeof id, sizeof id);
+    for (std::uint64_t id : ids)
       if (!objects.count(id))
         fail(ErrKind::value, "mpxx: the value holds a proxy of object " + std::to_string(id) +
                                  ", which this manager has freed");
-    }
-    for (std::uint64_t i = 0; i < n; ++i) {
-      std::uint64_t id;
-      std::memcpy(&id, ids.data() + i * sizeof id, sizeof id);
-      objects.at(id)->refs.fetch_add(1);
-    }
+    for (std::uint64_t id : ids) objects.at(id)->refs.fetch_add(1);
   }
   void release_ids(const Blob& v) noexcept override {
     if (closing.load()) return;
     std::vector<std::shared_ptr<Obj>> dead;
     try {
-      std::uint64_t n;
-      auto ids = held_ids(std::as_bytes(std::span(v.data(), v.size())), n);
+      const auto ids = ids_of(v);
       std::lock_guard g(mu);
-      for (std::uint64_t i = 0; i < n; ++i) {
-        std::uint64_t id;
-        std::memcpy(&id, ids.data() + i * sizeof id, sizeof id);
-        decref_locked(id, dead);
-      }
+      for (std::uint64_t id : ids) decref_locked(id, dead);
     } catch (...) {  // a header that was checked when the value was kept
     }
     free_objects(std::move(dead));

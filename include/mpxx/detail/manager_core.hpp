@@ -141,7 +141,8 @@ struct RequestTo {
 void note_encoded_proxy(const Token& t) noexcept;
 // Inserts the ids' header before the encoding that starts at `at`.
 void insert_held_ids(wire::Writer& w, std::size_t at, const std::vector<std::uint64_t>& ids);
-// The ids of a header (empty without one); ProtocolError if it is cut short.
+// The ids of a header (an empty span with no data() without one);
+// ProtocolError if it is cut short.
 inline std::span<const std::byte> held_ids(std::span<const std::byte> b, std::uint64_t& n) {
   n = 0;
   std::uint64_t tag = 0;
@@ -156,7 +157,8 @@ inline std::span<const std::byte> held_ids(std::span<const std::byte> b, std::ui
 inline std::span<const std::byte> skip_held_ids(std::span<const std::byte> b) {
   std::uint64_t n;
   auto ids = held_ids(b, n);
-  return n ? b.subspan(static_cast<std::size_t>(ids.data() + ids.size() - b.data())) : b;
+  if (!ids.data()) return b;  // no header
+  return b.subspan(static_cast<std::size_t>(ids.data() + ids.size() - b.data()));
 }
 
 // A value as the server stores it: a blob of its tagged encoding.
