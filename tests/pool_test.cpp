@@ -71,6 +71,34 @@ std::string await_file(const std::string& path) {
   return "";
 }
 
+// One task of a map, by `what`: 0 sleeps (until a per-task timeout kills
+// it), 1 fails at once, 2 finishes after a moment and then leaves the file
+// `path`, 3 waits for the file `path`.
+int map_step(int what, std::string path) {
+  switch (what) {
+    case 0: return sleep_ms(60000);
+    case 1: throw std::invalid_argument("step 1 failed");
+    case 2:
+      sleep_ms(200);
+      std::ofstream(path) << "done";
+      return 2;
+    default: await_file(path); return 3;
+  }
+}
+bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+// 0..9, except that reading item 5 throws (a generator raising mid-way).
+auto input_failing_at_5() {
+  return std::views::iota(0, 10) | std::views::transform([](int i) {
+           if (i == 5) throw std::invalid_argument("bad input 5");
+           return i;
+         });
+}
+int square_zero_last(int x) {
+  if (x == 0) sleep_ms(300);  // its result comes after the others'
+  return x * x;
+}
+
 int g_init_value = 0;
 void set_init_value(int v) { g_init_value = v; }
 int read_init_value(int) { return g_init_value; }
@@ -178,6 +206,92 @@ TEST_P(PoolTest, TaskErrorsArriveAsRemoteErrorAndThePoolGoesOn) {
   EXPECT_EQ(seen, (std::vector<int>{0, 2, 4}));
   EXPECT_EQ(errors, 3);
   EXPECT_EQ(pool.apply(square, 4), 16);
+}
+
+TEST_P(PoolTest, MapWaitsForAllItsTasksThenRaisesTheFirstErrorToArrive) {
+  mpxx_test::TempDir dir;
+  mpxx::Pool pool(popts(3));
+  // Task 0 fails last (its timeout), task 1 first; task 2 succeeds late.
+  std::vector<std::tuple<int, std::string>> steps{{0, ""}, {1, ""}, {2, dir.path("done")}};
+  try {
+    pool.starmap(map_step, steps, {.chunksize = 1, .timeout = 3s});
+    FAIL() << "expected the map to fail";
+  } catch (const mpxx::RemoteError& e) {
+    EXPECT_EQ(e.message(), "step 1 failed");  // not task 0's TimeoutError
+  }
+  EXPECT_TRUE(exists(dir.path("done"))) << "map raised before all its tasks had finished";
+
+  // map_async: the error_callback runs once, after every task.
+  std::atomic<int> calls{0};
+  std::atomic<bool> all_done{false};
+  std::string message;
+  auto r = pool.starmap_async(map_step, std::vector<std::tuple<int, std::string>>{{1, ""}, {2, dir.path("done2")}},
+                              {.chunksize = 1},
+                              {.error_callback = [&](const mpxx::Error& e) {
+                                ++calls;
+                                all_done = exists(dir.path("done2"));
+                                message = e.what();
+                              }});
+  EXPECT_THROW(r.get(30s), mpxx::RemoteError);
+  EXPECT_FALSE(r.successful());
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_TRUE(all_done.load());
+  EXPECT_NE(message.find("step 1 failed"), std::string::npos) << message;
+}
+
+TEST_P(PoolTest, MapWithFailFastRaisesTheFirstErrorWhileOtherTasksRun) {
+  mpxx_test::TempDir dir;
+  mpxx::Pool pool(popts(2));
+  // Task 1 waits for a file written only after the map has raised.
+  std::vector<std::tuple<int, std::string>> steps{{1, ""}, {3, dir.path("go")}};
+  EXPECT_THROW(pool.starmap(map_step, steps, {.chunksize = 1, .fail_fast = true}), mpxx::RemoteError);
+  std::ofstream(dir.path("go")) << "go";
+  EXPECT_EQ(pool.apply(square, 3), 9);
+}
+
+TEST_P(PoolTest, ImapYieldsTheResultsReadBeforeAFailingInputThenRaisesItsError) {
+  mpxx::Pool pool(popts(2));
+  for (bool ordered : {true, false})
+    for (std::size_t cs : {1, 2, 3})
+      for (std::size_t ahead : {0, 1}) {
+        SCOPED_TRACE(std::string(ordered ? "imap" : "imap_unordered") + " chunksize " + std::to_string(cs) +
+                     " max_inflight " + std::to_string(ahead));
+        mpxx::MapOptions o{.chunksize = cs, .max_inflight = ahead};
+        auto range = ordered ? pool.imap(square_zero_last, input_failing_at_5(), o)
+                             : pool.imap_unordered(square_zero_last, input_failing_at_5(), o);
+        std::vector<int> got;
+        std::string error;
+        auto it = range.begin();
+        try {
+          for (; it != range.end(); ++it) got.push_back(*it);
+        } catch (const std::invalid_argument& e) {
+          error = e.what();
+          ++it;
+        }
+        EXPECT_EQ(error, "bad input 5");
+        EXPECT_TRUE(it == range.end());  // and then it ends, as Python's does
+        if (!ordered) std::sort(got.begin(), got.end());
+        EXPECT_EQ(got, (std::vector<int>{0, 1, 4, 9, 16}));
+      }
+  // map and map_async read the input before anything runs: its error comes
+  // out of the call itself.
+  EXPECT_THROW(pool.map(square, input_failing_at_5()), std::invalid_argument);
+  EXPECT_THROW(pool.map_async(square, input_failing_at_5(), {.chunksize = 1}), std::invalid_argument);
+  EXPECT_EQ(pool.apply(square, 5), 25);
+}
+
+TEST_P(PoolTest, AMapWhoseInputThrowsPartWayLeavesNoTaskRunning) {
+  mpxx::Pool pool(popts(2));
+  // Enough items that the first tasks are handed to the workers before the
+  // input fails; the first two would run for 20 s.
+  auto input = std::views::iota(0, 1000) | std::views::transform([](int i) {
+                 if (i == 600) throw std::invalid_argument("bad input 600");
+                 return i < 2 ? 20000 : 0;
+               });
+  EXPECT_THROW(pool.map(sleep_ms, input, {.chunksize = 1}), std::invalid_argument);
+  pool.close();
+  double t = seconds([&] { pool.join(); });
+  EXPECT_LT(t, 10);
 }
 
 TEST_P(PoolTest, CallbacksRunInTheParentInCompletionOrderOneAtATime) {

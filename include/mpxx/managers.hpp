@@ -60,8 +60,10 @@
 // process that received one counts once; a forked child shares its
 // parent's count, so the parent must keep its proxy - a Process object
 // does, for its arguments - while the child uses it). A proxy stored inside
-// another managed object is data: it does not keep its object alive
-// (CPython's nested proxies do). Named objects live as long as the server.
+// another object of the same manager keeps its object alive until the
+// container drops it (overwritten, erased, popped, cleared, the container
+// freed), as in Python; a proxy of another manager stored there is plain
+// data. Named objects live as long as the server.
 // shutdown(), or the destructor of the manager that started the server,
 // stops it (Python's `with Manager() as m:`); the server also ends when the
 // process that started it ends, however it ends (it watches it through a

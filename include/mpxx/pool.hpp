@@ -45,12 +45,14 @@
 // that close/terminate/join and the destructor must not race each other.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <ranges>
 #include <string>
@@ -104,6 +106,11 @@ struct MapOptions {
   std::optional<std::chrono::nanoseconds> timeout{};
   // imap: tasks submitted ahead of the consumer (0: 4 per worker + 4).
   std::size_t max_inflight = 0;
+  // map/starmap (and their _async forms): by default, as in Python, a map
+  // with a failed task waits for all its tasks, then raises the error that
+  // arrived first. fail_fast raises it as soon as it arrives; the other
+  // tasks still run, their results are dropped.
+  bool fail_fast = false;
 };
 
 namespace detail {
@@ -189,6 +196,8 @@ class AsyncResult {
 
 // An input range over imap's results: for (auto& r : pool.imap(f, xs)).
 // Iterating throws a task's error at its position and may go on after it.
+// If reading the input throws, the results of the items read before come
+// first, then that error, then the end (docs/pool.md, "Errors").
 template <class R>
 class ImapRange {
  public:
@@ -303,8 +312,10 @@ class Pool {
   }
 
   // -------------------------------------------------------------- map
-  // map(f, range): [f(x) for x in range], in order; blocks. The first task
-  // error is rethrown. A function returning void makes map return void.
+  // map(f, range): [f(x) for x in range], in order; blocks. If a task
+  // fails, map waits for the others, then throws the first error to arrive
+  // (see MapOptions::fail_fast). A function returning void makes map return
+  // void.
   template <class F, std::ranges::input_range Rg>
   auto map(F&& f, Rg&& input, MapOptions opts = {}) {
     return map_async(std::forward<F>(f), std::forward<Rg>(input), std::move(opts)).take_all();
@@ -448,6 +459,15 @@ class Pool {
       std::atomic<std::size_t> left;
       std::unique_ptr<detail::ProgressBar> bar;
       std::size_t n = 0, cs = 1;  // items, items per chunk
+      bool fail_fast = false;
+      std::mutex error_mu;
+      std::exception_ptr error;  // the first task error to arrive
+      void fail(const std::exception_ptr& e) {
+        if constexpr (std::is_void_v<T>)
+          detail::deliver(*st, cb, e);
+        else
+          detail::deliver(*st, cb, std::optional<T>{}, e);
+      }
     };
     auto st = std::make_shared<detail::ResultState<T>>();
     auto sh = std::make_shared<Shared>();
@@ -462,13 +482,16 @@ class Pool {
     sh->left = nchunks;
     sh->n = n;
     sh->cs = cs;
+    sh->fail_fast = opts.fail_fast;
     sh->bar = std::make_unique<detail::ProgressBar>(Star ? "starmap" : "map", static_cast<long>(n),
                                                     opts.progress.enabled());
     // Every chunk's completion shares one state and knows only its chunk
     // number: nothing is allocated per task for it.
     static constexpr auto finish = [](Shared& sh) {
       sh.bar->finish();
-      if constexpr (std::is_void_v<T>) {
+      if (sh.error) {  // every task has reported: no lock needed
+        sh.fail(sh.error);
+      } else if constexpr (std::is_void_v<T>) {
         detail::deliver(*sh.st, sh.cb, nullptr);
       } else if constexpr (direct) {
         detail::deliver(*sh.st, sh.cb, std::optional<T>(std::move(sh.all)), nullptr);
@@ -507,80 +530,90 @@ class Pool {
       prefix.pod(detail::RawChunkEntry<Chunk, A>::id);
       detail::CallableCodec<Chunk>::encode(prefix, Chunk{fn});
     }
-    for (std::size_t k = 0; k < nchunks; ++k) {
-      const std::size_t lo = k * cs, hi = std::min(n, lo + cs);
-      detail::TaskSpec t;
-      if constexpr (raw_items) {
-        // Items of trivially copyable types go straight from the range into
-        // the message, laid out as the std::vector<A> the worker decodes.
-        t.call.reserve(prefix.size() + 8 + (hi - lo) * sizeof(A));
-        t.call.put(prefix.data(), prefix.size());
-        t.call.pod(static_cast<std::uint64_t>(hi - lo));
-        std::byte* out = t.call.extend((hi - lo) * sizeof(A));
-        for (std::size_t i = lo; i < hi; ++i, ++next, out += sizeof(A)) {
-          const A item = *next;
-          std::memcpy(out, &item, sizeof(A));
-        }
-      } else {
-        chunk.clear();
-        chunk.reserve(hi - lo);
-        for (std::size_t i = lo; i < hi; ++i, ++next) {
-          if constexpr (std::ranges::sized_range<Rg> && std::ranges::forward_range<Rg>)
-            chunk.emplace_back(*next);  // the caller's range: copied, never moved from
-          else
-            chunk.emplace_back(std::move(*next));  // our own collected copy
-        }
-        t = detail::make_task(std::move(t), Chunk{fn}, chunk);
-      }
-      t.timeout = opts.timeout;
-      t.index = static_cast<long>(lo);
-      t.user_code = sh->cb.callback || sh->cb.error_callback;
-      t.done = detail::Completion(sh, static_cast<long>(k), [](Shared& sh, long k,
-                                                              const detail::TaskOutcome& o) {
-        const std::size_t lo = static_cast<std::size_t>(k) * sh.cs;
-        const long count = static_cast<long>(std::min(sh.n, lo + sh.cs) - lo);
-        std::exception_ptr err = o.error;
-        if (!err) {
-          try {
-            if constexpr (direct) {
-              detail::wire::Reader r(o.payload);
-              const auto m = r.pod<std::uint64_t>();
-              if (m != static_cast<std::uint64_t>(count))
-                throw ProtocolError("mpxx: a map chunk came back with " + std::to_string(m) +
-                                    " results for " + std::to_string(count) + " items");
-              r.get(sh.all.data() + lo, static_cast<std::size_t>(count) * sizeof(R));
-              r.expect_done("a map chunk's results");
-            } else {
-              sh.parts[static_cast<std::size_t>(k)] = detail::decode_result<CR>(o.payload);
-            }
-          } catch (...) {
-            err = std::current_exception();
+    // The input may throw part-way (a view computing its items): then the
+    // error comes out of map itself, as in Python, and nothing keeps running.
+    try {
+      for (std::size_t k = 0; k < nchunks; ++k) {
+        const std::size_t lo = k * cs, hi = std::min(n, lo + cs);
+        detail::TaskSpec t;
+        if constexpr (raw_items) {
+          // Items of trivially copyable types go straight from the range into
+          // the message, laid out as the std::vector<A> the worker decodes.
+          t.call.reserve(prefix.size() + 8 + (hi - lo) * sizeof(A));
+          t.call.put(prefix.data(), prefix.size());
+          t.call.pod(static_cast<std::uint64_t>(hi - lo));
+          std::byte* out = t.call.extend((hi - lo) * sizeof(A));
+          for (std::size_t i = lo; i < hi; ++i, ++next, out += sizeof(A)) {
+            const A item = *next;
+            std::memcpy(out, &item, sizeof(A));
           }
+        } else {
+          chunk.clear();
+          chunk.reserve(hi - lo);
+          for (std::size_t i = lo; i < hi; ++i, ++next) {
+            if constexpr (std::ranges::sized_range<Rg> && std::ranges::forward_range<Rg>)
+              chunk.emplace_back(*next);  // the caller's range: copied, never moved from
+            else
+              chunk.emplace_back(std::move(*next));  // our own collected copy
+          }
+          t = detail::make_task(std::move(t), Chunk{fn}, chunk);
         }
-        if (err) {
-          if constexpr (std::is_void_v<T>)
-            detail::deliver(*sh.st, sh.cb, err);
-          else
-            detail::deliver(*sh.st, sh.cb, std::optional<T>{}, err);
-          return;
+        t.timeout = opts.timeout;
+        t.index = static_cast<long>(lo);
+        t.user_code = sh->cb.callback || sh->cb.error_callback;
+        t.done = detail::Completion(sh, static_cast<long>(k), [](Shared& sh, long k,
+                                                                const detail::TaskOutcome& o) {
+          const std::size_t lo = static_cast<std::size_t>(k) * sh.cs;
+          const long count = static_cast<long>(std::min(sh.n, lo + sh.cs) - lo);
+          std::exception_ptr err = o.error;
+          if (!err) {
+            try {
+              if constexpr (direct) {
+                detail::wire::Reader r(o.payload);
+                const auto m = r.pod<std::uint64_t>();
+                if (m != static_cast<std::uint64_t>(count))
+                  throw ProtocolError("mpxx: a map chunk came back with " + std::to_string(m) +
+                                      " results for " + std::to_string(count) + " items");
+                r.get(sh.all.data() + lo, static_cast<std::size_t>(count) * sizeof(R));
+                r.expect_done("a map chunk's results");
+              } else {
+                sh.parts[static_cast<std::size_t>(k)] = detail::decode_result<CR>(o.payload);
+              }
+            } catch (...) {
+              err = std::current_exception();
+            }
+          }
+          if (err) {
+            // Python's map waits for every task and raises the first error to
+            // arrive. A Ctrl-C is no task's error: it is raised at once.
+            const bool now = sh.fail_fast || detail::is_keyboard_interrupt(err);
+            {
+              std::lock_guard lk(sh.error_mu);
+              if (!sh.error || now) sh.error = err;
+            }
+            if (now) sh.fail(err);
+          }
+          sh.bar->advance(count);
+          if (sh.left.fetch_sub(1) == 1) finish(sh);
+        });
+        batch_bytes += t.call.size();
+        tasks.push_back(std::move(t));
+        // Hand tasks over as they are encoded, in batches, so the workers
+        // start while the rest of the input is still being encoded.
+        if (tasks.size() >= 256 || batch_bytes >= (std::size_t{256} << 10)) {
+          auto got = core().submit(std::move(tasks));
+          ids.insert(ids.end(), got.begin(), got.end());
+          tasks.clear();
+          batch_bytes = 0;
         }
-        sh.bar->advance(count);
-        if (sh.left.fetch_sub(1) == 1) finish(sh);
-      });
-      batch_bytes += t.call.size();
-      tasks.push_back(std::move(t));
-      // Hand tasks over as they are encoded, in batches, so the workers
-      // start while the rest of the input is still being encoded.
-      if (tasks.size() >= 256 || batch_bytes >= (std::size_t{256} << 10)) {
+      }
+      if (!tasks.empty()) {
         auto got = core().submit(std::move(tasks));
         ids.insert(ids.end(), got.begin(), got.end());
-        tasks.clear();
-        batch_bytes = 0;
       }
-    }
-    if (!tasks.empty()) {
-      auto got = core().submit(std::move(tasks));
-      ids.insert(ids.end(), got.begin(), got.end());
+    } catch (...) {
+      if (!ids.empty()) core().cancel(ids);
+      throw;
     }
     st->attach(core_, std::move(ids));
     return MapAsync<T>(st);
@@ -619,11 +652,19 @@ class Pool {
     const std::size_t cs = opts.chunksize ? opts.chunksize : 1;
     std::weak_ptr<detail::ImapState<R>> weak = st;
     st->feed = [core = core_, feeder, weak, cs, fn = Fn(std::forward<F>(f)), timeout = opts.timeout,
-                index = 0L, chunk_no = 0L]() mutable -> bool {
+                index = 0L, chunk_no = 0L, input_error = std::exception_ptr()]() mutable -> bool {
+      // An input that throws: the items read before it still make a chunk;
+      // the error is thrown by the next call (ImapState keeps it for last).
+      if (input_error) std::rethrow_exception(std::exchange(input_error, nullptr));
       std::vector<A> chunk;
-      while (chunk.size() < cs && feeder->it != std::ranges::end(feeder->view)) {
-        chunk.emplace_back(*feeder->it);
-        ++feeder->it;
+      try {
+        while (chunk.size() < cs && feeder->it != std::ranges::end(feeder->view)) {
+          chunk.emplace_back(*feeder->it);
+          ++feeder->it;
+        }
+      } catch (...) {
+        if (chunk.empty()) throw;
+        input_error = std::current_exception();
       }
       if (chunk.empty()) return false;
       detail::TaskSpec t = detail::make_task(Chunk{fn}, chunk);

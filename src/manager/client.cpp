@@ -23,6 +23,39 @@ void value_with_fds(const std::string& type) {
                    "stored in a manager; store plain data or a manager proxy instead");
 }
 
+// ------------------------------------------------------ proxies in values
+
+namespace {
+thread_local HeldIds* t_held = nullptr;
+thread_local const Token* t_destination = nullptr;
+}  // namespace
+
+HeldIds::HeldIds(const Token* dest) noexcept : to(dest), outer(t_held) { t_held = this; }
+HeldIds::~HeldIds() { t_held = outer; }
+
+const Token*& request_destination() noexcept { return t_destination; }
+
+void note_encoded_proxy(const Token& t) noexcept {
+  HeldIds* h = t_held;
+  if (!h || !h->to || t.port != h->to->port || t.host != h->to->host) return;
+  try {
+    h->ids.push_back(t.id);
+  } catch (...) {  // out of memory: the value is still stored, as plain data
+  }
+}
+
+void insert_held_ids(wire::Writer& w, std::size_t at, const std::vector<std::uint64_t>& ids) {
+  const std::uint64_t n = ids.size();
+  const std::size_t head = sizeof kHeldIds + sizeof n + ids.size() * sizeof(std::uint64_t);
+  const std::size_t len = w.size() - at;
+  w.extend(head);
+  std::byte* p = w.data() + at;
+  std::memmove(p + head, p, len);
+  std::memcpy(p, &kHeldIds, sizeof kHeldIds);
+  std::memcpy(p + sizeof kHeldIds, &n, sizeof n);
+  std::memcpy(p + sizeof kHeldIds + sizeof n, ids.data(), ids.size() * sizeof(std::uint64_t));
+}
+
 // ------------------------------------------------------------- op registry
 
 namespace {

@@ -22,23 +22,38 @@ struct Dict : Obj {
   std::vector<std::optional<std::pair<Blob, Blob>>> entries;  // insertion order, holes
   std::unordered_map<Blob, std::size_t> index;
   Dict() : Obj(Kind::dict) {}
+  ~Dict() override {
+    each([&](auto& e) {
+      release(e.first);
+      release(e.second);
+    });
+  }
 
   std::pair<Blob, Blob>* find(const Blob& k) {
     auto it = index.find(k);
     return it == index.end() ? nullptr : &*entries[it->second];
   }
+  // Stores k: v, whose ids are kept already (Obj::keep).
   void set(Blob k, Blob v) {
     if (auto* e = find(k)) {
+      release(k);  // the stored key holds the same
+      release(e->second);
       e->second = std::move(v);
       return;
     }
     index.emplace(k, entries.size());
     entries.emplace_back(std::pair{std::move(k), std::move(v)});
   }
-  std::optional<Blob> take(const Blob& k) {
+  // Removes k; its value is the caller's to release or hand over, and so is
+  // the stored key when key_out asks for it.
+  std::optional<Blob> take(const Blob& k, Blob* key_out = nullptr) {
     auto it = index.find(k);
     if (it == index.end()) return std::nullopt;
     Blob v = std::move(entries[it->second]->second);
+    if (key_out)
+      *key_out = std::move(entries[it->second]->first);
+    else
+      release(entries[it->second]->first);
     entries[it->second].reset();
     index.erase(it);
     compact();
@@ -62,7 +77,7 @@ struct Dict : Obj {
       if (e) f(*e);
   }
 
-  void call(Ctx&, Method m, wire::Reader& in, wire::Writer& out) override {
+  void call(Ctx& ctx, Method m, wire::Reader& in, wire::Writer& out) override {
     std::lock_guard g(mu);
     switch (m) {
       case Method::d_get: {
@@ -79,14 +94,19 @@ struct Dict : Obj {
       }
       case Method::d_set: {
         Blob k = blob(in);
-        set(std::move(k), blob(in));
+        Blob v = blob(in);
+        keep({&k, &v});
+        set(std::move(k), std::move(v));
         return;
       }
       case Method::d_contains: put_u8(out, find(blob(in)) != nullptr); return;
       case Method::d_take: {
         auto v = take(blob(in));
         put_u8(out, v.has_value());
-        if (v) put(out, *v);
+        if (v) {
+          put(out, *v);
+          ctx.hand_over(std::move(*v));
+        }
         return;
       }
       case Method::d_setdefault: {
@@ -95,6 +115,7 @@ struct Dict : Obj {
         if (auto* e = find(k)) {
           put(out, e->second);
         } else {
+          keep({&k, &v});
           put(out, v);
           set(std::move(k), std::move(v));
         }
@@ -107,6 +128,19 @@ struct Dict : Obj {
         for (std::uint64_t i = 0; i < n; ++i) {
           Blob k = blob(in);
           items.emplace_back(std::move(k), blob(in));
+        }
+        std::size_t kept = 0;
+        try {
+          for (auto& [k, v] : items) {
+            keep({&k, &v});
+            ++kept;
+          }
+        } catch (...) {
+          for (std::size_t i = 0; i < kept; ++i) {
+            release(items[i].first);
+            release(items[i].second);
+          }
+          throw;
         }
         for (auto& [k, v] : items) set(std::move(k), std::move(v));
         return;
@@ -127,14 +161,21 @@ struct Dict : Obj {
       }
       case Method::d_len: out.pod(static_cast<std::int64_t>(index.size())); return;
       case Method::d_clear:
+        each([&](auto& e) {
+          release(e.first);
+          release(e.second);
+        });
         entries.clear();
         index.clear();
         return;
       case Method::d_popitem: {
         if (index.empty()) fail(ErrKind::key, "popitem(): dictionary is empty");
-        Blob k = entries.back()->first;
+        Blob k;
+        Blob v = *take(Blob(entries.back()->first), &k);
         put(out, k);
-        put(out, *take(k));
+        put(out, v);
+        ctx.hand_over(std::move(k));
+        ctx.hand_over(std::move(v));
         return;
       }
       default: bad_method(m, "dict");
@@ -149,7 +190,9 @@ struct Dict : Obj {
     Blob slot = e ? e->second : Blob();
     bool present = e != nullptr;
     op.slot(slot, present, in, out);
-    if (present) set(std::move(k), std::move(slot));
+    if (!present) return;
+    keep({&k, &slot});
+    set(std::move(k), std::move(slot));
   }
 };
 
@@ -159,6 +202,10 @@ struct List : Obj {
   std::mutex mu;
   std::vector<Blob> items;
   explicit List(Kind k) : Obj(k) {}
+  ~List() override {
+    for (const Blob& b : items) release(b);
+  }
+  void keep_initial() override { keep_all(items); }
 
   std::size_t at(std::int64_t i, const char* what) const {
     auto n = static_cast<std::int64_t>(items.size());
@@ -176,14 +223,17 @@ struct List : Obj {
       fail(ErrKind::value, "mpxx: an Array has a fixed size (method " + std::to_string(static_cast<int>(m)) + ")");
   }
 
-  void call(Ctx&, Method m, wire::Reader& in, wire::Writer& out) override {
+  void call(Ctx& ctx, Method m, wire::Reader& in, wire::Writer& out) override {
     std::lock_guard g(mu);
     auto n = static_cast<std::int64_t>(items.size());
     switch (m) {
       case Method::l_get: put(out, items[at(in.pod<std::int64_t>(), " index out of range")]); return;
       case Method::l_set: {
         std::size_t i = at(in.pod<std::int64_t>(), " assignment index out of range");
-        items[i] = blob(in);
+        Blob v = blob(in);
+        keep({&v});
+        release(items[i]);
+        items[i] = std::move(v);
         return;
       }
       case Method::l_len: out.pod(n); return;
@@ -209,18 +259,26 @@ struct List : Obj {
     }
     growable(m);
     switch (m) {
-      case Method::l_append: items.push_back(blob(in)); return;
+      case Method::l_append: {
+        Blob v = blob(in);
+        keep({&v});
+        items.push_back(std::move(v));
+        return;
+      }
       case Method::l_extend: {
         auto k = in.pod<std::uint64_t>();
         wire::check_size_prefix(in, k);
         std::vector<Blob> more;
         for (std::uint64_t i = 0; i < k; ++i) more.push_back(blob(in));
+        keep_all(more);
         for (auto& b : more) items.push_back(std::move(b));
         return;
       }
       case Method::l_insert: {
         auto i = clamp(in.pod<std::int64_t>(), n, 0, n);
-        items.insert(items.begin() + i, blob(in));
+        Blob v = blob(in);
+        keep({&v});
+        items.insert(items.begin() + i, std::move(v));
         return;
       }
       case Method::l_pop: {
@@ -228,17 +286,21 @@ struct List : Obj {
         if (items.empty()) fail(ErrKind::index, "pop from empty list");
         std::size_t k = at(i, " pop index out of range");
         put(out, items[k]);
+        Blob v = std::move(items[k]);
         items.erase(items.begin() + static_cast<std::ptrdiff_t>(k));
+        ctx.hand_over(std::move(v));
         return;
       }
       case Method::l_erase: {
         std::size_t k = at(in.pod<std::int64_t>(), " assignment index out of range");
+        release(items[k]);
         items.erase(items.begin() + static_cast<std::ptrdiff_t>(k));
         return;
       }
       case Method::l_remove: {
         auto it = std::find(items.begin(), items.end(), blob(in));
         if (it == items.end()) fail(ErrKind::value, "list.remove(x): x not in list");
+        release(*it);
         items.erase(it);
         return;
       }
@@ -258,7 +320,10 @@ struct List : Obj {
         return;
       }
       case Method::l_reverse: std::reverse(items.begin(), items.end()); return;
-      case Method::l_clear: items.clear(); return;
+      case Method::l_clear:
+        for (const Blob& b : items) release(b);
+        items.clear();
+        return;
       default: bad_method(m, "list");
     }
   }
@@ -276,6 +341,9 @@ struct Namespace : Obj {
   std::mutex mu;
   std::vector<std::pair<std::string, Blob>> attrs;  // in the order first set
   Namespace() : Obj(Kind::ns) {}
+  ~Namespace() override {
+    for (auto& a : attrs) release(a.second);
+  }
   std::pair<std::string, Blob>* find(const std::string& name) {
     for (auto& a : attrs)
       if (a.first == name) return &a;
@@ -297,9 +365,11 @@ struct Namespace : Obj {
       case Method::n_set: {
         std::string name = get_str(in);
         Blob v = blob(in);
-        if (auto* a = find(name))
+        keep({&v});
+        if (auto* a = find(name)) {
+          release(a->second);
           a->second = std::move(v);
-        else
+        } else
           attrs.emplace_back(std::move(name), std::move(v));
         return;
       }
@@ -307,6 +377,7 @@ struct Namespace : Obj {
         std::string name = get_str(in);
         auto* a = find(name);
         if (!a) missing(name);
+        release(a->second);
         attrs.erase(attrs.begin() + (a - attrs.data()));
         return;
       }
@@ -324,11 +395,19 @@ struct Value : Obj {
   std::mutex mu;
   Blob v;
   Value() : Obj(Kind::value) {}
+  ~Value() override { release(v); }
+  void keep_initial() override { keep({&v}); }
   void call(Ctx&, Method m, wire::Reader& in, wire::Writer& out) override {
     std::lock_guard g(mu);
     switch (m) {
       case Method::v_get: put(out, v); return;
-      case Method::v_set: v = blob(in); return;
+      case Method::v_set: {
+        Blob nv = blob(in);
+        keep({&nv});
+        release(v);
+        v = std::move(nv);
+        return;
+      }
       default: bad_method(m, "Value");
     }
   }
@@ -338,6 +417,8 @@ struct Value : Obj {
     Blob slot = v;
     bool present = true;
     op.slot(slot, present, in, out);
+    keep({&slot});
+    release(v);
     v = std::move(slot);
   }
 };

@@ -235,7 +235,10 @@ std::shared_ptr<detail::mgr::Ref> BaseManager::create_builtin(Kind kind, const s
   detail::mgr::begin(w, detail::mgr::Op::create, 0);
   w.pod(kind);
   detail::mgr::put_str(w, name);
-  if (fill) fill(w);
+  if (fill) {
+    detail::mgr::RequestTo to(t);
+    fill(w);
+  }
   auto reply = detail::mgr::transact(t, w);
   auto r = detail::mgr::reader(reply);
   t.id = r.pod<std::uint64_t>();

@@ -11,11 +11,14 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "mpxx/managers.hpp"
 
@@ -41,6 +44,23 @@ struct ServerFail {
 
 struct Obj;
 
+// The server's side of the proxies inside stored values (kHeldIds): a value
+// entering an object keeps the objects it names alive, a value leaving it
+// lets them go (and frees those it held last).
+class Keeper {
+ public:
+  virtual ~Keeper() = default;
+  // A reference on each object `v` names; ValueError, and none taken, if
+  // one of them is gone.
+  virtual void keep_ids(const Blob& v) = 0;
+  virtual void release_ids(const Blob& v) noexcept = 0;
+};
+inline bool holds_ids(const Blob& v) noexcept {
+  std::uint64_t tag = 0;
+  if (v.size() >= sizeof tag) std::memcpy(&tag, v.data(), sizeof tag);
+  return tag == kHeldIds;
+}
+
 // The client connection a request came from.
 struct Ctx {
   std::uint64_t client = 0;
@@ -50,6 +70,22 @@ struct Ctx {
   std::unordered_map<const Obj*, std::weak_ptr<Obj>> held;
   std::function<void()>* before_block = nullptr;  // run once before a wait sleeps or user code runs
   bool never_block = false;                       // (the fuzzer's server)
+  // Values holding ids that left an object in this request's reply (a pop,
+  // a get from a queue), and in the previous one. Their references are
+  // given back only after the client's next request: the client takes its
+  // own reference (an incref on this connection) as it decodes the reply.
+  std::vector<Blob> handed_over, handed_before;
+
+  // A value removed from an object and sent to this client.
+  void hand_over(Blob&& v) {
+    if (holds_ids(v)) handed_over.push_back(std::move(v));
+  }
+  // After each request, and (twice) when the client leaves.
+  void after_request(Keeper& k) noexcept {
+    for (const Blob& v : handed_before) k.release_ids(v);
+    handed_before = std::move(handed_over);
+    handed_over.clear();
+  }
 
   void hold(const std::shared_ptr<Obj>& o);
   void ensure_acceptor();
@@ -98,8 +134,43 @@ struct Obj : std::enable_shared_from_this<Obj> {
   std::uint64_t type_tag = 0;
   std::atomic<std::int64_t> refs{1};
   bool pinned = false;  // named: lives as long as the server
+  Keeper* keeper = nullptr;  // set by the server once the object is made
   explicit Obj(Kind k) : kind(k) {}
   virtual ~Obj() = default;
+  // Keeps what the values about to be stored name: all or none.
+  void keep(std::initializer_list<const Blob*> vs) {
+    if (!keeper) return;
+    std::size_t kept = 0;
+    try {
+      for (const Blob* v : vs) {
+        if (holds_ids(*v)) keeper->keep_ids(*v);
+        ++kept;
+      }
+    } catch (...) {
+      for (const Blob* v : vs) {
+        if (kept-- == 0) break;
+        release(*v);
+      }
+      throw;
+    }
+  }
+  template <class Range>
+  void keep_all(const Range& vs) {
+    if (!keeper) return;
+    auto it = std::begin(vs);
+    try {
+      for (; it != std::end(vs); ++it)
+        if (holds_ids(*it)) keeper->keep_ids(*it);
+    } catch (...) {
+      for (auto jt = std::begin(vs); jt != it; ++jt) release(*jt);
+      throw;
+    }
+  }
+  void release(const Blob& v) noexcept {
+    if (keeper && holds_ids(v)) keeper->release_ids(v);
+  }
+  // Keeps what the values it was made with name (list, Array, Value).
+  virtual void keep_initial() {}
   virtual void call(Ctx&, Method m, wire::Reader&, wire::Writer&);
   virtual void typed(Ctx&, const OpDef& op, wire::Reader&, wire::Writer&);
   // ProtocolError unless the object lets clients call operation `op_id`.

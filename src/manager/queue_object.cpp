@@ -16,6 +16,9 @@ struct QueueObj : Obj {
   std::deque<Blob> items;
   std::int64_t maxsize, unfinished = 0;
   QueueObj(Kind k, std::int64_t max) : Obj(k), maxsize(max) {}
+  ~QueueObj() override {
+    for (const Blob& b : items) release(b);
+  }
 
   void call(Ctx& ctx, Method m, wire::Reader& in, wire::Writer& out) override {
     std::unique_lock lk(mu);
@@ -25,6 +28,7 @@ struct QueueObj : Obj {
         auto t = in.pod<std::int64_t>();
         auto room = [&] { return maxsize <= 0 || static_cast<std::int64_t>(items.size()) < maxsize; };
         if (!ctx.wait(lk, not_full, t, room)) fail(ErrKind::full, "queue is full");
+        keep({&v});
         items.push_back(std::move(v));
         ++unfinished;
         not_empty.notify_one();
@@ -34,7 +38,9 @@ struct QueueObj : Obj {
         auto t = in.pod<std::int64_t>();
         if (!ctx.wait(lk, not_empty, t, [&] { return !items.empty(); })) fail(ErrKind::empty, "queue is empty");
         put(out, items.front());
+        Blob v = std::move(items.front());
         items.pop_front();
+        ctx.hand_over(std::move(v));
         not_full.notify_one();
         return;
       }

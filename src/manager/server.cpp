@@ -4,16 +4,19 @@
 // object kinds has a file of its own) and shutdown.
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <functional>
 #include <mutex>
 #include <optional>
 #include <random>
+#include <span>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
 #include <unordered_map>
+#include <vector>
 
 #include "channel/connection_state.hpp"
 #include "sys/fd.hpp"
@@ -33,9 +36,29 @@ std::uint64_t random_id() {
   return (v >> 2) | (std::uint64_t{1} << 32);  // far from 0 and from wrapping
 }
 
+// Destroys objects no longer referenced. An object's destructor gives back
+// what its values held and may free more: those are destroyed by the same
+// loop, not by recursion, so a long chain of nested containers cannot
+// exhaust the stack.
+void free_objects(std::vector<std::shared_ptr<Obj>> dead) noexcept {
+  thread_local std::vector<std::shared_ptr<Obj>>* freeing = nullptr;
+  if (freeing) {
+    for (auto& o : dead) freeing->push_back(std::move(o));
+    return;
+  }
+  std::vector<std::shared_ptr<Obj>> pending = std::move(dead);
+  freeing = &pending;
+  while (!pending.empty()) {
+    std::shared_ptr<Obj> o = std::move(pending.back());
+    pending.pop_back();
+    o.reset();
+  }
+  freeing = nullptr;
+}
+
 }  // namespace
 
-struct ServerState {
+struct ServerState final : Keeper {
   Address address;
   std::string authkey;
   std::unordered_map<std::string, Registration> types;
@@ -54,6 +77,48 @@ struct ServerState {
   std::uint64_t next_client = 1;
   CallMutexes call_mutexes;  // of the registered-type objects
 
+  // Objects destroyed with the server give nothing back.
+  std::atomic<bool> closing{false};
+  ~ServerState() override { closing = true; }
+
+  // The ids a stored value's header names.
+  static std::vector<std::uint64_t> ids_of(const Blob& v) {
+    std::uint64_t n;
+    auto bytes = held_ids(std::as_bytes(std::span(v.data(), v.size())), n);
+    std::vector<std::uint64_t> ids(static_cast<std::size_t>(n));
+    if (n) std::memcpy(ids.data(), bytes.data(), bytes.size());
+    return ids;
+  }
+  void keep_ids(const Blob& v) override {
+    const auto ids = ids_of(v);
+    std::lock_guard g(mu);
+    for (std::uint64_t id : ids)
+      if (!objects.count(id))
+        fail(ErrKind::value, "mpxx: the value holds a proxy of object " + std::to_string(id) +
+                                 ", which this manager has freed");
+    for (std::uint64_t id : ids) objects.at(id)->refs.fetch_add(1);
+  }
+  void release_ids(const Blob& v) noexcept override {
+    if (closing.load()) return;
+    std::vector<std::shared_ptr<Obj>> dead;
+    try {
+      const auto ids = ids_of(v);
+      std::lock_guard g(mu);
+      for (std::uint64_t id : ids) decref_locked(id, dead);
+    } catch (...) {  // a header that was checked when the value was kept
+    }
+    free_objects(std::move(dead));
+  }
+  // One reference less (mu held); an object left with none goes to `dead`.
+  void decref_locked(std::uint64_t id, std::vector<std::shared_ptr<Obj>>& dead) {
+    auto it = objects.find(id);
+    if (it == objects.end()) return;
+    if (it->second->refs.fetch_sub(1) == 1 && !it->second->pinned) {
+      dead.push_back(std::move(it->second));
+      objects.erase(it);
+    }
+  }
+
   std::shared_ptr<Obj> find(std::uint64_t id) {
     std::lock_guard g(mu);
     auto it = objects.find(id);
@@ -62,6 +127,7 @@ struct ServerState {
     return it->second;
   }
   std::uint64_t add(std::shared_ptr<Obj> o) {
+    o->keeper = this;
     std::lock_guard g(mu);
     std::uint64_t id = next_id++;
     objects.emplace(id, std::move(o));
@@ -69,6 +135,17 @@ struct ServerState {
   }
 
   std::shared_ptr<Obj> make(Kind kind, wire::Reader& in) {
+    std::shared_ptr<Obj> o = make_kind(kind, in);
+    o->keeper = this;
+    try {
+      o->keep_initial();
+    } catch (...) {
+      o->keeper = nullptr;  // kept nothing: gives nothing back
+      throw;
+    }
+    return o;
+  }
+  std::shared_ptr<Obj> make_kind(Kind kind, wire::Reader& in) {
     switch (kind) {
       case Kind::dict: return make_dict();
       case Kind::list:
@@ -162,13 +239,17 @@ struct ServerState {
       case Op::incref:
       case Op::decref: {
         reply = false;
-        std::lock_guard g(mu);
-        auto it = objects.find(id);
-        if (it == objects.end()) return;
-        if (op == Op::incref)
-          it->second->refs.fetch_add(1);
-        else if (it->second->refs.fetch_sub(1) == 1 && !it->second->pinned)
-          objects.erase(it);
+        std::vector<std::shared_ptr<Obj>> dead;
+        {
+          std::lock_guard g(mu);
+          auto it = objects.find(id);
+          if (it == objects.end()) return;
+          if (op == Op::incref)
+            it->second->refs.fetch_add(1);
+          else
+            decref_locked(id, dead);
+        }
+        free_objects(std::move(dead));  // outside mu: their destructors may give back more
         return;
       }
       case Op::shutdown: stop = true; return;
@@ -274,6 +355,7 @@ struct ServerState {
           encode_exception(out, info);
         }
         if (reply) c.send(out.bytes());
+        ctx.after_request(*this);
         if (stop_now) {
           stop();
           break;
@@ -285,6 +367,8 @@ struct ServerState {
     auto held = std::move(ctx.held);
     for (auto& [_, w] : held)
       if (auto o = w.lock()) o->client_gone(ctx.client);
+    ctx.after_request(*this);
+    ctx.after_request(*this);
   }
 
   static void error(wire::Writer& out, ErrKind k, const std::string& msg) {
@@ -354,7 +438,10 @@ std::size_t fuzz_requests(std::span<const std::byte> input) {
     } catch (const Error&) {
       ++errors;
     }
+    ctx.after_request(st);
   }
+  ctx.after_request(st);
+  ctx.after_request(st);
   return errors;
 }
 

@@ -108,19 +108,76 @@ inline std::string get_str(wire::Reader& r) {
 }
 [[noreturn]] void value_with_fds(const std::string& type);
 
+// Proxies inside a stored value. A value that holds proxies of the manager
+// it is sent to starts with the ids of their objects, so that the server
+// keeps those objects alive as long as it stores the value:
+//   [u64 kHeldIds][u64 n][n x u64 id][the tagged encoding]
+// Proxies of other managers are left out (they stay plain data).
+inline constexpr std::uint64_t kHeldIds = 0x4845'4c44'2e6d'7078ULL;
+struct Token;
+// While alive, the ids of the proxies this thread encodes are collected
+// (ProxyBase::save), for a value on its way to the manager at `to`.
+struct HeldIds {
+  explicit HeldIds(const Token* to) noexcept;
+  ~HeldIds();
+  HeldIds(const HeldIds&) = delete;
+  HeldIds& operator=(const HeldIds&) = delete;
+  const Token* to;
+  std::vector<std::uint64_t> ids;
+  HeldIds* outer;
+};
+// The manager the calling thread's request goes to (set by the proxy call
+// around writing its arguments), or nullptr.
+const Token*& request_destination() noexcept;
+// Sets request_destination() while alive.
+struct RequestTo {
+  explicit RequestTo(const Token& t) noexcept : outer(std::exchange(request_destination(), &t)) {}
+  ~RequestTo() { request_destination() = outer; }
+  RequestTo(const RequestTo&) = delete;
+  RequestTo& operator=(const RequestTo&) = delete;
+  const Token* outer;
+};
+// ProxyBase::save: notes a proxy being encoded.
+void note_encoded_proxy(const Token& t) noexcept;
+// Inserts the ids' header before the encoding that starts at `at`.
+void insert_held_ids(wire::Writer& w, std::size_t at, const std::vector<std::uint64_t>& ids);
+// The ids of a header (an empty span with no data() without one);
+// ProtocolError if it is cut short.
+inline std::span<const std::byte> held_ids(std::span<const std::byte> b, std::uint64_t& n) {
+  n = 0;
+  std::uint64_t tag = 0;
+  if (b.size() < 2 * sizeof tag) return {};
+  std::memcpy(&tag, b.data(), sizeof tag);
+  if (tag != kHeldIds) return {};
+  std::memcpy(&n, b.data() + sizeof tag, sizeof n);
+  if (n > (b.size() - 2 * sizeof tag) / sizeof tag) throw ProtocolError("mpxx: a managed value is cut short");
+  return b.subspan(2 * sizeof tag, static_cast<std::size_t>(n) * sizeof tag);
+}
+// The encoding without the header, if any.
+inline std::span<const std::byte> skip_held_ids(std::span<const std::byte> b) {
+  std::uint64_t n;
+  auto ids = held_ids(b, n);
+  if (!ids.data()) return b;  // no header
+  return b.subspan(static_cast<std::size_t>(ids.data() + ids.size() - b.data()));
+}
+
 // A value as the server stores it: a blob of its tagged encoding.
 template <class T>
 void put_value(wire::Writer& w, const T& v) {
   std::size_t at = w.size();
   w.pod(std::uint64_t{0});
-  wire::encode_tagged(w, v);
-  if (!w.fds().empty()) value_with_fds(wire::type_name<T>());
+  {
+    HeldIds held(request_destination());
+    wire::encode_tagged(w, v);
+    if (!w.fds().empty()) value_with_fds(wire::type_name<T>());
+    if (!held.ids.empty()) insert_held_ids(w, at + sizeof(std::uint64_t), held.ids);
+  }
   std::uint64_t n = w.size() - at - sizeof(std::uint64_t);
   std::memcpy(w.data() + at, &n, sizeof n);
 }
 template <class T>
 T decode_value(std::span<const std::byte> b) {
-  wire::Reader r(b);
+  wire::Reader r(skip_held_ids(b));
   T v = wire::decode_tagged<T>(r);
   r.expect_done("a managed value");
   return v;

@@ -41,7 +41,10 @@ class ProxyBase {
            a.ref_->token.host == b.ref_->token.host && a.ref_->token.port == b.ref_->token.port;
   }
 
-  void save(wire::OutArchive& ar) const { ar(ref().token); }
+  void save(wire::OutArchive& ar) const {
+    note_encoded_proxy(ref().token);
+    ar(ref().token);
+  }
   void load(wire::InArchive& ar) {
     Token t;
     ar(t);
@@ -62,7 +65,10 @@ class ProxyBase {
     wire::Writer w;
     begin(w, Op::call, id());
     w.pod(m);
-    fill(w);
+    {
+      RequestTo to(token());
+      fill(w);
+    }
     return transact(token(), w);
   }
   std::string call(Method m) const {
@@ -73,7 +79,10 @@ class ProxyBase {
     wire::Writer w;
     begin(w, Op::typed, id());
     w.pod(op);
-    fill(w);
+    {
+      RequestTo to(token());
+      fill(w);
+    }
     return transact(token(), w);
   }
   bool call_bool(Method m, std::int64_t arg) const {

@@ -191,8 +191,8 @@ class ResultBase {
   bool failed() const noexcept { return error_ != nullptr; }
   // Cancels the tasks this result waits for.
   bool cancel();
-  // The first completion to claim the result publishes it (a map's chunks
-  // race to report the first error).
+  // The first completion to claim the result publishes it (a map's last
+  // chunk, or with fail_fast its first error, against a Ctrl-C).
   bool claim() noexcept { return !claimed_.exchange(true, std::memory_order_acq_rel); }
   void publish_error(std::exception_ptr e);
   void attach(std::weak_ptr<PoolCore> core, std::vector<std::uint64_t> ids);

@@ -72,6 +72,16 @@ inline void call_error_callback(const std::function<void(const Error&)>& ecb, st
   }
 }
 
+inline bool is_keyboard_interrupt(const std::exception_ptr& e) noexcept {
+  try {
+    std::rethrow_exception(e);
+  } catch (const KeyboardInterrupt&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
 template <class T>
 void deliver(ResultState<T>& st, const Callbacks<T>& cb, std::optional<T>&& value, std::exception_ptr err) {
   if (!st.claim()) return;
@@ -256,6 +266,7 @@ struct ImapState {
   bool exhausted = false;
   std::size_t max_inflight = 8;
   std::function<bool()> feed;  // submits the next chunk; false at the end of input
+  std::exception_ptr input_error;  // what feed threw: raised after every submitted chunk
   std::unique_ptr<ProgressBar> bar;
 
   // The next chunk in order (or completion order), or nullopt at the end.
@@ -269,9 +280,12 @@ struct ImapState {
         try {
           more = feed();
         } catch (...) {
+          // Python's imap yields the results of the tasks dispatched before
+          // its input failed, then raises the input's error, then ends.
           lk.lock();
           exhausted = true;
-          throw;
+          input_error = std::current_exception();
+          break;
         }
         lk.lock();
         if (more)
@@ -288,6 +302,7 @@ struct ImapState {
         return c;
       }
       if (exhausted && yielded == submitted) {
+        if (input_error) return Chunk{{}, std::exchange(input_error, nullptr)};
         if (bar) bar->finish();
         return std::nullopt;
       }
