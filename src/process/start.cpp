@@ -44,20 +44,13 @@ void flush_std_streams() noexcept {
 
 void run_process_object(void* p) { static_cast<Process*>(p)->run(); }
 
-// Records a new child's pid and pidfd; a child we cannot get a pidfd for
-// is killed and reaped rather than left untracked.
+// Records a new child's pid and pidfd.
 void adopt_child(ProcessState& s, pid_t pid) {
+  s.pidfd = sys::pidfd_of_new_child(pid, s.name);
   s.pid = pid;
-  try {
-    s.pidfd = sys::pidfd_open(pid);
-  } catch (...) {
-    ::kill(pid, SIGKILL);
-    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-    }
-    throw;
-  }
 }
 }  // namespace
+
 
 namespace {
 // What a fork child sends its parent once set up, before it runs the
@@ -124,7 +117,7 @@ void start_fork(ProcessState& s, Process& obj) {
   auto [report_rd, report_wr] = sys::make_pipe();
   ::fcntl(report_rd.get(), F_SETFL, O_NONBLOCK);  // the pidfd may end the wait instead
   pid_t pid = ::fork();
-  if (pid < 0) sys::throw_errno("cannot fork " + s.name);
+  if (pid < 0) sys::throw_errno("cannot start " + s.name + ": fork");
   if (pid == 0) {
     report_rd.reset();
     // Die with the parent. prctl only arms it from now on: if the parent
@@ -214,10 +207,9 @@ void start_spawn(ProcessState& s) {
   wire::Writer boot;
   encode_boot(boot, s);
   auto [mine, theirs] = sys::socket_pair();
-  int child_fd = sys::move_above(theirs.release(), 4);
-  sys::UniqueFd child_end(child_fd);
+  sys::UniqueFd child_end = sys::move_above(std::move(theirs), 4);
   flush_std_streams();
-  pid_t pid = spawn_self(child_fd, "MPXX_SPAWN=3:" + std::to_string(::getpid()));
+  pid_t pid = spawn_self(child_end.get(), "MPXX_SPAWN=3:" + std::to_string(::getpid()));
   child_end.reset();
   adopt_child(s, pid);
   // If the child died before reading, join() reports how.
