@@ -337,3 +337,81 @@ TEST(FdShortage, ListenerAndClientFailWithEmfileAndLeaveNothing) {
 }
 
 }  // namespace
+
+// ------------------------------------------------------ /dev/shm full
+
+// In a scenario child: a private mount namespace with a 1 MiB tmpfs over
+// /dev/shm. Returns why not, where this is not allowed (no CAP_SYS_ADMIN,
+// a seccomp filter), or "" once mounted.
+std::string mount_small_dev_shm() {
+  auto why = [](const char* what) { return std::string(what) + ": " + std::strerror(errno); };
+  if (::unshare(CLONE_NEWNS) != 0) return why("unshare(CLONE_NEWNS)");
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return why("making mounts private");
+  if (::mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=1m") != 0) return why("mounting a tmpfs on /dev/shm");
+  return "";
+}
+
+std::vector<std::string> dev_shm_entries() {
+  std::vector<std::string> out;
+  for (const auto& e : mpxx_test::snapshot().shm) out.push_back(e);
+  return out;
+}
+
+#define SKIP_UNLESS_SMALL_DEV_SHM(f)                                                           \
+  if (std::string why_ = mount_small_dev_shm(); !why_.empty()) {                              \
+    (f).fail("SKIP a small tmpfs cannot be mounted over /dev/shm here (" + why_ + ")");       \
+    return;                                                                                    \
+  }
+
+TEST(DevShmFull, NamedSharedMemoryIsAnOSErrorAtCreationNotASigbus) {
+  EXPECT_SCENARIO_CLEAN(in_child([](Findings& f) {
+    SKIP_UNLESS_SMALL_DEV_SHM(f);
+    const std::string name = "mpxx_test_full_" + std::to_string(::getpid());
+    try {
+      auto shm = mpxx::SharedMemory::create(8 << 20, name);
+      // Without a reservation this is where the process dies of SIGBUS.
+      for (std::size_t i = 0; i < shm.size(); i += 4096) shm.buf()[i] = std::byte{1};
+      f.fail("8 MiB of named shared memory in a 1 MiB /dev/shm was created and written");
+      shm.unlink();
+    } catch (const mpxx::OSError& e) {
+      f.check(e.code() == ENOSPC, std::string("not ENOSPC: ") + e.what());
+      f.check(std::string(e.what()).find(name) != std::string::npos,
+              std::string("the message does not name the block: ") + e.what());
+    }
+    f.check(dev_shm_entries().empty(), "the failed block was left in /dev/shm");
+    // What fits still works.
+    auto small = mpxx::SharedMemory::create(256 << 10, name);
+    for (std::size_t i = 0; i < small.size(); i += 4096) small.buf()[i] = std::byte{2};
+    auto again = mpxx::SharedMemory::attach(name);
+    f.check(again.buf()[4096] == std::byte{2}, "the small block does not read back");
+    small.unlink();
+  }));
+}
+
+TEST(DevShmFull, QueuePipeAndUnnamedSharedMemoryDoNotNeedDevShm) {
+  EXPECT_SCENARIO_CLEAN(in_child([](Findings& f) {
+    SKIP_UNLESS_SMALL_DEV_SHM(f);
+    // Fill /dev/shm to the last byte.
+    const std::string filler = "/dev/shm/mpxx_test_filler_" + std::to_string(::getpid());
+    int fd = ::open(filler.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    std::vector<char> block(64 << 10, 'x');
+    while (::write(fd, block.data(), block.size()) > 0) {
+    }
+    f.check(errno == ENOSPC, "filling /dev/shm did not end with ENOSPC");
+    ::close(fd);
+    // Large values through a Queue (its ring is a memfd) and a Pipe (read
+    // from the sender's memory or through a pipe), and unnamed blocks
+    // (memfds) do not live in /dev/shm.
+    const std::vector<char> big(8 << 20, 'q');
+    mpxx::Queue<std::vector<char>> q;
+    q.put(big);
+    f.check(q.get(5s) == big, "the Queue's large value did not arrive whole");
+    auto [a, b] = mpxx::Pipe();
+    std::thread sender([&, &a = a] { a.send(big); });
+    f.check(b.recv<std::vector<char>>() == big, "the Pipe's large value did not arrive whole");
+    sender.join();
+    auto shm = mpxx::SharedMemory::create(8 << 20);
+    for (std::size_t i = 0; i < shm.size(); i += 4096) shm.buf()[i] = std::byte{3};
+    ::unlink(filler.c_str());
+  }));
+}

@@ -173,6 +173,12 @@ UniqueFd make_memfd(const std::string& name, std::size_t size) {
   return fd;
 }
 
+void reserve_shared(int fd, std::size_t size, const std::string& what) {
+  const int err = ::fallocate(fd, 0, 0, static_cast<off_t>(size)) == 0 ? 0 : errno;
+  if (err == 0 || err == EOPNOTSUPP || err == ENOSYS) return;
+  throw_errno(err, "cannot allocate " + std::to_string(size) + " bytes of shared memory " + what);
+}
+
 bool sendmsg_all(int sock, iovec* iov, int iovcnt, std::span<const int> fds) {
   if (fds.size() > kMaxFdsPerMessage)
     throw ValueError("mpxx: a message can carry at most " + std::to_string(kMaxFdsPerMessage) +

@@ -102,6 +102,12 @@ std::pair<UniqueFd, UniqueFd> make_pipe();
 // A new anonymous shared-memory file `size` bytes long: memfd_create(name,
 // MFD_CLOEXEC), then ftruncate. OSError if either fails.
 UniqueFd make_memfd(const std::string& name, std::size_t size);
+// Allocates the first `size` bytes of a shared-memory file now
+// (fallocate), so that a tmpfs without room (a full /dev/shm, a memory
+// cgroup at its limit) is an OSError ENOSPC/ENOMEM here rather than a
+// SIGBUS at the first touch of a page. A file system without fallocate
+// is left as it is. `what` names the block in the error.
+void reserve_shared(int fd, std::size_t size, const std::string& what);
 
 // Most fds one message carries (the kernel's SCM_MAX_FD is 253).
 inline constexpr std::size_t kMaxFdsPerMessage = 250;
