@@ -306,7 +306,12 @@ TEST(FdShortage, SharedMemoryFailsWithEmfileAndLeavesNothing) {
     const std::string name = "mpxx_test_emfile_" + std::to_string(::getpid());
     step_through_fd_shortage(f, "named SharedMemory::create", "cannot ", [&] {
       auto shm = mpxx::SharedMemory::create(1 << 20, name);
-      round_trip(shm);
+      try {
+        round_trip(shm);
+      } catch (...) {
+        shm.unlink();
+        throw;
+      }
       shm.unlink();
     });
   }));
@@ -413,5 +418,119 @@ TEST(DevShmFull, QueuePipeAndUnnamedSharedMemoryDoNotNeedDevShm) {
     auto shm = mpxx::SharedMemory::create(8 << 20);
     for (std::size_t i = 0; i < shm.size(); i += 4096) shm.buf()[i] = std::byte{3};
     ::unlink(filler.c_str());
+  }));
+}
+
+// ------------------------------------------- an address-space limit (ulimit -v)
+
+constexpr std::size_t kHugeMessage = std::size_t{256} << 20;
+
+// Lets this process grow by `headroom` bytes of address space from now on.
+void limit_address_space(std::size_t headroom) {
+  std::size_t vm_kb = 0;
+  std::istringstream status(mpxx_test::read_file("/proc/self/status"));
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmSize:", 0) == 0) vm_kb = std::stoul(line.substr(7));
+  rlimit r{};
+  ::getrlimit(RLIMIT_AS, &r);
+  r.rlim_cur = vm_kb * 1024 + headroom;
+  ::setrlimit(RLIMIT_AS, &r);
+}
+
+// The receiving call failed as documented: an OSError ENOMEM that names the
+// type and the message's size (the value and its 8-byte size prefix).
+template <class F>
+void expect_enomem(Findings& f, const std::string& what, F call) {
+  try {
+    call();
+    f.fail(what + " succeeded beyond the address-space limit");
+  } catch (const mpxx::OSError& e) {
+    f.check(e.code() == ENOMEM, what + ": not ENOMEM: " + e.what());
+    f.check(std::string(e.what()).find("out of memory receiving a std::vector<char") != std::string::npos &&
+                std::string(e.what()).find(std::to_string(kHugeMessage + 8) + " bytes") != std::string::npos,
+            what + ": the message does not say what was received, and how large: " + e.what());
+  } catch (const std::bad_alloc&) {
+    f.fail(what + ": a bare std::bad_alloc");
+  } catch (const std::exception& e) {
+    f.fail(what + ": not an OSError: " + e.what());
+  }
+}
+
+#ifdef MPXX_TEST_SANITIZED
+#define SKIP_UNDER_SANITIZERS() GTEST_SKIP() << "ASan reserves terabytes of address space: RLIMIT_AS cannot apply"
+#else
+#define SKIP_UNDER_SANITIZERS() (void)0
+#endif
+
+TEST(AddressSpaceLimit, ALargePipeMessageFailsThatRecvAndThePipeGoesOn) {
+  SKIP_UNDER_SANITIZERS();
+  EXPECT_SCENARIO_CLEAN(in_child([](Findings& f) {
+    auto pipe = mpxx::Pipe();
+    mpxx::Connection& rx = pipe.first;
+    mpxx::Connection& tx = pipe.second;
+    // The sender starts before the limit, so only the receiver has it.
+    mpxx::Process sender([&tx] {
+      std::vector<char> big(kHugeMessage, 'b');
+      try {
+        tx.send(big);
+      } catch (const std::exception&) {
+        // the receiver could not take it: this send may fail too
+      }
+      tx.send(std::string("small"));
+    });
+    sender.start();
+    tx.close();
+    limit_address_space(128 << 20);
+    expect_enomem(f, "Pipe recv of 256 MiB", [&] { rx.recv<std::vector<char>>(); });
+    if (!rx.poll(20s)) {
+      f.fail("the small message after the large one never came");
+    } else {
+      try {
+        f.check(rx.recv<std::string>() == "small", "the next message is not the small one");
+      } catch (const std::exception& e) {
+        f.fail(std::string("the next recv failed: ") + e.what());
+      }
+    }
+    sender.join(20s);
+    f.check(sender.exitcode() == 0, "the sender did not finish cleanly");
+    if (sender.is_alive()) sender.kill(), sender.join();
+  }));
+}
+
+TEST(AddressSpaceLimit, ALargeQueueMessageFailsThatGetAndTheQueueGoesOn) {
+  SKIP_UNDER_SANITIZERS();
+  EXPECT_SCENARIO_CLEAN(in_child([](Findings& f) {
+    mpxx::Queue<std::vector<char>> q;
+    mpxx::Process producer([&q] {
+      q.put(std::vector<char>(kHugeMessage, 'q'));
+      q.put(std::vector<char>(10, 's'));
+    });
+    producer.start();
+    limit_address_space(128 << 20);
+    expect_enomem(f, "Queue get of 256 MiB", [&] { q.get(20s); });
+    try {
+      f.check(q.get(20s) == std::vector<char>(10, 's'), "the next item is not the small one");
+    } catch (const std::exception& e) {
+      f.fail(std::string("the next get failed: ") + e.what());
+    }
+    producer.join(20s);
+    f.check(producer.exitcode() == 0, "the producer did not finish cleanly");
+    if (producer.is_alive()) producer.kill(), producer.join();
+  }));
+}
+
+TEST(AddressSpaceLimit, ALargePoolResultFailsThatTaskAndThePoolGoesOn) {
+  SKIP_UNDER_SANITIZERS();
+  EXPECT_SCENARIO_CLEAN(in_child([](Findings& f) {
+    mpxx::Pool pool(2);
+    limit_address_space(128 << 20);
+    expect_enomem(f, "a Pool result of 256 MiB", [&] { pool.apply_async(big_result, kHugeMessage).get(30s); });
+    try {
+      f.check(pool.apply(plus_one, 1) == 2, "the next task's result is wrong");
+    } catch (const std::exception& e) {
+      f.fail(std::string("the next task failed: ") + e.what());
+    }
+    pool.close();
+    pool.join();
   }));
 }
