@@ -71,7 +71,7 @@ class AttributeError : public Error {
 };
 
 // A system call failed; carries errno. Messages say what was being done:
-// "mpxx: cannot fork Process-3: Resource temporarily unavailable".
+// "mpxx: cannot start Process-3: fork: Resource temporarily unavailable".
 class OSError : public Error {
  public:
   OSError(int err, const std::string& what);

@@ -502,7 +502,7 @@ void hold_pieces_whole(int fd) {
 }  // namespace
 }  // namespace detail
 
-std::pair<Connection, Connection> Pipe(bool duplex, PipeOptions options) {
+std::pair<Connection, Connection> Pipe(bool duplex, PipeOptions options) try {
   auto [a, b] = sys::socket_pair();
   if (options.shared_memory) {
     detail::hold_pieces_whole(a.get());
@@ -519,6 +519,8 @@ std::pair<Connection, Connection> Pipe(bool duplex, PipeOptions options) {
   detail::ConnAccess::set_ring(r, std::move(ra));
   detail::ConnAccess::set_ring(w, std::move(wa));
   return {std::move(r), std::move(w)};
+} catch (...) {
+  sys::rethrow_with_context("cannot create a Pipe");
 }
 
 }  // namespace mpxx

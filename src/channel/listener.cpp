@@ -288,6 +288,7 @@ AddrInfo resolve(const Address& a, bool passive) {
   AddrInfo r;
   std::string port = std::to_string(a.port);
   int err = ::getaddrinfo(a.host.empty() ? nullptr : a.host.c_str(), port.c_str(), &hints, &r.ai);
+  if (err == EAI_SYSTEM) sys::throw_errno("cannot resolve " + a.to_string());
   if (err != 0)
     throw OSError(EINVAL, "mpxx: cannot resolve " + a.to_string() + ": " + ::gai_strerror(err));
   return r;
@@ -334,7 +335,7 @@ Listener::Listener(Address address, std::optional<std::string> authkey, int back
   if (address.is_unix()) {
     auto a = detail::unix_addr(address.host);
     st_->fd.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (!st_->fd) sys::throw_errno("socket");
+    if (!st_->fd) sys::throw_errno("cannot listen on " + address.host + ": socket");
     if (::bind(st_->fd.get(), a.get(), a.len) < 0)
       sys::throw_errno("cannot listen on " + address.host);
     // Only this user may connect; nobody can before listen(), so there
@@ -352,7 +353,10 @@ Listener::Listener(Address address, std::optional<std::string> authkey, int back
     int last_err = 0;
     for (addrinfo* p = ai.ai; p; p = p->ai_next) {
       sys::UniqueFd fd(::socket(p->ai_family, p->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, p->ai_protocol));
-      if (!fd) continue;
+      if (!fd) {
+        last_err = errno;
+        continue;
+      }
       int one = 1;
       ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
       if (::bind(fd.get(), p->ai_addr, p->ai_addrlen) == 0) {
@@ -496,7 +500,7 @@ Connection Client(const Address& address, std::optional<std::string> authkey) {
   if (address.is_unix()) {
     auto a = detail::unix_addr(address.host);
     fd.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!fd) sys::throw_errno("socket");
+    if (!fd) sys::throw_errno("cannot connect to " + address.host + ": socket");
     if (sys::retry([&] { return ::connect(fd.get(), a.get(), a.len); }) < 0)
       sys::throw_errno("cannot connect to " + address.host);
   } else {
@@ -504,7 +508,10 @@ Connection Client(const Address& address, std::optional<std::string> authkey) {
     int last_err = ECONNREFUSED;
     for (addrinfo* p = ai.ai; p && !fd; p = p->ai_next) {
       sys::UniqueFd s(::socket(p->ai_family, p->ai_socktype | SOCK_CLOEXEC, p->ai_protocol));
-      if (!s) continue;
+      if (!s) {
+        last_err = errno;
+        continue;
+      }
       if (::connect(s.get(), p->ai_addr, p->ai_addrlen) == 0)
         fd = std::move(s);
       else

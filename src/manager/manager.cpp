@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "manager/protocol.hpp"
+#include "sys/fd.hpp"
 #include "mpxx/process.hpp"
 #include "process/state.hpp"
 
@@ -117,7 +118,7 @@ void BaseManager::add_registration(detail::mgr::Registration r) {
   s.types.push_back(std::move(r));
 }
 
-void BaseManager::start() {
+void BaseManager::start() try {
   auto& s = state(st_);
   if (s.connected) throw ProcessError("mpxx: this manager has already been started or connected");
   auto [rx, tx] = Pipe(true, {.shared_memory = false});  // its fd becomes the manager channel
@@ -163,6 +164,8 @@ void BaseManager::start() {
   s.connected = true;
   detail::mgr::mark_server_dead(s.address, false);
   detail::mgr::adopt_connection(s.address, s.authkey, std::move(rx));
+} catch (...) {
+  sys::rethrow_with_context("cannot start a Manager");
 }
 
 void BaseManager::connect() {

@@ -1,6 +1,8 @@
 // Pool's non-template members (include/mpxx/pool.hpp).
 #include "mpxx/pool.hpp"
 
+#include "sys/fd.hpp"
+
 namespace mpxx {
 
 Pool::Pool(PoolOptions opts, detail::Target init) {
@@ -23,7 +25,12 @@ Pool::Pool(PoolOptions opts, detail::Target init) {
       cfg.init_why_not = init.why_not;
     }
   }
-  core_ = detail::PoolCore::create(std::move(cfg));
+  const int n = cfg.processes;
+  try {
+    core_ = detail::PoolCore::create(std::move(cfg));
+  } catch (...) {
+    sys::rethrow_with_context("cannot start a Pool of " + std::to_string(n) + " processes");
+  }
 }
 
 Pool::~Pool() {

@@ -111,6 +111,15 @@ class Core final : public PoolCore {
     // As in Python, the workers exist when the constructor returns.
     std::unique_lock lk(mu_);
     started_cv_.wait(lk, [&] { return started_; });
+    if (broken_) {
+      // A worker could not be started (no fd, no memory): the constructor
+      // raises that, as Python's does, and leaves nothing running.
+      const std::exception_ptr why = broken_;
+      lk.unlock();
+      terminate();
+      join();
+      std::rethrow_exception(why);
+    }
   }
 
   ~Core() override {

@@ -34,14 +34,13 @@ void ensure_running(Server& sv) {
     get_logger().logf(log::WARNING, "forkserver (pid ", sv.pid, ") died; restarting it");
   }
   auto [mine, theirs] = sys::socket_pair();
-  int child_fd = sys::move_above(theirs.release(), 4);
-  sys::UniqueFd child_end(child_fd);
-  pid_t pid = spawn_self(child_fd, "MPXX_FORKSERVER=3:" + std::to_string(::getpid()), true);
+  sys::UniqueFd child_end = sys::move_above(std::move(theirs), 4);
+  pid_t pid = spawn_self(child_end.get(), "MPXX_FORKSERVER=3:" + std::to_string(::getpid()), true);
   child_end.reset();
+  sv.pidfd = sys::pidfd_of_new_child(pid, "the forkserver");
   sv.owner = ::getpid();
   sv.pid = pid;
   sv.ctl = std::move(mine);
-  sv.pidfd = sys::pidfd_open(pid);
   get_logger().logf(log::DEBUG, "forkserver started with pid ", pid);
 }
 

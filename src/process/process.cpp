@@ -1,4 +1,5 @@
 // Process objects, the children table and program-exit handling.
+#include "sys/fd.hpp"
 #include "mpxx/process.hpp"
 
 #include <signal.h>
@@ -395,10 +396,14 @@ void Process::start() {
   }
   detail::cleanup_children();
   detail::install_exit_handler();
-  switch (s.method) {
-    case StartMethod::fork: detail::start_fork(s, *this); break;
-    case StartMethod::spawn: detail::start_spawn(s); break;
-    case StartMethod::forkserver: detail::start_forkserver(s); break;
+  try {
+    switch (s.method) {
+      case StartMethod::fork: detail::start_fork(s, *this); break;
+      case StartMethod::spawn: detail::start_spawn(s); break;
+      case StartMethod::forkserver: detail::start_forkserver(s); break;
+    }
+  } catch (...) {
+    sys::rethrow_with_context("cannot start " + s.name);
   }
   s.started = true;
   detail::add_child(st_);

@@ -45,20 +45,13 @@ void flush_std_streams() noexcept {
 
 void run_process_object(void* p) { static_cast<Process*>(p)->run(); }
 
-// Records a new child's pid and pidfd; a child we cannot get a pidfd for
-// is killed and reaped rather than left untracked.
+// Records a new child's pid and pidfd.
 void adopt_child(ProcessState& s, pid_t pid) {
+  s.pidfd = sys::pidfd_of_new_child(pid, s.name);
   s.pid = pid;
-  try {
-    s.pidfd = sys::pidfd_open(pid);
-  } catch (...) {
-    ::kill(pid, SIGKILL);
-    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-    }
-    throw;
-  }
 }
 }  // namespace
+
 
 namespace {
 // What a fork child sends its parent once set up, before it runs the
@@ -127,7 +120,7 @@ void start_fork(ProcessState& s, Process& obj) {
   std::optional<sys::BlockSignals> immune;
   if (s.ignores_interrupts) immune.emplace(std::initializer_list<int>{SIGINT});
   pid_t pid = ::fork();
-  if (pid < 0) sys::throw_errno("cannot fork " + s.name);
+  if (pid < 0) sys::throw_errno("cannot start " + s.name + ": fork");
   if (pid == 0) {
     sys::forked_child_starts();
     if (s.ignores_interrupts) sys::ignore_and_unblock({SIGINT});
@@ -221,10 +214,9 @@ void start_spawn(ProcessState& s) {
   wire::Writer boot;
   encode_boot(boot, s);
   auto [mine, theirs] = sys::socket_pair();
-  int child_fd = sys::move_above(theirs.release(), 4);
-  sys::UniqueFd child_end(child_fd);
+  sys::UniqueFd child_end = sys::move_above(std::move(theirs), 4);
   flush_std_streams();
-  pid_t pid = spawn_self(child_fd, "MPXX_SPAWN=3:" + std::to_string(::getpid()), s.ignores_interrupts);
+  pid_t pid = spawn_self(child_end.get(), "MPXX_SPAWN=3:" + std::to_string(::getpid()), s.ignores_interrupts);
   child_end.reset();
   adopt_child(s, pid);
   // If the child died before reading, join() reports how.

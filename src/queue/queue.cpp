@@ -96,7 +96,11 @@ QueueCore::QueueCore(std::int64_t maxsize, bool joinable, std::uint64_t capacity
     : sh_(std::make_shared<QueueShared>()), closed_(std::make_shared<bool>(false)) {
   if (capacity < 4096 || (capacity & (capacity - 1)) != 0)
     throw ValueError("mpxx: queue capacity must be a power of two >= 4096");
-  sh_->attach(Mapping::create(kQueueHeaderBytes + capacity, "mpxx:queue"));
+  try {
+    sh_->attach(Mapping::create(kQueueHeaderBytes + capacity, "mpxx:queue"));
+  } catch (...) {
+    sys::rethrow_with_context("cannot create a Queue");
+  }
   QueueHeader* h = sh_->h;
   h->magic = kQueueMagic;
   h->joinable = joinable;

@@ -138,6 +138,7 @@ SharedMemory SharedMemory::create(std::size_t size) {
   std::string tag = detail::random_tag();
   st->fd = sys::make_memfd("mpxx-" + tag, size);
   const int fd = st->fd.get();
+  sys::reserve_shared(fd, size, "(memfd)");
   st->size = size;
   st->name = "mpxx-" + std::to_string(::getpid()) + "-" + std::to_string(fd) + "-" + tag;
   st->creator = true;
@@ -173,6 +174,7 @@ SharedMemory SharedMemory::create(std::size_t size, std::string name) {
     if (::ftruncate(fd, static_cast<off_t>(size)) < 0)
       sys::throw_errno("cannot size shared memory '" + st->name + "' to " +
                        std::to_string(size) + " bytes");
+    sys::reserve_shared(fd, size, "'" + st->name + "'");
     st->size = size;
     st->addr = detail::map_fd(fd, size, st->name);
   } catch (...) {

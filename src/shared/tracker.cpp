@@ -153,10 +153,16 @@ void start_tracker(Tracker& t) {
   }
   t.pidfd.reset();
   t.owner = 0;
-  auto [mine, theirs] = sys::socket_pair();
+  auto [mine, theirs] = [] {
+    try {
+      return sys::socket_pair();
+    } catch (...) {
+      sys::rethrow_with_context("cannot start the shared memory tracker");
+    }
+  }();
   sys::BlockSignals immune(kIgnoredByTracker);
   const pid_t pid = ::fork();
-  if (pid < 0) sys::throw_errno("cannot start the shared memory tracker");
+  if (pid < 0) sys::throw_errno("cannot start the shared memory tracker: fork");
   if (pid == 0) {
     sys::forked_child_starts();
     // Keep stderr (for its message) and the socket, nothing else of ours:
@@ -178,7 +184,7 @@ void start_tracker(Tracker& t) {
   }
   immune.restore();
   theirs.reset();
-  t.pidfd = sys::pidfd_open(pid);
+  t.pidfd = sys::pidfd_of_new_child(pid, "the shared memory tracker");
   t.sock = std::move(mine);
   t.owner = ::getpid();
   std::string all;

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -19,6 +20,28 @@ void throw_errno(const std::string& what) { throw_errno(errno, what); }
 
 void throw_errno(int err, const std::string& what) {
   throw OSError(err, "mpxx: " + what + ": " + std::strerror(err));
+}
+
+void rethrow_with_context(const std::string& what) {
+  try {
+    throw;
+  } catch (const OSError& e) {
+    const std::string prefix = "mpxx: " + what;
+    std::string msg = e.what();
+    if (msg.rfind(prefix, 0) == 0) throw;
+    if (msg.rfind("mpxx: ", 0) == 0) msg.erase(0, 6);
+    throw OSError(e.code(), prefix + ": " + msg);
+  }
+}
+
+UniqueFd pidfd_of_new_child(pid_t pid, const std::string& what) {
+  UniqueFd fd = try_pidfd_open(pid);
+  if (fd) return fd;
+  const int err = errno;
+  ::kill(pid, SIGKILL);
+  while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+  }
+  throw_errno(err, "cannot start " + what + ": pidfd_open");
 }
 
 void UniqueFd::reset(int fd) noexcept {
@@ -150,6 +173,12 @@ UniqueFd make_memfd(const std::string& name, std::size_t size) {
   return fd;
 }
 
+void reserve_shared(int fd, std::size_t size, const std::string& what) {
+  const int err = ::fallocate(fd, 0, 0, static_cast<off_t>(size)) == 0 ? 0 : errno;
+  if (err == 0 || err == EOPNOTSUPP || err == ENOSYS) return;
+  throw_errno(err, "cannot allocate " + std::to_string(size) + " bytes of shared memory " + what);
+}
+
 bool sendmsg_all(int sock, iovec* iov, int iovcnt, std::span<const int> fds) {
   if (fds.size() > kMaxFdsPerMessage)
     throw ValueError("mpxx: a message can carry at most " + std::to_string(kMaxFdsPerMessage) +
@@ -236,11 +265,10 @@ std::size_t recv_with_fds(int sock, void* buf, std::size_t n, std::vector<int>& 
   return static_cast<std::size_t>(r);
 }
 
-int move_above(int fd, int min_fd) {
-  int n = ::fcntl(fd, F_DUPFD_CLOEXEC, min_fd);
-  if (n < 0) throw_errno("fcntl(F_DUPFD_CLOEXEC)");
-  ::close(fd);
-  return n;
+UniqueFd move_above(UniqueFd fd, int min_fd) {
+  UniqueFd moved(::fcntl(fd.get(), F_DUPFD_CLOEXEC, min_fd));
+  if (!moved) throw_errno("fcntl(F_DUPFD_CLOEXEC)");
+  return moved;
 }
 
 void set_cloexec(int fd, bool on) {

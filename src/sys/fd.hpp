@@ -37,6 +37,12 @@ auto retry(F f) {
 // Throws OSError(errno, what) - the single place errno becomes an exception.
 [[noreturn]] void throw_errno(const std::string& what);
 [[noreturn]] void throw_errno(int err, const std::string& what);
+// Inside a catch block: rethrows the exception being handled, an OSError
+// with "mpxx: <what>: " in front of its message (unless it starts so
+// already), so that a failure deep inside a constructor or a start names
+// what was being made: "mpxx: cannot create a Pipe: socketpair: Too many
+// open files".
+[[noreturn]] void rethrow_with_context(const std::string& what);
 
 class UniqueFd {
  public:
@@ -99,6 +105,12 @@ std::pair<UniqueFd, UniqueFd> make_pipe();
 // A new anonymous shared-memory file `size` bytes long: memfd_create(name,
 // MFD_CLOEXEC), then ftruncate. OSError if either fails.
 UniqueFd make_memfd(const std::string& name, std::size_t size);
+// Allocates the first `size` bytes of a shared-memory file now
+// (fallocate), so that a tmpfs without room (a full /dev/shm, a memory
+// cgroup at its limit) is an OSError ENOSPC/ENOMEM here rather than a
+// SIGBUS at the first touch of a page. A file system without fallocate
+// is left as it is. `what` names the block in the error.
+void reserve_shared(int fd, std::size_t size, const std::string& what);
 
 // Most fds one message carries (the kernel's SCM_MAX_FD is 253).
 inline constexpr std::size_t kMaxFdsPerMessage = 250;
@@ -116,8 +128,9 @@ void take_rights(msghdr& msg, std::vector<int>& fds);
 // Returns the byte count (0 at EOF).
 std::size_t recv_with_fds(int sock, void* buf, std::size_t n, std::vector<int>& fds);
 
-// Moves fd to a number >= min_fd (close-on-exec), closing the original.
-int move_above(int fd, int min_fd);
+// Moves fd to a number >= min_fd (close-on-exec), closing the original
+// (also when the move fails).
+UniqueFd move_above(UniqueFd fd, int min_fd);
 void set_cloexec(int fd, bool on);
 
 // pidfd_open(2) / pidfd_send_signal(2).
@@ -126,6 +139,10 @@ UniqueFd pidfd_open(pid_t pid);
 // such process; EINVAL: a thread that is not a process leader; ENOSYS,
 // EMFILE, ENOMEM...).
 UniqueFd try_pidfd_open(pid_t pid) noexcept;
+// The pidfd of a child just started; a child we cannot get one for (no fd
+// left) is killed and reaped rather than left untracked, and the OSError
+// says that `what` could not be started.
+UniqueFd pidfd_of_new_child(pid_t pid, const std::string& what);
 // Whether the process behind a pidfd has exited (zombie or reaped).
 bool pidfd_exited(int pidfd) noexcept;
 // Returns false if the process has already been reaped (ESRCH).

@@ -2,7 +2,9 @@
 
 #include <cxxabi.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <memory>
 
@@ -41,6 +43,11 @@ void check_block_prefix(const Reader& r, std::uint64_t n, std::size_t size) {
 
 void bad_bool(unsigned value) {
   throw ProtocolError("mpxx: corrupt value: a bool holds " + std::to_string(value));
+}
+
+void out_of_memory_decoding(const std::string& type, std::size_t bytes) {
+  throw OSError(ENOMEM, "mpxx: out of memory receiving a " + type + " (a message of " + std::to_string(bytes) +
+                            " bytes): " + std::strerror(ENOMEM));
 }
 
 void type_mismatch(std::uint64_t got, std::uint64_t want, const std::string& want_name) {

@@ -34,6 +34,7 @@
 #include <cereal/types/vector.hpp>
 #include <cereal/archives/binary.hpp>
 #include <cstdint>
+#include <new>
 #include <span>
 #include <string>
 #include <string_view>
@@ -246,6 +247,12 @@ void encode(Writer& w, const T& v) {
   }
 }
 
+// The decoding of a received value ran out of memory (an address-space or
+// memory limit): OSError ENOMEM naming the type and the message's size.
+[[noreturn]] void out_of_memory_decoding(const std::string& type, std::size_t bytes);
+template <class T>
+std::string type_name();
+
 template <class T>
 void decode_into(Reader& r, T& out) {
   check_transferable<T>();
@@ -257,11 +264,14 @@ void decode_into(Reader& r, T& out) {
   } else if constexpr (raw_v<T>) {
     r.get(std::addressof(out), sizeof(T));
   } else {
+    const std::size_t bytes = r.remaining();
     InArchive ar(r);
     try {
       ar(out);
     } catch (const cereal::Exception& e) {
       throw ProtocolError(std::string("mpxx: corrupt value: ") + e.what());
+    } catch (const std::bad_alloc&) {
+      out_of_memory_decoding(type_name<T>(), bytes);
     }
   }
 }
