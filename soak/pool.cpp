@@ -1,0 +1,4 @@
+#include "soak.hpp"
+namespace soak {
+std::vector<Workload> pool_workloads() { return {}; }
+}  // namespace soak
