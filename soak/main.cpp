@@ -123,14 +123,18 @@ int main(int argc, char** argv) {
       }
       for (std::uint64_t k = 0; Clock::now() < end; ++k) {
         const std::uint64_t s = opt.seed * 1000003 + t * 7919 + k;
-        const Workload& w = all[(t + k * 3 + (s >> 7)) % all.size()];
+        const Workload& w = all[(t + k * opt.threads) % all.size()];  // every thread meets every workload
         run_round(w, s, std::min(end, Clock::now() + 4s));
       }
       --running;
     });
   // The watchdog: every round ends by itself soon after the deadline.
   const auto give_up = end + 120s;
-  while (running > 0 && Clock::now() < give_up) std::this_thread::sleep_for(100ms);
+  long orphans = 0;
+  while (running > 0 && Clock::now() < give_up) {
+    std::this_thread::sleep_for(100ms);  // a periodic sweep: nothing signals an orphan's exit
+    orphans += reap_orphans();
+  }
   if (running > 0) {
     fail(hangs, std::to_string(running.load()) + " workload threads still running 120 s after the end");
     stop_chaos();
@@ -148,9 +152,11 @@ int main(int argc, char** argv) {
        Clock::now() < wait_until && (now.fds > base.fds || now.shm_names > base.shm_names ||
                                      now.descendants > base.descendants || now.zombies > 0 ||
                                      now.shared_maps > base.shared_maps);
-       now = measure())
+       now = measure()) {
     std::this_thread::sleep_for(100ms);
-  reap_orphans();
+    orphans += reap_orphans();
+  }
+  describe_leaks(base, now);
 
   constexpr long kRssBoundKiB = 64 * 1024;
   const long rss_growth = now.rss_kib - base.rss_kib;
@@ -168,6 +174,7 @@ int main(int argc, char** argv) {
       {"faults: SIGKILL", get(fault_kill), false},
       {"faults: SIGSTOP+SIGCONT", get(fault_stop), false},
       {"faults: terminate()", get(fault_terminate), false},
+      {"orphaned trackers reaped", orphans, false},
       {"messages checked", get(checked_msgs), false},
       {"  absent with a killed consumer (allowed)", get(allowed_absent), false},
       {"pool tasks checked", get(checked_tasks), false},

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <sstream>
 
@@ -18,7 +19,9 @@ namespace {
 
 struct ProcInfo {
   pid_t ppid;
+  pid_t sid;
   char state;
+  std::string comm;
 };
 
 std::map<pid_t, ProcInfo> all_processes() {
@@ -35,7 +38,10 @@ std::map<pid_t, ProcInfo> all_processes() {
     if (close == std::string::npos) continue;  // gone meanwhile
     std::istringstream rest(s.substr(close + 2));
     ProcInfo pi{};
-    rest >> pi.state >> pi.ppid;
+    pid_t pgrp;
+    rest >> pi.state >> pi.ppid >> pgrp >> pi.sid;
+    auto open = s.find('(');
+    if (open != std::string::npos) pi.comm = s.substr(open + 1, close - open - 1);
     out[static_cast<pid_t>(pid)] = pi;
   }
   ::closedir(d);
@@ -51,9 +57,14 @@ void become_subreaper() { ::prctl(PR_SET_CHILD_SUBREAPER, 1); }
 Resources measure() {
   Resources r;
   if (DIR* d = ::opendir("/proc/self/fd")) {
-    while (dirent* e = ::readdir(d))
-      if (e->d_name[0] != '.') ++r.fds;
-    --r.fds;  // the directory's own fd
+    const std::string self_fd = std::to_string(::dirfd(d));
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] == '.' || e->d_name == self_fd) continue;
+      ++r.fds;
+      char target[512] = {0};
+      ssize_t n = ::readlink((std::string("/proc/self/fd/") + e->d_name).c_str(), target, sizeof target - 1);
+      r.fd_targets[e->d_name] = n > 0 ? std::string(target, n) : "?";
+    }
     ::closedir(d);
   }
   {
@@ -65,7 +76,7 @@ Resources measure() {
   const std::string prefix = shm_prefix();
   if (DIR* d = ::opendir("/dev/shm")) {
     while (dirent* e = ::readdir(d))
-      if (std::string(e->d_name).rfind(prefix, 0) == 0) ++r.shm_names;
+      if (std::string(e->d_name).rfind(prefix, 0) == 0) ++r.shm_names, r.names[e->d_name] = "";
     ::closedir(d);
   }
   const pid_t self = ::getpid();
@@ -81,6 +92,7 @@ Resources measure() {
     if (up != self) continue;
     ++r.descendants;
     if (pi.state == 'Z') ++r.zombies;
+    r.processes[pid] = pi.comm + ", state " + pi.state + ", parent " + std::to_string(pi.ppid);
   }
   {
     std::ifstream st("/proc/self/status");
@@ -96,12 +108,27 @@ Resources measure() {
   return r;
 }
 
-void reap_orphans() {
-  // Zombies reparented to us (we are a subreaper) that nobody else waits
-  // for: direct children in state Z that mpxx no longer knows about.
+void describe_leaks(const Resources& base, const Resources& now) {
+  auto report = [](const char* what, const auto& b, const auto& n) {
+    for (auto& [k, v] : n)
+      if (!b.count(k) || b.at(k) != v) std::cerr << "mpxx_soak: leaked " << what << " " << k << (v.empty() ? "" : " (" + v + ")") << "\n";
+  };
+  report("fd", base.fd_targets, now.fd_targets);
+  report("/dev/shm name", base.names, now.names);
+  report("process", base.processes, now.processes);
+}
+
+int reap_orphans() {
+  // A child's shared-memory tracker outlives a killed child to remove its
+  // names, then exits; as a subreaper we inherit it, and nobody else waits
+  // for it. It is the only session leader mpxx makes (it calls setsid), so
+  // a zombie child of ours that leads its own session is such an orphan,
+  // never a process mpxx itself will wait for.
   const pid_t self = ::getpid();
+  int n = 0;
   for (auto& [pid, pi] : all_processes())
-    if (pi.ppid == self && pi.state == 'Z') ::waitpid(pid, nullptr, WNOHANG);
+    if (pi.ppid == self && pi.state == 'Z' && pi.sid == pid) n += ::waitpid(pid, nullptr, WNOHANG) == pid;
+  return n;
 }
 
 }  // namespace soak

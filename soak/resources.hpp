@@ -1,7 +1,9 @@
 // soak/resources.hpp - the resource baseline and the leak check.
 #pragma once
 
+#include <map>
 #include <string>
+#include <sys/types.h>
 
 namespace soak {
 
@@ -12,17 +14,24 @@ struct Resources {
   long descendants = 0;  // live processes whose ancestry leads to the parent
   long zombies = 0;      // among them, exited and not reaped
   long rss_kib = 0;
+  // What they are, for the report of a leak.
+  std::map<std::string, std::string> fd_targets;  // fd -> what it is
+  std::map<std::string, std::string> names;       // /dev/shm name -> ""
+  std::map<pid_t, std::string> processes;         // pid -> "comm, state S, parent P"
 };
 
 Resources measure();
+// Prints to stderr what `now` holds that `base` does not.
+void describe_leaks(const Resources& base, const Resources& now);
 
 // Every /dev/shm name the soak makes starts with this (it holds our pid, so
 // other programs' entries are never counted).
 std::string shm_prefix();
 
 // Orphaned grandchildren become our children (PR_SET_CHILD_SUBREAPER), so a
-// leaked one is seen and, after the check, reaped.
+// leaked one is seen. reap_orphans() reaps the exited ones that are ours to
+// reap (a killed child's shared-memory tracker) and says how many.
 void become_subreaper();
-void reap_orphans();
+int reap_orphans();
 
 }  // namespace soak
