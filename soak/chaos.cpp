@@ -10,13 +10,13 @@
 #include <unistd.h>
 
 #include <condition_variable>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
 #include <sstream>
 #include <thread>
 
+#include "resources.hpp"
 #include "soak.hpp"
 
 namespace soak {
@@ -26,11 +26,9 @@ int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pi
 int pidfd_signal(int fd, int sig) { return static_cast<int>(::syscall(SYS_pidfd_send_signal, fd, sig, nullptr, 0)); }
 
 pid_t parent_of(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string s((std::istreambuf_iterator<char>(f)), {});
-  auto close = s.rfind(')');
-  if (close == std::string::npos) return -1;
-  std::istringstream rest(s.substr(close + 2));
+  auto st = proc_stat(pid);
+  if (!st) return -1;
+  std::istringstream rest(st->rest);
   char state;
   pid_t ppid = -1;
   rest >> state >> ppid;

@@ -177,10 +177,10 @@ int main(int argc, char** argv) {
       {"orphaned trackers reaped", orphans, false},
       {"messages checked", get(checked_msgs), false},
       {"  absent with a killed consumer (allowed)", get(allowed_absent), false},
-      {"pool tasks checked", get(checked_tasks), false},
-      {"  completed", get(tasks_ok), false},
-      {"  failed: WorkerLostError", get(tasks_lost_worker), false},
-      {"  failed: their own exception", get(tasks_own_error), false},
+      {"pool results checked (tasks, map items)", get(checked_tasks), false},
+      {"  completed once, right value", get(tasks_ok), false},
+      {"  calls failed: WorkerLostError", get(tasks_lost_worker), false},
+      {"  calls failed: their own exception", get(tasks_own_error), false},
       {"lost", get(lost), true},
       {"duplicated", get(duplicated), true},
       {"torn", get(torn), true},
@@ -193,21 +193,21 @@ int main(int argc, char** argv) {
       {"hangs", get(hangs), true},
       {"blocking calls over timeout + 2 s", get(overruns), true},
       {"leaked fds", now.fds - base.fds, true},
-      {"leaked shared mappings", now.shared_maps - base.shared_maps, true},
+      {"leaked shared mappings (locks, semaphores...)", now.shared_maps - base.shared_maps, true},
       {"leaked /dev/shm entries", now.shm_names - base.shm_names, true},
       {"leaked processes", now.descendants - base.descendants, true},
       {"zombies", now.zombies, true},
       {"RSS growth over 64 MiB (KiB)", rss_growth > kRssBoundKiB ? rss_growth : 0, true},
   };
   int bad = 0;
-  std::printf("\n%-44s %12s\n", "mpxx soak", "");
+  std::printf("\n%-48s %12s\n", "mpxx soak", "");
   for (auto& r : rows) {
     const bool wrong = r.must_be_zero && r.value > 0;
     bad += wrong;
-    std::printf("%-44s %12lld%s\n", r.label, r.value, r.must_be_zero ? (wrong ? "  <-- must be 0" : "  (must be 0)") : "");
+    std::printf("%-48s %12lld%s\n", r.label, r.value, r.must_be_zero ? (wrong ? "  <-- must be 0" : "  (must be 0)") : "");
   }
-  std::printf("%-44s %12.1f\n", "max blocking-call overrun (ms)", figs().max_overrun_ns.load() / 1e6);
-  std::printf("%-44s %12ld\n", "parent RSS growth after warm-up (KiB)", rss_growth);
+  std::printf("%-48s %12.1f\n", "max blocking-call overrun (ms)", figs().max_overrun_ns.load() / 1e6);
+  std::printf("%-48s %12ld\n", "parent RSS growth after warm-up (KiB)", rss_growth);
   std::printf("\nseed %llu: %s\n", static_cast<unsigned long long>(opt.seed), bad ? "FAILED" : "passed");
   return bad ? 1 : 0;
 }

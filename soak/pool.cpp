@@ -22,7 +22,7 @@ std::int64_t task(std::int64_t x) {
   if (x % 23 == 7) throw mpxx::ValueError(kOwnError);
   volatile std::int64_t acc = 0;
   const std::int64_t spin = x % 11 == 0 ? 2000000 : 20000;
-  for (std::int64_t i = 0; i < spin; ++i) acc += i ^ x;
+  for (std::int64_t i = 0; i < spin; ++i) acc = acc + (i ^ x);
   return x * x + 1;
 }
 
@@ -52,7 +52,12 @@ class WorkerVictims {
     std::unique_lock lk(mu_);
     while (!stop_) {
       std::set<pid_t> now;
-      for (pid_t p : pool_.worker_pids()) now.insert(p);
+      try {
+        for (pid_t p : pool_.worker_pids()) now.insert(p);
+      } catch (const std::exception& e) {
+        fail(unexpected_error, std::string("pool: worker_pids: ") + e.what());
+        return;
+      }
       for (pid_t p : now)
         if (!known_.count(p) && victims().add(p, "pool worker")) known_.insert(p);
       for (auto it = known_.begin(); it != known_.end();)

@@ -3,6 +3,7 @@
 // locks, semaphores and queues live), /dev/shm names the soak made, live
 // descendant processes, zombies among them, and the parent's RSS.
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -32,16 +33,13 @@ std::map<pid_t, ProcInfo> all_processes() {
     char* end;
     long pid = std::strtol(e->d_name, &end, 10);
     if (*end || pid <= 0) continue;
-    std::ifstream f(std::string("/proc/") + e->d_name + "/stat");
-    std::string s((std::istreambuf_iterator<char>(f)), {});
-    auto close = s.rfind(')');
-    if (close == std::string::npos) continue;  // gone meanwhile
-    std::istringstream rest(s.substr(close + 2));
+    auto st = proc_stat(static_cast<pid_t>(pid));
+    if (!st) continue;  // gone meanwhile
+    std::istringstream rest(st->rest);
     ProcInfo pi{};
     pid_t pgrp;
     rest >> pi.state >> pi.ppid >> pgrp >> pi.sid;
-    auto open = s.find('(');
-    if (open != std::string::npos) pi.comm = s.substr(open + 1, close - open - 1);
+    pi.comm = st->comm;
     out[static_cast<pid_t>(pid)] = pi;
   }
   ::closedir(d);
@@ -49,6 +47,20 @@ std::map<pid_t, ProcInfo> all_processes() {
 }
 
 }  // namespace
+
+std::optional<ProcStat> proc_stat(pid_t pid) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  char buf[1024];
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return std::nullopt;
+  std::string s(buf, static_cast<std::size_t>(n));
+  auto open = s.find('('), close = s.rfind(')');
+  if (open == std::string::npos || close == std::string::npos || close + 2 > s.size()) return std::nullopt;
+  return ProcStat{s.substr(open + 1, close - open - 1), s.substr(close + 2)};
+}
 
 std::string shm_prefix() { return "mpxx_soak_" + std::to_string(::getpid()) + "_"; }
 

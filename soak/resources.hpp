@@ -2,6 +2,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 #include <sys/types.h>
 
@@ -21,6 +22,16 @@ struct Resources {
 };
 
 Resources measure();
+
+// The text of /proc/<pid>/stat after the command's closing parenthesis
+// (state, parent, ...), and the command; nullopt once the process is gone.
+// (No iostreams: a read of a process that vanishes meanwhile fails with
+// ESRCH, and a stream would throw.)
+struct ProcStat {
+  std::string comm;
+  std::string rest;
+};
+std::optional<ProcStat> proc_stat(pid_t pid);
 // Prints to stderr what `now` holds that `base` does not.
 void describe_leaks(const Resources& base, const Resources& now);
 
