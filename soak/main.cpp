@@ -132,6 +132,10 @@ int main(int argc, char** argv) {
         }
         run_round(w, s, std::min(end, Clock::now() + 4s));
       }
+      {
+        std::scoped_lock g(rounds_mu);
+        rounds[t].clear();
+      }
       --running;
     });
   // The watchdog: every round ends by itself soon after the deadline.
@@ -145,7 +149,8 @@ int main(int argc, char** argv) {
     fail(hangs, std::to_string(running.load()) + " workload threads still running 120 s after the end");
     {
       std::scoped_lock g(rounds_mu);
-      for (auto& r : rounds) std::cerr << "mpxx_soak: the last round started: --only " << r << "\n";
+      for (auto& r : rounds)
+        if (!r.empty()) std::cerr << "mpxx_soak: still running: --only " << r << "\n";
     }
     stop_chaos();
     std::cout << "mpxx_soak: FAILED (hang); seed " << opt.seed << std::endl;
