@@ -3,6 +3,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <poll.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -343,6 +345,37 @@ TEST_P(ShmTest, CreatorKilledIsCleanedUp) {
   p.join();
   EXPECT_EQ(p.exitcode(), -SIGKILL);
   EXPECT_TRUE(wait_dev_shm_gone(name)) << "/dev/shm/" << name << " outlived its SIGKILLed creator";
+}
+
+// The name must never exist before the tracker knows it: a creator killed
+// the moment its name appears in /dev/shm (seen through inotify, well
+// within the fork of its first tracker) leaves nothing behind.
+TEST_P(ShmTest, CreatorKilledTheMomentItsNameAppearsIsCleanedUp) {
+  std::string name = unique_name("appears");
+  int in = ::inotify_init1(IN_CLOEXEC);
+  ASSERT_GE(in, 0);
+  ASSERT_GE(::inotify_add_watch(in, "/dev/shm", IN_CREATE | IN_MOVED_TO), 0);
+  mpxx::Event ready;
+  mpxx::Process p(opts(), create_named_and_block, name, ready);
+  p.start();
+  bool seen = false;
+  alignas(inotify_event) char buf[4096];
+  for (auto deadline = std::chrono::steady_clock::now() + 10s; !seen && std::chrono::steady_clock::now() < deadline;) {
+    pollfd pf{in, POLLIN, 0};
+    if (::poll(&pf, 1, 100) <= 0) continue;
+    ssize_t n = ::read(in, buf, sizeof buf);
+    for (ssize_t at = 0; at < n;) {
+      auto* ev = reinterpret_cast<inotify_event*>(buf + at);
+      if (ev->len && name == ev->name) seen = true;
+      at += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
+    }
+  }
+  p.kill();
+  p.join();
+  ::close(in);
+  ASSERT_TRUE(seen) << "/dev/shm/" << name << " never appeared";
+  EXPECT_TRUE(wait_dev_shm_gone(name)) << "/dev/shm/" << name << " outlived a creator killed as it appeared";
+  ::shm_unlink(("/" + name).c_str());
 }
 
 TEST(SharedMemoryLifetime, UnlinkedByTheCreatorIsForgotten) {

@@ -41,6 +41,9 @@ struct ShmState {
 
 namespace {
 
+// Where shm_open keeps its names (glibc).
+constexpr const char* kShmDir = "/dev/shm";
+
 // "name" or "/name" -> "/name", the form shm_open wants.
 std::string posix_name(const std::string& name) { return name[0] == '/' ? name : "/" + name; }
 
@@ -159,7 +162,17 @@ SharedMemory SharedMemory::create(std::size_t size, std::string name) {
                      "reserved for blocks created without a name");
   std::string path = detail::posix_name(name);
   if (!name.empty() && name[0] == '/') name.erase(0, 1);  // Python's name has no '/'
-  int fd = ::shm_open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+  // The segment is made without a name, registered with the tracker, and
+  // only then named (linkat fails with EEXIST as O_EXCL would): a creator
+  // killed at any moment leaves no name the tracker does not know
+  // (design.md, "Resource tracker"). Where /dev/shm cannot make unnamed
+  // files, shm_open names it at once.
+  bool named_yet = false;
+  int fd = ::open(detail::kShmDir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == ENOENT)) {
+    fd = ::shm_open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+    named_yet = fd >= 0;
+  }
   if (fd < 0) {
     int err = errno;
     throw OSError(err, "mpxx: cannot create shared memory '" + name + "': " + std::strerror(err));
@@ -170,15 +183,24 @@ SharedMemory SharedMemory::create(std::size_t size, std::string name) {
   st->named = true;
   st->creator = true;
   try {
-    detail::track_segment(path, fd);
     if (::ftruncate(fd, static_cast<off_t>(size)) < 0)
       sys::throw_errno("cannot size shared memory '" + st->name + "' to " +
                        std::to_string(size) + " bytes");
     sys::reserve_shared(fd, size, "'" + st->name + "'");
+    detail::track_segment(path, fd);
+    if (!named_yet) {
+      const std::string self = "/proc/self/fd/" + std::to_string(fd);
+      if (::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, (std::string(detail::kShmDir) + path).c_str(), AT_SYMLINK_FOLLOW) < 0) {
+        int err = errno;
+        detail::untrack_segment(path);
+        throw OSError(err, "mpxx: cannot create shared memory '" + st->name + "': " + std::strerror(err));
+      }
+      named_yet = true;
+    }
     st->size = size;
     st->addr = detail::map_fd(fd, size, st->name);
   } catch (...) {
-    ::shm_unlink(path.c_str());
+    if (named_yet) ::shm_unlink(path.c_str());
     try {
       detail::untrack_segment(path);
     } catch (...) {
