@@ -7,6 +7,7 @@
 // callback twice or runs both callbacks.
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -100,7 +101,7 @@ Outcome classify(const char* what) {
 void pool_round(Rng& rng, Clock::time_point) {
   mpxx::Pool pool(mpxx::PoolOptions{
       .processes = static_cast<int>(rng.between(1, 3)),
-      .maxtasksperchild = rng.chance(0.3) ? static_cast<std::uint64_t>(rng.between(3, 20)) : 0});
+      .maxtasksperchild = rng.chance(0.3) ? std::optional<std::uint64_t>(rng.between(3, 20)) : std::nullopt});
   {
     WorkerVictims wv(pool);
     // apply_async with callbacks.

@@ -50,9 +50,13 @@ void UniqueFd::reset(int fd) noexcept {
 }
 
 Deadline Deadline::after(std::chrono::nanoseconds d) noexcept {
-  Deadline dl;
   if (d < std::chrono::nanoseconds::zero()) d = std::chrono::nanoseconds::zero();
-  dl.at_ = clock::now() + d;
+  const auto now = clock::now();
+  // nanoseconds::max() is mpxx's "forever" (detail::to_nanos): no deadline
+  // rather than a time point past the clock's range.
+  if (d >= clock::time_point::max() - now) return never();
+  Deadline dl;
+  dl.at_ = now + d;
   return dl;
 }
 
