@@ -412,12 +412,14 @@ TEST(HostilePeer, AFrameCutInTheMiddleIsAnErrorForThatClientOnly) {
   ListenerServer listener;
   ManagerServer manager;
   for (int port : {listener.port(), manager.port()}) {
+    SCOPED_TRACE(port == listener.port() ? "the Listener" : "the manager's server");
+    Sockets s;
     int fd = tcp_connect(port);
     ASSERT_GE(fd, 0);
+    s.fds.push_back(fd);
     ASSERT_TRUE(read_frame(fd, 5s).has_value());
     // 100 bytes announced, 50 sent, then the client is gone.
     ASSERT_TRUE(send_all(fd, frame(std::string(100, 'y')).substr(0, 54)));
-    ::close(fd);
   }
   ASSERT_TRUE(listener.wait_errors<mpxx::EOFError>(1, 5s));
   // After authentication too: the manager drops the connection, nothing else.

@@ -16,6 +16,7 @@
 #include <thread>
 #include <unistd.h>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "channel/connection_state.hpp"
@@ -310,22 +311,31 @@ struct ServerState final : Keeper {
       // The trusted connection's thread starts the accepting thread (a new
       // thread costs ~0.5 ms in a fresh process, the whole of a short-lived
       // manager's work) only once it matters: when its client idles for a
-      // millisecond, is about to block, or 2 ms have passed.
+      // millisecond, is about to block, or 2 ms have passed. Until it has
+      // started, this thread never sleeps in recv(): a client that idles
+      // would keep every other one out (a failed start is retried every
+      // 10 ms, and said once).
+      bool start_failed = false;
       std::function<void()> accept_others = [&] {
         if (!trusted || !start_accepting) return;
         try {
           start_accepting();
           start_accepting = nullptr;
         } catch (const std::exception& e) {  // no thread to be had: try again later
-          get_logger().warning(std::string("mpxx: manager server: cannot start accepting: ") + e.what());
+          if (!std::exchange(start_failed, true))
+            get_logger().warning(std::string("mpxx: manager server: cannot start accepting (retrying): ") +
+                                 e.what());
         }
       };
       if (trusted && start_accepting) ctx.before_block = &accept_others;
       auto accept_by = Clock::now() + std::chrono::milliseconds(2);
       for (;;) {
-        if (trusted && start_accepting) {
+        while (trusted && start_accepting) {
+          if (Clock::now() > accept_by) accept_others();
+          if (!start_accepting || c.buffered()) break;
           pollfd p{ctx.fd, POLLIN, 0};
-          if (Clock::now() > accept_by || (!c.buffered() && ::poll(&p, 1, 1) == 0)) accept_others();
+          if (::poll(&p, 1, start_failed ? 10 : 1) > 0) break;  // a request first
+          accept_others();  // idle (or a signal): now
         }
         std::string_view msg = c.recv();
         out.clear();
