@@ -812,6 +812,39 @@ TEST_F(ManagerTest, AManagedObjectGivesBackTheProxiesItDrops) {
   EXPECT_FALSE(parked.alive());
 }
 
+// update(fn) re-encodes the value on the server: the objects its proxies
+// name stay alive as long as it is stored, and are let go with it.
+TEST_F(ManagerTest, UpdateOfAValueHoldingAProxyKeepsItsObjectAlive) {
+  using L = mpxx::ListProxy<int>;
+  using Tagged = std::pair<int, L>;
+  auto m = mpxx::Manager();
+  Parked parked;
+  auto stored = [&](auto store) {
+    auto l = m.list<int>({1});
+    parked.park(l, 2);
+    store(l);
+  };
+  auto bump = [](Tagged t) { return Tagged{t.first + 1, t.second}; };
+
+  auto d = m.dict<std::string, Tagged>();
+  stored([&](L l) { d.set("k", Tagged{0, l}); });
+  EXPECT_EQ(d.update("k", bump).first, 1);
+  EXPECT_EQ(d.update("k", bump).first, 2);
+  EXPECT_TRUE(parked.alive());
+  EXPECT_EQ(d.at("k").second.size(), 1u);
+  EXPECT_TRUE(d.erase("k"));
+  EXPECT_FALSE(parked.alive());
+
+  auto other = m.list<int>();
+  auto v = m.Value<Tagged>(Tagged{0, other});
+  stored([&](L l) { v.set(Tagged{0, l}); });
+  EXPECT_EQ(v.update(bump).first, 1);
+  EXPECT_TRUE(parked.alive());
+  EXPECT_EQ(v.get().second.at(0), 1);
+  v.set(Tagged{0, other});
+  EXPECT_FALSE(parked.alive());
+}
+
 // ------------------------------------------------------- registered types
 
 TEST_F(ManagerTest, RegisteredTypes) {

@@ -298,6 +298,17 @@ const OpDef* find_op(std::uint64_t id) noexcept;
 // to 14); returns how many were refused.
 std::size_t fuzz_requests(std::span<const std::byte> input);
 
+// A new value for a slot computed on the server (update, fetch_add): it
+// keeps the old value's held-ids header, so the objects its proxies named
+// stay alive while the slot holds it (a proxy the function dropped keeps
+// its object until the value is replaced; none can be added on the server).
+template <class V>
+std::string reencode_slot(const std::string& old, const V& v) {
+  auto b = std::as_bytes(std::span(old.data(), old.size()));
+  auto head = static_cast<std::size_t>(skip_held_ids(b).data() - b.data());
+  return old.substr(0, head) + encode_value(v);
+}
+
 template <class V>
 V slot_value(const std::string& slot, bool present) {
   if (!present) return V{};
@@ -336,7 +347,7 @@ struct UpdateWith {
       v = std::invoke(f, std::move(v));
     else
       std::invoke(f, v);
-    slot = encode_value(v);
+    slot = reencode_slot(slot, v);
     present = true;
     put_value(out, v);
   }
