@@ -157,7 +157,7 @@ class AsyncResult {
   T get(std::chrono::duration<Rep, Period> timeout) {
     if (!wait(timeout))
       throw TimeoutError("mpxx: the result was not ready within " +
-                         std::to_string(std::chrono::duration<double>(timeout).count()) + " s");
+                         std::to_string(std::max(0.0, std::chrono::duration<double>(timeout).count())) + " s");
     return value();
   }
   void wait() { state().wait_for(std::chrono::nanoseconds::max()); }

@@ -605,8 +605,10 @@ class Core final : public PoolCore {
       if (!s.alive || s.dying || s.inflight.empty()) continue;
       auto it = tasks_.find(s.inflight.front());
       if (it == tasks_.end() || !it->second.spec.timeout) continue;
-      auto left = std::chrono::duration_cast<nanos>(s.head_start + *it->second.spec.timeout - now);
-      wait = std::clamp(left, nanos::zero(), wait);
+      // timeout - elapsed, not head_start + timeout: a timeout of
+      // nanoseconds::max() must not wrap around into a busy loop.
+      const nanos timeout = *it->second.spec.timeout, elapsed = now - s.head_start;
+      wait = std::min(wait, timeout <= elapsed ? nanos::zero() : timeout - elapsed);
     }
     return wait;
   }
