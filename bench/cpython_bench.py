@@ -5,9 +5,10 @@ multiprocessing.
 
 prints one JSON line {"workload": ..., "value": ..., "args": [...],
 "rss_kb": ..., "children_rss_kb": ...} in the workload's unit; the last two
-are this process's peak RSS and the largest peak of the children it waited
-for (getrusage's ru_maxrss, KiB), taken after the workload has joined every
-process it started. The optional integers N are the workload's parameters, the
+are this process's peak RSS (VmHWM: ru_maxrss would count the launcher's
+peak, which survives exec) and the largest peak of the children it waited
+for (getrusage's ru_maxrss), in KiB, taken after the workload has joined
+every process it started. The optional integers N are the workload's parameters, the
 same that bench/run.py passes to bench/mpxx_bench (for the process workloads:
 how many processes in the timed batch). A wrong result fails with an
 exception (exit status 1), so run.py never records it.
@@ -378,6 +379,12 @@ WORKLOADS = {
 }
 
 
+def peak_rss_kb():
+    """This process's own peak RSS in KiB: VmHWM of /proc/self/status."""
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith('VmHWM:'))
+
+
 def arg(args, i, default):
     return args[i] if i < len(args) else default
 
@@ -393,9 +400,8 @@ def main():
                  % ' '.join(WORKLOADS))
     mp.set_start_method('fork')
     value = WORKLOADS[name](args)
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({'workload': name, 'value': value, 'args': args, 'rss_kb': own,
+    print(json.dumps({'workload': name, 'value': value, 'args': args, 'rss_kb': peak_rss_kb(),
                       'children_rss_kb': children}))
 
 

@@ -6,8 +6,9 @@
 // {"workload": ..., "value": ..., "args": [...], "rss_kb": ..., "children_rss_kb": ...}
 // in the workload's unit (see bench/run.py, which runs this and
 // bench/cpython_bench.py interleaved and compares). rss_kb is this process's
-// peak RSS, children_rss_kb the largest peak of the children it waited for
-// (getrusage's ru_maxrss, KiB), both taken after the workload has joined
+// peak RSS (VmHWM: ru_maxrss would count the launcher's peak, which survives
+// exec), children_rss_kb the largest peak of the children it waited for
+// (getrusage's ru_maxrss), both in KiB, taken after the workload has joined
 // every process it started. The optional integers N are the workload's parameters (for the
 // process workloads: how many processes in the timed batch); without them
 // each workload uses its default. A wrong result (a child that did not exit
@@ -534,6 +535,19 @@ double manager_lifecycle_us(long n) {
   return elapsed(t0) * 1e6 / static_cast<double>(n);
 }
 
+// This program's own peak RSS in KiB: VmHWM of /proc/self/status.
+long peak_rss_kb() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) fail("open /proc/self/status, errno", errno);
+  char line[256];
+  long kb = -1;
+  while (kb < 0 && std::fgets(line, sizeof line, f) != nullptr)
+    if (std::sscanf(line, "VmHWM: %ld kB", &kb) != 1) kb = -1;
+  std::fclose(f);
+  if (kb < 0) fail("no VmHWM in /proc/self/status", 0);
+  return kb;
+}
+
 using Args = std::vector<long>;
 
 // args[i], or `def` when run.py passed fewer parameters.
@@ -595,9 +609,8 @@ int main(int argc, char** argv) {
   double v = workloads.at(argv[1])(args);
   std::printf("{\"workload\": \"%s\", \"value\": %.6g, \"args\": [", argv[1], v);
   for (std::size_t i = 0; i < args.size(); ++i) std::printf("%s%ld", i ? ", " : "", args[i]);
-  rusage self{}, children{};
-  ::getrusage(RUSAGE_SELF, &self);
+  rusage children{};
   ::getrusage(RUSAGE_CHILDREN, &children);
-  std::printf("], \"rss_kb\": %ld, \"children_rss_kb\": %ld}\n", self.ru_maxrss, children.ru_maxrss);
+  std::printf("], \"rss_kb\": %ld, \"children_rss_kb\": %ld}\n", peak_rss_kb(), children.ru_maxrss);
   return 0;
 }

@@ -333,15 +333,24 @@ def print_table(results):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--build-dir', default='build/release')
-    ap.add_argument('--reps', type=int, default=5, help='measured repetitions (>= 1; default 5)')
+    ap.add_argument('--reps', type=int, help='measured repetitions (>= 1; default 5, '
+                    'with --curves 3, with --quick 1)')
     ap.add_argument('--python', default='python3', help='the CPython to compare with')
     ap.add_argument('--timeout', type=float, default=300, help='seconds per run')
     ap.add_argument('--out', default=os.path.join(HERE, 'results.json'))
     ap.add_argument('--list', action='store_true', help='list the workloads and exit')
+    ap.add_argument('--curves', action='store_true',
+                    help='measure the cost curves instead (bench/curves.py)')
+    ap.add_argument('--quick', action='store_true', help='with --curves: a small grid')
+    ap.add_argument('--curves-out', default=os.path.join(HERE, 'curves.json'))
+    ap.add_argument('--charts-dir', default=os.path.join(HERE, 'curves'))
     ap.add_argument('filter', nargs='?', default='')
     args = ap.parse_args()
-    if args.reps < 1:
+    if args.reps is not None and args.reps < 1:
         ap.error('--reps must be >= 1')
+    if args.quick and not args.curves:
+        ap.error('--quick goes with --curves')
+    args.reps_given, args.reps = args.reps, args.reps or 5
 
     try:
         pattern = re.compile(args.filter, re.I)
@@ -363,6 +372,9 @@ def main():
               file=sys.stderr)
         return 2
     pyscript = os.path.join(HERE, 'cpython_bench.py')
+    if args.curves:
+        import curves
+        return curves.main(args, exe, pyscript)
     version = subprocess.run([args.python, '--version'], capture_output=True,
                              text=True).stdout.strip()
     print('mpxx vs CPython multiprocessing (%s): %d reps after 1 warm-up, %d CPUs, '
