@@ -13,7 +13,8 @@ CPYTHON_BUDGET seconds (its last run's time, scaled linearly with N); the
 points it skips say so in curves.json and on the chart.
 
 Writes bench/curves.json:
-  {"meta": {"date", "commit", "machine", "python", "grid", "reps", "seconds"},
+  {"meta": {"date", "commit", "machine", "python", "grid", "reps", "seconds",
+            "load": [1-minute load average at the start, at the end]},
    "curves": [{"name", "title", "workload", "unit", "better", "x", "points": [
        {"x": number or [producers, consumers], "args": {"mpxx": [...], "cpython": [...]},
         "mpxx": {"median", "min", "max", "runs", "parent_kb", "children_kb"},
@@ -38,7 +39,7 @@ PLOT_PYTHON = '/usr/bin/python3'
 
 # The grids: the full one keeps the whole run within ~15 minutes on a 2-core
 # machine; --quick is for trying the mode out (well under a minute).
-FULL = {'map_n': [10**3, 10**4, 10**5, 10**6, 10**7], 'chunk1_n': [10**3, 10**4, 10**5, 10**6],
+FULL = {'map_n': [k * 10**e for e in range(3, 7) for k in (1, 3)] + [10**7], 'chunk1_n': [10**3, 10**4, 10**5, 10**6],
         'producers': [1, 2, 4, 8], 'consumers': [1, 2, 4, 8], 'workers': [1, 2, 4, 8, 16],
         'reps': 3}
 QUICK = {'map_n': [10**3, 10**4, 10**5], 'chunk1_n': [10**3, 10**4], 'producers': [1, 2],
@@ -193,6 +194,7 @@ def main(args, exe, pyscript):
           '%s, load %.2f' % (meta['commit'], version, meta['grid'], reps, meta['machine'],
                              os.getloadavg()[0]), flush=True)
     t_all = time.monotonic()
+    load_at_start = round(os.getloadavg()[0], 2)
     curves = []
     for c in plan(grid):
         print('%s [%s]' % (c.title, c.unit), flush=True)
@@ -206,6 +208,7 @@ def main(args, exe, pyscript):
         curves.append({'name': c.name, 'title': c.title, 'workload': c.workload, 'unit': c.unit,
                        'better': c.better, 'x': c.x, 'points': points})
     meta['seconds'] = round(time.monotonic() - t_all)
+    meta['load'] = [load_at_start, round(os.getloadavg()[0], 2)]
     out_json = args.curves_out
     with open(out_json, 'w') as f:
         json.dump({'meta': meta, 'curves': curves}, f, indent=1)

@@ -25,9 +25,10 @@ SIDES = ('mpxx', 'cpython')
 
 
 def caption(fig, meta):
-    fig.text(0.5, 0.005, 'mpxx %s vs %s multiprocessing, %s, %s; median of %d run%s a point'
+    load = ' (load %.1f-%.1f)' % tuple(meta['load']) if 'load' in meta else ''
+    fig.text(0.5, 0.005, 'mpxx %s vs %s multiprocessing, %s, %s%s; median of %d run%s a point'
              % (meta['commit'], meta['python'].replace('Python', 'CPython'), meta['machine'],
-                meta['date'], meta['reps'], '' if meta['reps'] == 1 else 's'),
+                meta['date'], load, meta['reps'], '' if meta['reps'] == 1 else 's'),
              ha='center', va='bottom', fontsize=7.5, color='#555555')
 
 
@@ -36,11 +37,11 @@ def series(curve, side, field='median'):
     return [p['x'] for p in pts], [p[side][field] for p in pts]
 
 
-def skipped_note(ax, curve, meta):
+def skipped_note(ax, curve, meta, what):
     skipped = [p['x'] for p in curve['points'] if p.get('skipped')]
     if skipped:
-        ax.annotate('CPython not run at %s = %s\n(one run over the %s s budget)'
-                    % (curve['x'], ', '.join('%.0e' % x for x in skipped).replace('+0', ''),
+        ax.annotate('CPython, %s: not run at %s = %s\n(one run over the %s s budget)'
+                    % (what, curve['x'], ', '.join('%.0e' % x for x in skipped).replace('+0', ''),
                        '%g' % meta['cpython_budget_s']),
                     xy=(0.98, 0.03), xycoords='axes fraction', ha='right', va='bottom',
                     fontsize=7.5, color=COLOR['cpython'])
@@ -68,37 +69,38 @@ def log_axes(ax, xlabel, ylabel, title):
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
-def plot_map(curves, meta, path):
-    fig, (t_ax, m_ax) = plt.subplots(1, 2, figsize=(11, 4.3))
-    styles = (('map', '-', 'default chunksize'), ('map_chunk1', '--', 'chunksize=1'))
-    for name, ls, what in styles:
-        c = curves.get(name)
-        if not c:
-            continue
-        for side in SIDES:
-            x, y = series(c, side)
-            if x:
-                t_ax.plot(x, y, ls, marker=MARKER[side], ms=4, color=COLOR[side],
-                          label='%s, %s' % (LABEL[side], what))
-                x, y = series(c, side, 'parent_kb')
-                m_ax.plot(x, [v / 1024 for v in y], ls, marker=MARKER[side], ms=4, color=COLOR[side],
-                          label='%s parent, %s' % (LABEL[side], what))
-        skipped_note(t_ax, c, meta)
-    c = curves.get('map')
-    if c:
-        for side in SIDES:
-            x, y = series(c, side, 'children_kb')
-            if x:
-                m_ax.plot(x, [v / 1024 for v in y], ':', marker='.', color=COLOR[side], alpha=0.7,
-                          label='%s largest worker, default chunksize' % LABEL[side])
-    log_axes(t_ax, 'N (ints mapped)', 'ms per map', 'Pool(2).map(f, range(N)): time')
-    log_axes(m_ax, 'N (ints mapped)', 'peak RSS, MiB', 'Pool(2).map(f, range(N)): peak RSS')
-    t_ax.legend(fontsize=7.5, loc='upper left')
-    m_ax.legend(fontsize=7, loc='upper left')
+def plot_sides(ax, curve, field, ls, label, scale=1.0, **style):
+    """One line a side of `curve`'s `field` (median, parent_kb, ...)."""
+    for side in SIDES:
+        x, y = series(curve, side, field)
+        if x:
+            ax.plot(x, [v * scale for v in y], ls, marker=MARKER[side],
+                    ms=4, color=COLOR[side], label=label % LABEL[side], **style)
+
+
+def finish(fig, meta, path):
     caption(fig, meta)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def plot_map(curves, meta, path):
+    fig, (t_ax, m_ax) = plt.subplots(1, 2, figsize=(11, 4.3))
+    for name, ls, what in (('map', '-', 'default chunksize'), ('map_chunk1', '--', 'chunksize=1')):
+        c = curves.get(name)
+        if c:
+            plot_sides(t_ax, c, 'median', ls, '%s, ' + what)
+            plot_sides(m_ax, c, 'parent_kb', ls, '%s parent, ' + what, 1 / 1024)
+            skipped_note(t_ax, c, meta, what)
+    if curves.get('map'):
+        plot_sides(m_ax, curves['map'], 'children_kb', ':', '%s largest worker, default chunksize',
+                   1 / 1024, alpha=0.7)
+    log_axes(t_ax, 'N (ints mapped)', 'ms per map', 'Pool(2).map(f, range(N)): time')
+    log_axes(m_ax, 'N (ints mapped)', 'peak RSS, MiB', 'Pool(2).map(f, range(N)): peak RSS')
+    t_ax.legend(fontsize=7.5, loc='upper left', handlelength=3.5)
+    m_ax.legend(fontsize=7, loc='upper left', handlelength=3.5)
+    finish(fig, meta, path)
 
 
 def plot_queue(c, meta, path):
@@ -139,10 +141,7 @@ def plot_queue(c, meta, path):
     r_ax.set_xlabel('consumer processes')
     r_ax.set_ylabel('producer processes')
     r_ax.set_title('mpxx / CPython throughput', fontsize=10)
-    caption(fig, meta)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    finish(fig, meta, path)
 
 
 def plot_workers(curves, meta, path):
@@ -151,21 +150,14 @@ def plot_workers(curves, meta, path):
         c = curves.get(name)
         if not c:
             continue
-        for side in SIDES:
-            x, y = series(c, side)
-            if x:
-                ax.plot(x, y, '-', marker=MARKER[side], ms=4, color=COLOR[side],
-                        label=LABEL[side])
+        plot_sides(ax, c, 'median', '-', '%s')
         log_axes(ax, 'worker processes (W)', '%s (log)' % c['unit'], c['title'])
         ax.set_xscale('log', base=2)
         xs = [p['x'] for p in c['points']]
         ax.set_xticks(xs)
         ax.set_xticklabels([str(x) for x in xs])
         ax.legend(fontsize=8)
-    caption(fig, meta)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    finish(fig, meta, path)
 
 
 def main():
