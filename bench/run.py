@@ -350,6 +350,8 @@ def main():
         ap.error('--reps must be >= 1')
     if args.quick and not args.curves:
         ap.error('--quick goes with --curves')
+    if args.curves and args.filter:
+        ap.error('--curves measures every curve (no FILTER)')
     args.reps_given, args.reps = args.reps, args.reps or 5
 
     try:
