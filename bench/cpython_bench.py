@@ -3,8 +3,12 @@ multiprocessing.
 
     python3 cpython_bench.py WORKLOAD [N...]
 
-prints one JSON line {"workload": ..., "value": ..., "args": [...]} in the
-workload's unit. The optional integers N are the workload's parameters, the
+prints one JSON line {"workload": ..., "value": ..., "args": [...],
+"rss_kb": ..., "children_rss_kb": ...} in the workload's unit; the last two
+are this process's peak RSS (VmHWM: ru_maxrss would count the launcher's
+peak, which survives exec) and the largest peak of the children it waited
+for (getrusage's ru_maxrss), in KiB, taken after the workload has joined
+every process it started. The optional integers N are the workload's parameters, the
 same that bench/run.py passes to bench/mpxx_bench (for the process workloads:
 how many processes in the timed batch). A wrong result fails with an
 exception (exit status 1), so run.py never records it.
@@ -13,6 +17,7 @@ Adding a workload: a function returning the value, and one line in WORKLOADS.
 """
 import json
 import multiprocessing as mp
+import resource
 import sys
 import time
 from multiprocessing import shared_memory
@@ -207,6 +212,31 @@ def queue_100mib_gbps():
     return SHM_BYTES / s / 1e9
 
 
+def produce_ints(q, go, n):
+    go.wait()
+    for i in range(n):
+        q.put(i)
+
+
+def queue_grid_items_per_s(producers, consumers, items):
+    """As mpxx_bench's queue_grid: items/s from the start signal until every
+    producer and consumer process has been joined."""
+    assert items % producers == 0 and items % consumers == 0
+    q = mp.Queue()
+    go = mp.Event()
+    ps = [mp.Process(target=consume_n, args=(q, items // consumers)) for _ in range(consumers)]
+    ps += [mp.Process(target=produce_ints, args=(q, go, items // producers))
+           for _ in range(producers)]
+    for p in ps:
+        p.start()
+    t0 = time.perf_counter()
+    go.set()
+    for p in ps:
+        p.join()
+        assert p.exitcode == 0
+    return items / (time.perf_counter() - t0)
+
+
 def identity(x):
     return x
 
@@ -215,21 +245,37 @@ def seed_func(i):
     pass    # the seeds' func(i), without its print
 
 
-def pool_map_ms(n, chunksize):
+def pool_map_ms(n, chunksize, workers):
     """The steady state of a program that maps repeatedly: two untimed maps
-    of the same size first (as mpxx's side), then the mean of three."""
-    with mp.Pool(2) as pool:
+    of the same size first (as mpxx's side), then the mean of three. One
+    result list alive at a time, as on mpxx's side (peak RSS)."""
+    with mp.Pool(workers) as pool:
         for _ in range(2):
             pool.map(identity, range(n), chunksize)
         t0 = time.perf_counter()
         for _ in range(3):
             v = pool.map(identity, range(n), chunksize)
             assert len(v) == n and v[-1] == n - 1
+            del v
         return (time.perf_counter() - t0) * 1e3 / 3
 
 
-def pool_apply_us(n):
-    with mp.Pool(2) as pool:
+def pool_map_once_ms(n, chunksize, workers):
+    """As mpxx_bench's map_curve: a Pool(workers) warmed by one map of 100
+    items, then max(1, 10000 // n) maps of range(n): ms per map."""
+    with mp.Pool(workers) as pool:
+        pool.map(identity, range(100), chunksize)
+        times = max(1, 10000 // n)
+        t0 = time.perf_counter()
+        for _ in range(times):
+            v = pool.map(identity, range(n), chunksize)
+            assert len(v) == n and v[-1] == n - 1
+            del v
+        return (time.perf_counter() - t0) * 1e3 / times
+
+
+def pool_apply_us(n, workers):
+    with mp.Pool(workers) as pool:
         for i in range(100):
             pool.apply_async(identity, (i,)).get()
         t0 = time.perf_counter()
@@ -319,15 +365,24 @@ WORKLOADS = {
     'queue_small': lambda a: queue_small_items_per_s(),
     'queue_kib': lambda a: queue_kib_gbps(),
     'queue_100mib': lambda a: queue_100mib_gbps(),
-    'pool_map': lambda a: pool_map_ms(arg(a, 0, 1_000_000), None),
-    'pool_map_chunk1': lambda a: pool_map_ms(arg(a, 0, 100_000), 1),
-    'pool_apply': lambda a: pool_apply_us(arg(a, 0, 2000)),
+    'queue_grid': lambda a: queue_grid_items_per_s(arg(a, 0, 1), arg(a, 1, 1), arg(a, 2, 100_000)),
+    'pool_map': lambda a: pool_map_ms(arg(a, 0, 1_000_000), None, arg(a, 1, 2)),
+    'pool_map_chunk1': lambda a: pool_map_ms(arg(a, 0, 100_000), 1, arg(a, 1, 2)),
+    'map_curve': lambda a: pool_map_once_ms(arg(a, 0, 1_000_000), None, arg(a, 1, 2)),
+    'map_curve_chunk1': lambda a: pool_map_once_ms(arg(a, 0, 100_000), 1, arg(a, 1, 2)),
+    'pool_apply': lambda a: pool_apply_us(arg(a, 0, 2000), arg(a, 1, 2)),
     'pool_lifecycle': lambda a: pool_lifecycle_us(arg(a, 0, 20)),
     'seed_processes': lambda a: seed_processes_ms(arg(a, 0, 100)),
     'seed_pool': lambda a: seed_pool_ms(arg(a, 0, 4), arg(a, 1, 20)),
     'manager_dict_op': lambda a: manager_dict_op_us(arg(a, 0, 5000)),
     'manager_lifecycle': lambda a: manager_lifecycle_us(arg(a, 0, 20)),
 }
+
+
+def peak_rss_kb():
+    """This process's own peak RSS in KiB: VmHWM of /proc/self/status."""
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith('VmHWM:'))
 
 
 def arg(args, i, default):
@@ -345,7 +400,9 @@ def main():
                  % ' '.join(WORKLOADS))
     mp.set_start_method('fork')
     value = WORKLOADS[name](args)
-    print(json.dumps({'workload': name, 'value': value, 'args': args}))
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps({'workload': name, 'value': value, 'args': args, 'rss_kb': peak_rss_kb(),
+                      'children_rss_kb': children}))
 
 
 if __name__ == '__main__':

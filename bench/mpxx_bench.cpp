@@ -3,9 +3,13 @@
 //   mpxx_bench WORKLOAD [N...]
 //
 // runs one measurement of WORKLOAD and prints one JSON line
-// {"workload": ..., "value": ..., "args": [...]} in the workload's unit (see
-// bench/run.py, which runs this and bench/cpython_bench.py interleaved and
-// compares). The optional integers N are the workload's parameters (for the
+// {"workload": ..., "value": ..., "args": [...], "rss_kb": ..., "children_rss_kb": ...}
+// in the workload's unit (see bench/run.py, which runs this and
+// bench/cpython_bench.py interleaved and compares). rss_kb is this process's
+// peak RSS (VmHWM: ru_maxrss would count the launcher's peak, which survives
+// exec), children_rss_kb the largest peak of the children it waited for
+// (getrusage's ru_maxrss), both in KiB, taken after the workload has joined
+// every process it started. The optional integers N are the workload's parameters (for the
 // process workloads: how many processes in the timed batch); without them
 // each workload uses its default. A wrong result (a child that did not exit
 // with 0, a wrong count) is reported on stderr with exit status 1, so that
@@ -16,10 +20,12 @@
 #include <pthread.h>
 #include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -374,16 +380,47 @@ double queue_100mib_gbps() {
   return kShmBytes / s / 1e9;
 }
 
+void produce_ints(mpxx::Queue<int> q, mpxx::Event go, long n) {
+  go.wait();
+  for (long i = 0; i < n; ++i) q.put(static_cast<int>(i));
+}
+
+void consume_count(mpxx::Queue<int> q, long n) {
+  long sum = 0;
+  for (long i = 0; i < n; ++i) sum += q.get();
+  if (sum < 0) fail("impossible sum", sum);
+}
+
+// `producers` processes put `items` small ints in all into one Queue,
+// `consumers` processes take them (each its share): items/s from the start
+// signal until every process has been joined. `items` must divide evenly.
+double queue_grid_items_per_s(long producers, long consumers, long items) {
+  if (items % producers != 0 || items % consumers != 0) fail("items not divisible", items);
+  mpxx::Queue<int> q;
+  mpxx::Event go;
+  std::vector<mpxx::Process> ps;
+  for (long i = 0; i < consumers; ++i) ps.emplace_back(consume_count, q, items / consumers);
+  for (long i = 0; i < producers; ++i) ps.emplace_back(produce_ints, q, go, items / producers);
+  for (auto& p : ps) p.start();
+  auto t0 = Clock::now();
+  go.set();
+  for (auto& p : ps) {
+    p.join();
+    if (p.exitcode() != 0) fail("child exit code", p.exitcode().value_or(-1000));
+  }
+  return static_cast<double>(items) / elapsed(t0);
+}
+
 // ------------------------------------------------------------------- Pool
 
 long identity(long x) { return x; }
 void seed_func(long) {}  // the seeds' func(i), without its print
 
-// map(identity, range(n)) on a warm Pool(2): the steady state of a program
-// that maps repeatedly. Two untimed maps of the same size first (on both
-// sides), then the mean of three: ms per map.
-double pool_map_ms(long n, long chunksize) {
-  mpxx::Pool pool(2);
+// map(identity, range(n)) on a warm Pool(workers): the steady state of a
+// program that maps repeatedly. Two untimed maps of the same size first (on
+// both sides), then the mean of three: ms per map.
+double pool_map_ms(long n, long chunksize, long workers) {
+  mpxx::Pool pool(static_cast<int>(workers));
   const mpxx::MapOptions opts{.chunksize = static_cast<std::size_t>(chunksize)};
   for (int i = 0; i < 2; ++i) pool.map(identity, std::views::iota(0L, n), opts);
   auto t0 = Clock::now();
@@ -395,9 +432,26 @@ double pool_map_ms(long n, long chunksize) {
   return elapsed(t0) * 1e3 / 3;
 }
 
+// How one map's cost grows with n (./run bench --curves): a Pool(workers)
+// warmed by one map of 100 items, then map(identity, range(n)) repeated
+// max(1, 10000 / n) times: ms per map. The peak RSS is that of one map.
+double pool_map_once_ms(long n, long chunksize, long workers) {
+  mpxx::Pool pool(static_cast<int>(workers));
+  const mpxx::MapOptions opts{.chunksize = static_cast<std::size_t>(chunksize)};
+  pool.map(identity, std::views::iota(0L, 100L), opts);
+  const long times = std::max(1L, 10000 / n);
+  auto t0 = Clock::now();
+  for (long i = 0; i < times; ++i) {
+    auto v = pool.map(identity, std::views::iota(0L, n), opts);
+    if (static_cast<long>(v.size()) != n || v[static_cast<std::size_t>(n - 1)] != n - 1)
+      fail("map result", static_cast<long>(v.size()));
+  }
+  return elapsed(t0) * 1e3 / static_cast<double>(times);
+}
+
 // Sequential apply_async(identity, i).get(): mean round trip in us.
-double pool_apply_us(long n) {
-  mpxx::Pool pool(2);
+double pool_apply_us(long n, long workers) {
+  mpxx::Pool pool(static_cast<int>(workers));
   for (long i = 0; i < 100; ++i) pool.apply_async(identity, i).get();
   auto t0 = Clock::now();
   for (long i = 0; i < n; ++i)
@@ -481,6 +535,19 @@ double manager_lifecycle_us(long n) {
   return elapsed(t0) * 1e6 / static_cast<double>(n);
 }
 
+// This program's own peak RSS in KiB: VmHWM of /proc/self/status.
+long peak_rss_kb() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) fail("open /proc/self/status, errno", errno);
+  char line[256];
+  long kb = -1;
+  while (kb < 0 && std::fgets(line, sizeof line, f) != nullptr)
+    if (std::sscanf(line, "VmHWM: %ld kB", &kb) != 1) kb = -1;
+  std::fclose(f);
+  if (kb < 0) fail("no VmHWM in /proc/self/status", 0);
+  return kb;
+}
+
 using Args = std::vector<long>;
 
 // args[i], or `def` when run.py passed fewer parameters.
@@ -510,9 +577,14 @@ int main(int argc, char** argv) {
       {"queue_small", [](const Args&) { return queue_small_items_per_s(); }},
       {"queue_kib", [](const Args&) { return queue_kib_gbps(); }},
       {"queue_100mib", [](const Args&) { return queue_100mib_gbps(); }},
-      {"pool_map", [](const Args& a) { return pool_map_ms(arg(a, 0, 1000000), 0); }},
-      {"pool_map_chunk1", [](const Args& a) { return pool_map_ms(arg(a, 0, 100000), 1); }},
-      {"pool_apply", [](const Args& a) { return pool_apply_us(arg(a, 0, 2000)); }},
+      {"queue_grid",
+       [](const Args& a) { return queue_grid_items_per_s(arg(a, 0, 1), arg(a, 1, 1), arg(a, 2, 1000000)); }},
+      {"pool_map", [](const Args& a) { return pool_map_ms(arg(a, 0, 1000000), 0, arg(a, 1, 2)); }},
+      {"pool_map_chunk1", [](const Args& a) { return pool_map_ms(arg(a, 0, 100000), 1, arg(a, 1, 2)); }},
+      {"map_curve", [](const Args& a) { return pool_map_once_ms(arg(a, 0, 1000000), 0, arg(a, 1, 2)); }},
+      {"map_curve_chunk1",
+       [](const Args& a) { return pool_map_once_ms(arg(a, 0, 100000), 1, arg(a, 1, 2)); }},
+      {"pool_apply", [](const Args& a) { return pool_apply_us(arg(a, 0, 2000), arg(a, 1, 2)); }},
       {"pool_lifecycle", [](const Args& a) { return pool_lifecycle_us(arg(a, 0, 20)); }},
       {"seed_processes", [](const Args& a) { return seed_processes_ms(arg(a, 0, 100)); }},
       {"seed_pool", [](const Args& a) { return seed_pool_ms(arg(a, 0, 4), arg(a, 1, 20)); }},
@@ -537,6 +609,8 @@ int main(int argc, char** argv) {
   double v = workloads.at(argv[1])(args);
   std::printf("{\"workload\": \"%s\", \"value\": %.6g, \"args\": [", argv[1], v);
   for (std::size_t i = 0; i < args.size(); ++i) std::printf("%s%ld", i ? ", " : "", args[i]);
-  std::printf("]}\n");
+  rusage children{};
+  ::getrusage(RUSAGE_CHILDREN, &children);
+  std::printf("], \"rss_kb\": %ld, \"children_rss_kb\": %ld}\n", peak_rss_kb(), children.ru_maxrss);
   return 0;
 }

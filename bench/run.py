@@ -22,7 +22,13 @@ checked on medians. bench/results.json keeps everything: a list of
    "mpxx": {"median", "min", "max", "runs"}, "cpython": {...} | null,
    "ratio": float | null, "limit": {"name", "median", ...} | null,
    "vs_limit": float | null, "target": str, "checks": [...],
-   "met": true | false | null, "error": str (only when a run failed)}
+   "met": true | false | null, "error": str (only when a run failed),
+   "rss": {"mpxx": {"parent_kb", "children_kb"}, "cpython": {...}}}
+The peak RSS (getrusage's ru_maxrss, medians) is measured for every row;
+the table shows it for the map, Queue and Pipe rows (RSS_ROWS).
+
+./run bench --curves [--quick] measures how costs grow instead (see
+bench/curves.py): it writes bench/curves.json and the charts in bench/curves/.
 
 Adding a workload: a function and one table line in mpxx_bench.cpp and in
 cpython_bench.py, and one Workload(...) line below.
@@ -179,25 +185,29 @@ class RunFailed(Exception):
 
 
 def run_one(cmd, timeout):
-    """Runs one measurement; its value, or RunFailed saying why not."""
+    """Runs one measurement; its JSON line as a dict ("value" a float, the
+    peak RSS in "rss_kb" and "children_rss_kb"), or RunFailed saying why
+    not."""
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise RunFailed('%s: no result within %gs' % (' '.join(cmd), timeout))
-    value = None
+    record = None
     for line in p.stdout.splitlines():
         line = line.strip()
         if line.startswith('{'):
             try:
-                value = float(json.loads(line)['value'])
-            except (ValueError, KeyError):
+                rec = json.loads(line)
+                rec['value'] = float(rec['value'])
+                record = rec
+            except (ValueError, KeyError, TypeError):
                 pass
-    if p.returncode != 0 or value is None:
+    if p.returncode != 0 or record is None:
         why = ('killed by signal %d' % -p.returncode if p.returncode < 0
                else 'exit status %d' % p.returncode)
         tail = (p.stderr.strip() or p.stdout.strip())[-600:]
         raise RunFailed('%s: %s%s' % (' '.join(cmd), why, ('\n' + tail) if tail else ''))
-    return value
+    return record
 
 
 def summarize(values):
@@ -210,8 +220,16 @@ def ratio(better, ours, theirs):
     return theirs / ours if better == 'lower' else ours / theirs
 
 
+def peak_rss(records):
+    """The medians of a side's peak RSS: its parent's and its largest
+    child's, in KiB."""
+    return {'parent_kb': statistics.median(x.get('rss_kb', 0) for x in records),
+            'children_kb': statistics.median(x.get('children_rss_kb', 0) for x in records)}
+
+
 def measure(w, exe, python, pyscript, reps, timeout):
     sides = {'mpxx': [], 'cpython': [], 'limit': []}
+    records = {'mpxx': [], 'cpython': [], 'limit': []}
     cmds = [('mpxx', [exe, w.key] + w.args)]
     if w.cpython:
         cmds.append(('cpython', [python, pyscript, w.key] + w.args))
@@ -220,18 +238,20 @@ def measure(w, exe, python, pyscript, reps, timeout):
     r = {'workload': w.name, 'key': w.key, 'unit': w.unit, 'better': w.better,
          'args': [int(a) for a in w.args], 'mpxx': None, 'cpython': None, 'ratio': None,
          'limit': None, 'vs_limit': None, 'target': w.target_text(), 'checks': [],
-         'met': None}
+         'met': None, 'rss': {}}
     try:
         for rep in range(reps + 1):  # round 0 is the warm-up
             for side, cmd in (cmds if rep % 2 == 0 else cmds[::-1]):
-                v = run_one(cmd, timeout)
+                rec = run_one(cmd, timeout)
                 if rep > 0:
-                    sides[side].append(v)
+                    sides[side].append(rec['value'])
+                    records[side].append(rec)
     except RunFailed as e:
         r['error'] = str(e)
         r['met'] = False if w.targets else None
         return r
     r['mpxx'] = summarize(sides['mpxx'])
+    r['rss'] = {side: peak_rss(records[side]) for side in ('mpxx', 'cpython') if records[side]}
     m = r['mpxx']['median']
     if sides['cpython']:
         r['cpython'] = summarize(sides['cpython'])
@@ -260,11 +280,26 @@ def verdict(r):
     return {True: 'met', False: 'MISSED', None: ''}[r['met']]
 
 
+# The rows whose table line shows the peak RSS (every row's is in
+# results.json): those that move data, where memory grows with the work.
+RSS_ROWS = re.compile(r'^(pool_map|queue_|pipe_)')
+
+
+def rss_cell(r, side):
+    """The parent's / the largest child's peak RSS, MiB."""
+    rss = r.get('rss', {}).get(side)
+    if not rss or not RSS_ROWS.match(r['key']):
+        return ''
+    return '%.0f / %.0f MiB' % (rss['parent_kb'] / 1024, rss['children_kb'] / 1024)
+
+
 def print_table(results):
-    head = ('workload', 'unit', 'mpxx', 'CPython', 'ratio', 'limit', 'vs limit', 'target')
+    head = ('workload', 'unit', 'mpxx', 'CPython', 'ratio', 'limit', 'vs limit', 'target',
+            'peak RSS mpxx', 'peak RSS CPython')
     rows = [(r['workload'], r['unit'], cell(r['mpxx']), cell(r['cpython']),
              '-' if r['ratio'] is None else '%.1fx' % r['ratio'], cell(r['limit']),
-             '-' if r['vs_limit'] is None else '%.2fx' % r['vs_limit'], verdict(r))
+             '-' if r['vs_limit'] is None else '%.2fx' % r['vs_limit'], verdict(r),
+             rss_cell(r, 'mpxx'), rss_cell(r, 'cpython'))
             for r in results]
     widths = [max(len(x[i]) for x in rows + [head]) for i in range(len(head))]
     right = {4, 6}  # ratios
@@ -277,7 +312,8 @@ def print_table(results):
     for x in rows:
         print(line(x))
     print('\nmedian [min-max] of each side; ratio = how many times better mpxx is than '
-          'CPython\n(> 1: mpxx better), vs limit = the same against the machine\'s limit:')
+          'CPython\n(> 1: mpxx better); peak RSS = the parent\'s / its largest child\'s '
+          '(getrusage\nru_maxrss, median); vs limit = the ratio against the machine\'s limit:')
     for r in results:
         if r['limit']:
             print('  %s: %s' % (r['workload'], r['limit']['name']))
@@ -297,15 +333,26 @@ def print_table(results):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--build-dir', default='build/release')
-    ap.add_argument('--reps', type=int, default=5, help='measured repetitions (>= 1; default 5)')
+    ap.add_argument('--reps', type=int, help='measured repetitions (>= 1; default 5, '
+                    'with --curves 3, with --quick 1)')
     ap.add_argument('--python', default='python3', help='the CPython to compare with')
     ap.add_argument('--timeout', type=float, default=300, help='seconds per run')
     ap.add_argument('--out', default=os.path.join(HERE, 'results.json'))
     ap.add_argument('--list', action='store_true', help='list the workloads and exit')
+    ap.add_argument('--curves', action='store_true',
+                    help='measure the cost curves instead (bench/curves.py)')
+    ap.add_argument('--quick', action='store_true', help='with --curves: a small grid')
+    ap.add_argument('--curves-out', default=os.path.join(HERE, 'curves.json'))
+    ap.add_argument('--charts-dir', default=os.path.join(HERE, 'curves'))
     ap.add_argument('filter', nargs='?', default='')
     args = ap.parse_args()
-    if args.reps < 1:
+    if args.reps is not None and args.reps < 1:
         ap.error('--reps must be >= 1')
+    if args.quick and not args.curves:
+        ap.error('--quick goes with --curves')
+    if args.curves and args.filter:
+        ap.error('--curves measures every curve (no FILTER)')
+    args.reps_given, args.reps = args.reps, args.reps or 5
 
     try:
         pattern = re.compile(args.filter, re.I)
@@ -327,6 +374,9 @@ def main():
               file=sys.stderr)
         return 2
     pyscript = os.path.join(HERE, 'cpython_bench.py')
+    if args.curves:
+        import curves
+        return curves.main(args, exe, pyscript)
     version = subprocess.run([args.python, '--version'], capture_output=True,
                              text=True).stdout.strip()
     print('mpxx vs CPython multiprocessing (%s): %d reps after 1 warm-up, %d CPUs, '
