@@ -7,6 +7,8 @@ consumer_src=$2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cmake --install "$build_dir" --prefix "$tmp/prefix" >/dev/null
+# The license travels with the package.
+grep -q "MIT License" "$tmp/prefix/share/doc/mpxx/LICENSE"
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 cmake -S "$consumer_src" -B "$tmp/build" "${generator[@]}" -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null
