@@ -64,6 +64,7 @@
 #include "mpxx/context.hpp"
 #include "mpxx/detail/callable.hpp"
 #include "mpxx/detail/pool_core.hpp"
+#include "mpxx/detail/pool_map.hpp"
 #include "mpxx/detail/pool_tasks.hpp"
 #include "mpxx/detail/timeout.hpp"
 #include "mpxx/errors.hpp"
@@ -318,22 +319,26 @@ class Pool {
   // void.
   template <class F, std::ranges::input_range Rg>
   auto map(F&& f, Rg&& input, MapOptions opts = {}) {
-    return map_async(std::forward<F>(f), std::forward<Rg>(input), std::move(opts)).take_all();
+    return map_impl<false, true>(std::forward<F>(f), std::forward<Rg>(input), std::move(opts),
+                                 Callbacks<typename detail::map_of<F, Rg, false>::result>{})
+        .take_all();
   }
   template <class F, std::ranges::input_range Rg>
   auto map_async(F&& f, Rg&& input, MapOptions opts = {},
                  Callbacks<typename detail::map_of<F, Rg, false>::result> cb = {}) {
-    return map_impl<false>(std::forward<F>(f), std::forward<Rg>(input), std::move(opts), std::move(cb));
+    return map_impl<false, false>(std::forward<F>(f), std::forward<Rg>(input), std::move(opts), std::move(cb));
   }
   // starmap(f, range of tuples): [f(*args) for args in range].
   template <class F, std::ranges::input_range Rg>
   auto starmap(F&& f, Rg&& input, MapOptions opts = {}) {
-    return starmap_async(std::forward<F>(f), std::forward<Rg>(input), std::move(opts)).take_all();
+    return map_impl<true, true>(std::forward<F>(f), std::forward<Rg>(input), std::move(opts),
+                                Callbacks<typename detail::map_of<F, Rg, true>::result>{})
+        .take_all();
   }
   template <class F, std::ranges::input_range Rg>
   auto starmap_async(F&& f, Rg&& input, MapOptions opts = {},
                      Callbacks<typename detail::map_of<F, Rg, true>::result> cb = {}) {
-    return map_impl<true>(std::forward<F>(f), std::forward<Rg>(input), std::move(opts), std::move(cb));
+    return map_impl<true, false>(std::forward<F>(f), std::forward<Rg>(input), std::move(opts), std::move(cb));
   }
 
   // ------------------------------------------------------------- imap
@@ -363,7 +368,7 @@ class Pool {
   std::vector<pid_t> worker_pids() const;
 
  private:
-  // map_async's handle: an AsyncResult plus the eager map's fast path.
+  // map_async's handle: an AsyncResult whose value map moves out.
   template <class T>
   class MapAsync : public AsyncResult<T> {
    public:
@@ -421,201 +426,37 @@ class Pool {
     return c == 0 ? 1 : c;
   }
 
-  template <bool Star, class F, class Rg, class T>
+  // map's tasks are a stream the core pulls from as workers make room
+  // (detail/pool_map.hpp): only the tasks in flight exist encoded.
+  template <bool Star, bool Blocking, class F, class Rg, class T>
   MapAsync<T> map_impl(F&& f, Rg&& input, MapOptions opts, Callbacks<T> cb) {
     using M = detail::map_of<F, Rg, Star>;
     using Fn = typename M::Fn;
     using A = typename M::A;
     using R = typename M::R;
     using Chunk = detail::ChunkCall<Fn, Star>;
-    using CR = detail::chunk_result_t<R>;
     static_assert(detail::call_transferable_v<Chunk, std::vector<A>>,
                   "mpxx::Pool::map: the function and the items travel to worker processes as bytes: "
                   "use a function, a captureless lambda, a serializable function object or "
                   "mpxx::partial, over items that can be serialized (see mpxx/task.hpp)");
     static_assert(detail::result_ok_v<R>, "mpxx::Pool::map: the result type cannot be serialized");
+    using Src = detail::map_source_t<Rg, A, Blocking>;
+    using Stream = detail::MapStream<Star, Fn, A, R, T, Src>;
 
-    // Sized ranges are read once, chunk by chunk; others are collected
-    // first (as Python's map does with list(iterable)) to know their size.
-    std::vector<A> collected;
-    std::size_t n;
-    if constexpr (std::ranges::sized_range<Rg> && std::ranges::forward_range<Rg>) {
-      n = static_cast<std::size_t>(std::ranges::size(input));
-    } else {
-      for (auto&& x : input) collected.emplace_back(std::forward<decltype(x)>(x));
-      n = collected.size();
-    }
-    const std::size_t cs = opts.chunksize ? opts.chunksize : default_chunksize(n);
-    const std::size_t nchunks = (n + cs - 1) / cs;
-    // Results of trivially copyable types are copied straight from each
-    // chunk's message into their place; others are collected per chunk.
-    constexpr bool direct = !std::is_void_v<R> && detail::wire::raw_v<R> &&
-                            !std::is_same_v<R, bool> && std::is_default_constructible_v<R>;
-    struct Shared {
-      std::shared_ptr<detail::ResultState<T>> st;
-      Callbacks<T> cb;
-      std::vector<CR> parts;
-      std::conditional_t<direct, std::vector<std::conditional_t<direct, R, int>>, int> all{};
-      std::atomic<std::size_t> left;
-      std::unique_ptr<detail::ProgressBar> bar;
-      std::size_t n = 0, cs = 1;  // items, items per chunk
-      bool fail_fast = false;
-      std::mutex error_mu;
-      std::exception_ptr error;  // the first task error to arrive
-      void fail(const std::exception_ptr& e) {
-        if constexpr (std::is_void_v<T>)
-          detail::deliver(*st, cb, e);
-        else
-          detail::deliver(*st, cb, std::optional<T>{}, e);
-      }
-    };
+    Src src = detail::map_source<A, Blocking>(std::forward<Rg>(input));
+    const auto n = static_cast<std::size_t>(std::ranges::size(src));
     auto st = std::make_shared<detail::ResultState<T>>();
-    auto sh = std::make_shared<Shared>();
-    sh->st = st;
-    sh->cb = std::move(cb);
-    if constexpr (direct) {
-      detail::wire::reserve_destination(sh->all, n);  // huge pages for a large result
-      sh->all.resize(n);
-    }
-    else
-      sh->parts.resize(nchunks);
-    sh->left = nchunks;
-    sh->n = n;
-    sh->cs = cs;
-    sh->fail_fast = opts.fail_fast;
-    sh->bar = std::make_unique<detail::ProgressBar>(Star ? "starmap" : "map", static_cast<long>(n),
-                                                    opts.progress.enabled());
-    // Every chunk's completion shares one state and knows only its chunk
-    // number: nothing is allocated per task for it.
-    static constexpr auto finish = [](Shared& sh) {
-      sh.bar->finish();
-      if (sh.error) {  // every task has reported: no lock needed
-        sh.fail(sh.error);
-      } else if constexpr (std::is_void_v<T>) {
-        detail::deliver(*sh.st, sh.cb, nullptr);
-      } else if constexpr (direct) {
-        detail::deliver(*sh.st, sh.cb, std::optional<T>(std::move(sh.all)), nullptr);
-      } else {
-        T all;
-        std::size_t total = 0;
-        for (auto& p : sh.parts) total += p.size();
-        all.reserve(total);
-        for (auto& p : sh.parts)
-          for (auto& v : p) all.push_back(std::move(v));
-        detail::deliver(*sh.st, sh.cb, std::optional<T>(std::move(all)), nullptr);
-      }
-    };
-    if (nchunks == 0) {
-      finish(*sh);
+    detail::MapParams<Fn, T> p{Fn(std::forward<F>(f)), n, opts.chunksize ? opts.chunksize : default_chunksize(n),
+                               opts.timeout, opts.fail_fast, std::move(cb), st, core_,
+                               std::make_unique<detail::ProgressBar>(Star ? "starmap" : "map",
+                                                                     static_cast<long>(n),
+                                                                     opts.progress.enabled())};
+    auto stream = std::make_shared<Stream>(std::move(src), std::move(p));
+    if (stream->chunks() == 0) {
+      stream->finish();
       return MapAsync<T>(st);
     }
-
-    const Fn fn(std::forward<F>(f));
-    std::vector<detail::TaskSpec> tasks;
-    std::vector<std::uint64_t> ids;
-    ids.reserve(nchunks);
-    std::size_t batch_bytes = 0;
-    auto next = [&] {
-      if constexpr (std::ranges::sized_range<Rg> && std::ranges::forward_range<Rg>)
-        return std::ranges::begin(input);
-      else
-        return collected.begin();
-    }();
-    std::vector<A> chunk;
-    constexpr bool raw_items = detail::wire::raw_v<A> && !std::is_same_v<A, bool>;
-    // What every raw chunk's message starts with: [task id][entry][callable].
-    detail::wire::Writer prefix;
-    if constexpr (raw_items) {
-      prefix.pod(std::uint64_t{0});
-      prefix.pod(detail::RawChunkEntry<Chunk, A>::id);
-      detail::CallableCodec<Chunk>::encode(prefix, Chunk{fn});
-    }
-    // The input may throw part-way (a view computing its items): then the
-    // error comes out of map itself, as in Python, and nothing keeps running.
-    try {
-      for (std::size_t k = 0; k < nchunks; ++k) {
-        const std::size_t lo = k * cs, hi = std::min(n, lo + cs);
-        detail::TaskSpec t;
-        if constexpr (raw_items) {
-          // Items of trivially copyable types go straight from the range into
-          // the message, laid out as the std::vector<A> the worker decodes.
-          t.call.reserve(prefix.size() + 8 + (hi - lo) * sizeof(A));
-          t.call.put(prefix.data(), prefix.size());
-          t.call.pod(static_cast<std::uint64_t>(hi - lo));
-          std::byte* out = t.call.extend((hi - lo) * sizeof(A));
-          for (std::size_t i = lo; i < hi; ++i, ++next, out += sizeof(A)) {
-            const A item = *next;
-            std::memcpy(out, &item, sizeof(A));
-          }
-        } else {
-          chunk.clear();
-          chunk.reserve(hi - lo);
-          for (std::size_t i = lo; i < hi; ++i, ++next) {
-            if constexpr (std::ranges::sized_range<Rg> && std::ranges::forward_range<Rg>)
-              chunk.emplace_back(*next);  // the caller's range: copied, never moved from
-            else
-              chunk.emplace_back(std::move(*next));  // our own collected copy
-          }
-          t = detail::make_task(std::move(t), Chunk{fn}, chunk);
-        }
-        t.timeout = opts.timeout;
-        t.index = static_cast<long>(lo);
-        t.user_code = sh->cb.callback || sh->cb.error_callback;
-        t.done = detail::Completion(sh, static_cast<long>(k), [](Shared& sh, long k,
-                                                                const detail::TaskOutcome& o) {
-          const std::size_t lo = static_cast<std::size_t>(k) * sh.cs;
-          const long count = static_cast<long>(std::min(sh.n, lo + sh.cs) - lo);
-          std::exception_ptr err = o.error;
-          if (!err) {
-            try {
-              if constexpr (direct) {
-                detail::wire::Reader r(o.payload);
-                const auto m = r.pod<std::uint64_t>();
-                if (m != static_cast<std::uint64_t>(count))
-                  throw ProtocolError("mpxx: a map chunk came back with " + std::to_string(m) +
-                                      " results for " + std::to_string(count) + " items");
-                r.get(sh.all.data() + lo, static_cast<std::size_t>(count) * sizeof(R));
-                r.expect_done("a map chunk's results");
-              } else {
-                sh.parts[static_cast<std::size_t>(k)] = detail::decode_result<CR>(o.payload);
-              }
-            } catch (...) {
-              err = std::current_exception();
-            }
-          }
-          if (err) {
-            // Python's map waits for every task and raises the first error to
-            // arrive. A Ctrl-C is no task's error: it is raised at once.
-            const bool now = sh.fail_fast || detail::is_keyboard_interrupt(err);
-            {
-              std::lock_guard lk(sh.error_mu);
-              if (!sh.error || now) sh.error = err;
-            }
-            if (now) sh.fail(err);
-          }
-          sh.bar->advance(count);
-          if (sh.left.fetch_sub(1) == 1) finish(sh);
-        });
-        batch_bytes += t.call.size();
-        tasks.push_back(std::move(t));
-        // Hand tasks over as they are encoded, in batches, so the workers
-        // start while the rest of the input is still being encoded.
-        if (tasks.size() >= 256 || batch_bytes >= (std::size_t{256} << 10)) {
-          auto got = core().submit(std::move(tasks));
-          ids.insert(ids.end(), got.begin(), got.end());
-          tasks.clear();
-          batch_bytes = 0;
-        }
-      }
-      if (!tasks.empty()) {
-        auto got = core().submit(std::move(tasks));
-        ids.insert(ids.end(), got.begin(), got.end());
-      }
-    } catch (...) {
-      if (!ids.empty()) core().cancel(ids);
-      throw;
-    }
-    st->attach(core_, std::move(ids));
+    st->attach_stream(core_, core().submit_stream(stream));
     return MapAsync<T>(st);
   }
 

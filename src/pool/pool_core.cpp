@@ -73,6 +73,16 @@ struct Task {
   TaskSpec spec;
   int slot = -1;                // the worker holding it, or -1 while pending
   std::uint64_t generation = 0;
+  std::uint64_t stream = 0;     // the stream it came from, if any
+};
+
+// Stream ids share the task ids' counter, with the top bit set, so that
+// pending_ holds both: a stream waits in line as one entry.
+constexpr std::uint64_t kStreamBit = std::uint64_t{1} << 63;
+
+struct StreamEntry {
+  std::shared_ptr<TaskStream> src;
+  bool paused = false;  // said `later`; resume() clears it
 };
 
 struct Slot {
@@ -130,26 +140,87 @@ class Core final : public PoolCore {
   std::vector<std::uint64_t> submit(std::vector<TaskSpec> specs) override {
     std::vector<std::uint64_t> ids;
     ids.reserve(specs.size());
-    std::lock_guard lk(mu_);
-    if (broken_) std::rethrow_exception(broken_);
-    if (state_ != State::run) throw ValueError("mpxx: Pool not running (closed or terminated)");
-    for (TaskSpec& s : specs) {
-      if (s.call.size() < 8) throw ValueError("mpxx: malformed pool task");
-      std::uint64_t id = next_id_++;
-      std::memcpy(s.call.data(), &id, 8);
-      tasks_.emplace(id, Task{std::move(s)});
-      pending_.push_back(id);
-      ids.push_back(id);
+    std::vector<Finished> dropped;
+    {
+      std::lock_guard lk(mu_);
+      check_running();
+      for (TaskSpec& s : specs) {
+        if (s.call.size() < 8) throw ValueError("mpxx: malformed pool task");
+        std::uint64_t id = add_task(std::move(s), 0);
+        pending_.push_back(id);
+        ids.push_back(id);
+      }
+      pump(dropped);
     }
-    pump();
+    run(dropped);
     return ids;
   }
 
-  bool cancel(std::span<const std::uint64_t> ids) override {
+  std::uint64_t submit_stream(std::shared_ptr<TaskStream> src) override {
+    std::vector<Finished> dropped;
+    std::uint64_t id;
+    {
+      std::lock_guard lk(mu_);
+      check_running();
+      id = kStreamBit | next_id_++;
+      src->id = id;
+      streams_.emplace(id, StreamEntry{std::move(src)});
+      pending_.push_back(id);
+      pump(dropped);
+    }
+    run(dropped);
+    return id;
+  }
+
+  void resume(std::uint64_t stream) override {
+    std::vector<Finished> dropped;
+    {
+      std::lock_guard lk(mu_);
+      auto it = streams_.find(stream);
+      if (it == streams_.end() || !it->second.paused) return;
+      it->second.paused = false;
+      pump(dropped);
+    }
+    run(dropped);
+  }
+
+  bool cancel_stream(std::uint64_t stream) override {
     std::vector<Finished> done;
     bool any = false;
     {
       std::lock_guard lk(mu_);
+      if (auto it = streams_.find(stream); it != streams_.end()) {
+        done.push_back(dropped_call(std::move(it->second.src),
+                                    std::make_exception_ptr(CancelledError("mpxx: the task was cancelled"))));
+        streams_.erase(it);
+        pending_.erase(std::find(pending_.begin(), pending_.end(), stream));
+        any = true;
+      }
+      std::vector<std::uint64_t> ids;
+      for (const auto& [id, t] : tasks_)
+        if (t.stream == stream) ids.push_back(id);
+      any |= cancel_locked(ids, done);
+    }
+    run(done);
+    tr_->wake();
+    return any;
+  }
+
+  bool cancel(std::span<const std::uint64_t> ids) override {
+    std::vector<Finished> done;
+    bool any;
+    {
+      std::lock_guard lk(mu_);
+      any = cancel_locked(ids, done);
+    }
+    run(done);
+    tr_->wake();
+    return any;
+  }
+
+  bool cancel_locked(std::span<const std::uint64_t> ids, std::vector<Finished>& done) {
+    bool any = false;
+    {
       for (std::uint64_t id : ids) {
         auto it = tasks_.find(id);
         if (it == tasks_.end()) continue;
@@ -171,17 +242,17 @@ class Core final : public PoolCore {
         any = true;
       }
     }
-    run(done);
-    tr_->wake();
     return any;
   }
 
   void close() override {
+    std::vector<Finished> dropped;
     {
       std::lock_guard lk(mu_);
       if (state_ == State::run) state_ = State::close;
-      pump();
+      pump(dropped);
     }
+    run(dropped);
     tr_->wake();
   }
 
@@ -256,15 +327,77 @@ class Core final : public PoolCore {
       std::lock_guard lk(mu_);
       if (state_ == State::terminate) return;
       state_ = State::terminate;
-      for (auto& [id, t] : tasks_) done.push_back({std::move(t.spec.done), why});
-      tasks_.clear();
-      pending_.clear();
-      for (std::size_t i = 0; i < slots_.size(); ++i)
-        if (slots_[i].alive) kill_slot(slots_[i], static_cast<std::uint32_t>(i));
+      drop_everything(why, done);
       tr_->wait_killed(std::chrono::seconds(5));
     }
     run(done);
     tr_->wake();
+  }
+
+  // Fails every task and stream with `why` and kills the workers.
+  void drop_everything(const std::exception_ptr& why, std::vector<Finished>& out) {
+    for (auto& [id, e] : streams_) out.push_back(dropped_call(std::move(e.src), why));
+    streams_.clear();
+    for (auto& [id, t] : tasks_) out.push_back({std::move(t.spec.done), why});
+    tasks_.clear();
+    pending_.clear();
+    for (std::size_t i = 0; i < slots_.size(); ++i)
+      if (slots_[i].alive) kill_slot(slots_[i], static_cast<std::uint32_t>(i));
+  }
+
+  // A stream's dropped(why), run outside the lock as a completion.
+  static Finished dropped_call(std::shared_ptr<TaskStream> src, std::exception_ptr why) {
+    return {Completion(std::move(src), 0, [](TaskStream& s, long, const TaskOutcome& o) { s.dropped(o.error); }),
+            std::move(why)};
+  }
+
+  void check_running() const {
+    if (broken_) std::rethrow_exception(broken_);
+    if (state_ != State::run) throw ValueError("mpxx: Pool not running (closed or terminated)");
+  }
+
+  std::uint64_t add_task(TaskSpec&& spec, std::uint64_t stream) {
+    const std::uint64_t id = next_id_++;
+    std::memcpy(spec.call.data(), &id, 8);
+    Task& t = tasks_.emplace(id, Task{std::move(spec)}).first->second;
+    t.stream = stream;
+    return id;
+  }
+
+  // The next task to send: the first pending task, or the next task of the
+  // first stream that has one (a paused stream lets the entries behind it
+  // go first). 0 if there is none. A stream that throws or ends leaves.
+  std::uint64_t take_next(std::vector<Finished>& dropped) {
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      const std::uint64_t key = *it;
+      if (!(key & kStreamBit)) {
+        pending_.erase(it);
+        return key;
+      }
+      StreamEntry& e = streams_.at(key);
+      if (e.paused) {
+        ++it;
+        continue;
+      }
+      TaskSpec t;
+      TaskStream::Next r;
+      try {
+        r = e.src->next(t);
+        if (r == TaskStream::Next::task && t.call.size() < 8) throw ValueError("mpxx: malformed pool task");
+      } catch (...) {
+        dropped.push_back(dropped_call(std::move(e.src), std::current_exception()));
+        r = TaskStream::Next::end;
+      }
+      if (r == TaskStream::Next::task) return add_task(std::move(t), key);
+      if (r == TaskStream::Next::later) {
+        e.paused = true;
+        ++it;
+        continue;
+      }
+      streams_.erase(key);
+      it = pending_.erase(it);
+    }
+    return 0;
   }
 
   void kill_slot(Slot& s, std::uint32_t slot) {
@@ -302,7 +435,8 @@ class Core final : public PoolCore {
 
   // Sends pending tasks to workers with room (breadth first, so a short
   // burst spreads over the workers), and stop requests once closed.
-  void pump() {
+  // Streams that throw are dropped: their dropped() goes to `dropped`.
+  void pump(std::vector<Finished>& dropped) {
     if (state_ == State::terminate || broken_) return;
     const std::size_t d = depth();
     const auto now = clock::now();
@@ -313,10 +447,10 @@ class Core final : public PoolCore {
         Slot& s = slots_[i];
         if (!s.alive || s.dying || s.stop_sent || s.inflight.size() >= d) continue;
         if (cfg_.maxtasksperchild && s.budget == 0) continue;
-        std::uint64_t id = pending_.front();
+        const std::uint64_t id = take_next(dropped);
+        if (id == 0) break;  // only paused streams are left
         Task& t = tasks_.at(id);
         tr_->send(static_cast<std::uint32_t>(i), t.spec.call.bytes());
-        pending_.pop_front();
         t.slot = static_cast<int>(i);
         t.generation = s.generation;
         if (s.inflight.empty()) s.head_start = now;
@@ -398,9 +532,9 @@ class Core final : public PoolCore {
           if (current) {
             tr_->skipped(m.slot, m.task);
             drop_inflight(s, m.task);
-            pump();
+            pump(failed);
           }
-          return;
+          break;
         case MsgKind::result:
         case MsgKind::error: {
           if (s.generation == m.generation) {
@@ -416,7 +550,7 @@ class Core final : public PoolCore {
             user_code = it->second.spec.user_code;
             tasks_.erase(it);
           }
-          pump();
+          pump(failed);
           break;
         }
         default:
@@ -477,11 +611,7 @@ class Core final : public PoolCore {
   void break_pool(std::exception_ptr why, std::vector<Finished>& failed) {
     if (broken_) return;
     broken_ = why;
-    for (auto& [id, t] : tasks_) failed.push_back({std::move(t.spec.done), why});
-    tasks_.clear();
-    pending_.clear();
-    for (std::size_t i = 0; i < slots_.size(); ++i)
-      if (slots_[i].alive) kill_slot(slots_[i], static_cast<std::uint32_t>(i));
+    drop_everything(why, failed);
   }
 
   // Handles every message already there (the handler thread).
@@ -526,7 +656,7 @@ class Core final : public PoolCore {
       std::lock_guard lk(mu_);
       for (const pool::WorkerExit& e : exits) on_exit(e, failed);
       check_deadlines(failed);
-      pump();
+      pump(failed);
     }
     run(failed);
   }
@@ -643,7 +773,7 @@ class Core final : public PoolCore {
       std::lock_guard lk(mu_);
       for (std::uint32_t i = 0; i < slots_.size() && !broken_ && state_ != State::terminate; ++i)
         start_slot(i, failed);
-      pump();
+      pump(failed);
       started_ = true;
     }
     started_cv_.notify_all();
@@ -672,7 +802,8 @@ class Core final : public PoolCore {
   State state_ = State::run;
   std::exception_ptr broken_;
   std::unordered_map<std::uint64_t, Task> tasks_;
-  std::deque<std::uint64_t> pending_;
+  std::deque<std::uint64_t> pending_;  // task ids and stream ids, in order
+  std::unordered_map<std::uint64_t, StreamEntry> streams_;
   std::vector<Slot> slots_;
   std::uint64_t next_id_ = 1;
   double ema_ns_ = 0;

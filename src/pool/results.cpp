@@ -57,7 +57,8 @@ void ResultBase::rethrow_if_failed() const {
 bool ResultBase::cancel() {
   if (ready()) return false;
   std::shared_ptr<PoolCore> core = core_.lock();
-  return core && core->cancel(ids_);
+  if (!core) return false;
+  return stream_ ? core->cancel_stream(stream_) : core->cancel(ids_);
 }
 
 void ResultBase::publish_error(std::exception_ptr e) {
@@ -70,6 +71,12 @@ void ResultBase::attach(std::weak_ptr<PoolCore> core, std::vector<std::uint64_t>
   std::lock_guard lk(mu_);
   core_ = std::move(core);
   ids_ = std::move(ids);
+}
+
+void ResultBase::attach_stream(std::weak_ptr<PoolCore> core, std::uint64_t stream) {
+  std::lock_guard lk(mu_);
+  core_ = std::move(core);
+  stream_ = stream;
 }
 
 void ResultBase::publish_locked() {

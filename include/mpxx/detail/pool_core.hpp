@@ -95,6 +95,26 @@ struct TaskSpec {
   bool user_code = false;  // done may run the user's callbacks: only on the handler thread
 };
 
+// A source of tasks the core pulls from as workers make room: a map's or an
+// imap's input, encoded one chunk at a time, so that only the tasks in
+// flight exist encoded, whatever the input's length (docs/design.md,
+// "Streamed maps").
+class TaskStream {
+ public:
+  enum class Next { task, later, end };
+  virtual ~TaskStream() = default;
+  // Fills `t` with the next task, or says there is none yet (later: the
+  // core asks again after resume()) or ever (end). Called under the core's
+  // lock, one call at a time. May throw (the input's error): the core then
+  // drops the stream and calls dropped() with that error.
+  virtual Next next(TaskSpec& t) = 0;
+  // The core dropped the stream before its end: the input threw, the pool
+  // stopped (terminate, a broken pool, Ctrl-C) or the stream was cancelled.
+  // Called once, outside the core's lock; never after next() said end.
+  virtual void dropped(std::exception_ptr why) = 0;
+  std::uint64_t id = 0;  // set by the core before it first calls next()
+};
+
 struct PoolConfig {
   int processes = 0;
   std::uint64_t maxtasksperchild = 0;
@@ -115,6 +135,15 @@ class PoolCore {
   // Queues tasks (in order) and returns their ids. ValueError when the pool
   // is not running; the initializer's error when it failed.
   virtual std::vector<std::uint64_t> submit(std::vector<TaskSpec> tasks) = 0;
+  // Queues a stream (in order with submitted tasks) and returns its id;
+  // its tasks are pulled as workers make room and keep coming after
+  // close(). ValueError when the pool is not running.
+  virtual std::uint64_t submit_stream(std::shared_ptr<TaskStream> stream) = 0;
+  // Asks a stream that said `later` again.
+  virtual void resume(std::uint64_t stream) = 0;
+  // Drops the stream (dropped(CancelledError)) if still queued, and cancels
+  // its unfinished tasks as cancel() does. True if anything was cancelled.
+  virtual bool cancel_stream(std::uint64_t stream) = 0;
   // Cancels tasks not yet finished: queued ones are dropped, a running one's
   // worker is killed and replaced. Their completions get CancelledError.
   // True if any was cancelled.
@@ -196,6 +225,7 @@ class ResultBase {
   bool claim() noexcept { return !claimed_.exchange(true, std::memory_order_acq_rel); }
   void publish_error(std::exception_ptr e);
   void attach(std::weak_ptr<PoolCore> core, std::vector<std::uint64_t> ids);
+  void attach_stream(std::weak_ptr<PoolCore> core, std::uint64_t stream);
 
  protected:
   // Marks the result ready (caller holds mu_) and wakes the waiters.
@@ -209,6 +239,7 @@ class ResultBase {
   std::atomic<bool> claimed_{false};
   std::weak_ptr<PoolCore> core_;
   std::vector<std::uint64_t> ids_;
+  std::uint64_t stream_ = 0;  // a streamed map's tasks: the stream's
 };
 
 }  // namespace mpxx::detail
