@@ -1,6 +1,7 @@
 // Pools of many workers on a machine with few cores: Pool(64) and Pool(256)
 // start, map, close and join, or terminate, and leave nothing behind; a task
-// queued behind a running one can be cancelled on every worker. (The fds a
+// queued behind a running one can be cancelled on every worker; a worker that
+// fails its set-up makes the constructor raise. (The fds a
 // pool needs, at the limit: tests/exhaustion_test.cpp.)
 #include <signal.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <set>
 #include <thread>
 
+#include "process/start.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
@@ -124,3 +126,38 @@ TEST_P(PoolScaleTest, ATaskQueuedBehindARunningOneIsCancelledOnEveryWorker) {
 }
 
 MPXX_FOR_EACH_START_METHOD(PoolScaleTest);
+
+// A worker that fails its set-up (here the third of four, with an injected
+// errno) makes the constructor raise that error, after stopping the workers
+// already started: nothing is left running (the fixture checks it too).
+TEST(PoolStart, AWorkerThatFailsItsSetUpMakesTheConstructorRaiseAndLeavesNothing) {
+  struct Fault {
+    Fault() {
+      mpxx::detail::fork_child_fault_spared = 2;
+      mpxx::detail::fork_child_fault = EMFILE;
+    }
+    ~Fault() {
+      mpxx::detail::fork_child_fault = 0;
+      mpxx::detail::fork_child_fault_spared = 0;
+    }
+  };
+  const auto before = mpxx_test::snapshot();
+  {
+    Fault fault;
+    try {
+      mpxx::Pool pool({.processes = 4, .context = &mpxx::get_context(mpxx::StartMethod::fork)});
+      ADD_FAILURE() << "Pool(4) started although a worker failed its set-up";
+    } catch (const mpxx::OSError& e) {
+      EXPECT_EQ(e.code(), EMFILE);
+      const std::string what = e.what();
+      EXPECT_EQ(what.rfind("mpxx: cannot start a Pool of 4 processes: cannot start ForkPoolWorker-", 0), 0u)
+          << what;
+      EXPECT_NE(what.find("setting up the child's runtime"), std::string::npos) << what;
+    }
+  }
+  const auto after = mpxx_test::snapshot();
+  EXPECT_EQ(after.children, before.children);
+  EXPECT_EQ(after.fds, before.fds);
+  mpxx::Pool pool(2);  // and the next pool starts
+  EXPECT_EQ(pool.apply(square, 3), 9);
+}
