@@ -92,6 +92,18 @@ double raw_fork_us(long n) {
   return elapsed(t0) * 1e6 / n;
 }
 
+// The limit for a Pool(2)'s lifecycle: two raw fork()+waitpid, one after
+// the other. us per pair.
+double raw_fork_pair_us(long n) {
+  raw_fork_one();
+  auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) {
+    raw_fork_one();
+    raw_fork_one();
+  }
+  return elapsed(t0) * 1e6 / static_cast<double>(n);
+}
+
 // ------------------------------------------------------------------- locks
 
 double lock_uncontended_ns() {
@@ -565,6 +577,7 @@ int main(int argc, char** argv) {
       {"process_forkserver",
        [](const Args& a) { return start_join_us(StartMethod::forkserver, arg(a, 0, 30)); }},
       {"raw_fork", [](const Args& a) { return raw_fork_us(arg(a, 0, 200)); }},
+      {"raw_fork_pair", [](const Args& a) { return raw_fork_pair_us(arg(a, 0, 100)); }},
       {"lock_uncontended", [](const Args&) { return lock_uncontended_ns(); }},
       {"value_contended", [](const Args&) { return value_contended_ns(); }},
       {"pthread_contended", [](const Args&) { return pthread_contended_ns(); }},

@@ -167,7 +167,7 @@ WORKLOADS = [
     Workload('Pool(2) apply_async(f, x).get() round trip', 'us', 'lower', 'pool_apply',
              args=[2000], targets=[at_most(10, 'us')]),
     Workload('Pool(2) create + one task + close/join', 'us', 'lower', 'pool_lifecycle',
-             args=[20], targets=[at_most(1000, 'us')]),
+             args=[20], limit=('raw_fork_pair', '2 raw fork()+waitpid'), targets=[near_limit(2)]),
 
     # A child sets and reads back one item of a managed dict: the time of
     # one operation (set or get), measured in the child.

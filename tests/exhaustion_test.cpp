@@ -295,6 +295,86 @@ TEST(FdShortage, PoolFailsWithEmfileAndLeavesNothing) {
   }));
 }
 
+// Free fd numbers below the soft RLIMIT_NOFILE.
+int free_fds() {
+  rlimit lim{};
+  ::getrlimit(RLIMIT_NOFILE, &lim);
+  int used = 0;
+  for (const std::string& fd : mpxx_test::snapshot().fds)
+    if (static_cast<rlim_t>(std::stoi(fd)) < lim.rlim_cur) ++used;
+  return static_cast<int>(lim.rlim_cur) - used;
+}
+
+// Pool(n) under the current fd limit: starts, maps, closes, joins.
+void pool_of(int n) {
+  mpxx::Pool pool(n);
+  if (pool.worker_pids().size() != static_cast<std::size_t>(n)) throw std::runtime_error("missing workers");
+  if (pool.map(plus_one, std::vector<int>(static_cast<std::size_t>(2 * n), 1), {.chunksize = 1}) !=
+      std::vector<int>(static_cast<std::size_t>(2 * n), 2))
+    throw std::runtime_error("wrong results");
+  pool.close();
+  pool.join();
+}
+
+// Pool(n) must fail with EMFILE, say so, and leave nothing behind.
+void pool_fails_with_emfile(Findings& f, int n) {
+  const auto before = settled_snapshot();
+  const std::string what = "Pool(" + std::to_string(n) + ") with " + std::to_string(free_fds()) + " free fds";
+  try {
+    pool_of(n);
+    f.fail(what + " started");
+  } catch (const mpxx::OSError& e) {
+    f.note("  " + what + ": " + e.what());
+    const std::string context = "mpxx: cannot start a Pool of " + std::to_string(n) + " processes";
+    f.check(e.code() == EMFILE, what + ": errno " + std::to_string(e.code()) + " instead of EMFILE");
+    f.check(std::string(e.what()).rfind(context, 0) == 0, what + ": the message does not start with '" +
+                                                              context + "': " + e.what());
+  }
+  const std::string leaked = describe_diff(before, settled_snapshot());
+  f.check(leaked.empty(), what + " left behind:" + leaked);
+}
+
+// docs/pool.md: a Pool of n workers (fork) holds 2 + 2n fds and needs one
+// more while it starts. Under `ulimit -n 256` the largest n that allows
+// works and one worker more is a clean EMFILE; with the limit set to what
+// Pool(256) needs it starts, and one fd less it does not.
+TEST(FdShortage, PoolsUpToTheSizeTheFdLimitAllowsStartAndOneWorkerMoreIsEmfile) {
+  SKIP_FD_SHORTAGE_UNDER_SANITIZERS();
+  EXPECT_SCENARIO_CLEAN(in_child([](Findings& f) {
+    pool_of(1);  // warm up what is made once per process and kept
+    rlimit old{};
+    ::getrlimit(RLIMIT_NOFILE, &old);
+    auto set_limit = [&](rlim_t n) {
+      rlimit lim{n, old.rlim_max};
+      return ::setrlimit(RLIMIT_NOFILE, &lim) == 0;
+    };
+    if (!set_limit(256)) return f.fail("cannot lower RLIMIT_NOFILE to 256");
+    const int n = (free_fds() - 3) / 2;
+    f.note("ulimit -n 256: " + std::to_string(free_fds()) + " free fds, Pool(" + std::to_string(n) + ") fits");
+    try {
+      pool_of(n);
+    } catch (const std::exception& e) {
+      f.fail("Pool(" + std::to_string(n) + ") under ulimit -n 256: " + e.what());
+    }
+    pool_fails_with_emfile(f, n + 1);
+
+    const int open = 256 - free_fds();
+    const rlim_t need = static_cast<rlim_t>(open + 2 + 2 * 256 + 1);
+    if (!set_limit(need)) {
+      f.note("the hard fd limit is below " + std::to_string(need) + ": Pool(256) at its limit not tried");
+    } else {
+      try {
+        pool_of(256);
+      } catch (const std::exception& e) {
+        f.fail("Pool(256) with " + std::to_string(free_fds()) + " free fds: " + e.what());
+      }
+      set_limit(need - 1);
+      pool_fails_with_emfile(f, 256);
+    }
+    ::setrlimit(RLIMIT_NOFILE, &old);
+  }));
+}
+
 TEST(FdShortage, ManagerFailsWithEmfileAndLeavesNothing) {
   SKIP_FD_SHORTAGE_UNDER_SANITIZERS();
   EXPECT_SCENARIO_CLEAN(in_child([](Findings& f) {

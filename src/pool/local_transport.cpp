@@ -25,13 +25,13 @@ namespace {
 
 constexpr std::uint64_t kTaskRing = std::uint64_t{1} << 30;    // sparse: costs what is in flight
 constexpr std::uint64_t kResultRing = std::uint64_t{1} << 30;
-constexpr std::size_t kSkipSlots = 32;
+constexpr std::size_t kSkipSlots = 32;  // per worker, in one block for the whole pool
 
 // What a worker process receives.
 struct WorkerArgs {
   QueueCore tasks{wire::empty_t{}};
   QueueCore results{wire::empty_t{}};
-  RawArray<std::uint64_t> skips{wire::empty_t{}};
+  RawArray<std::uint64_t> skips{wire::empty_t{}};  // every worker's cells; this one's are row `slot`
   std::uint32_t slot = 0;
   std::uint64_t generation = 0;
   std::uint64_t maxtasks = 0;
@@ -43,8 +43,15 @@ struct WorkerArgs {
   }
 };
 
-bool skip_requested(RawArray<std::uint64_t>& skips, std::uint64_t id) {
-  for (std::uint64_t& cell : skips)
+// The skip cells of one worker: its row of the pool's block.
+std::span<std::uint64_t> skip_cells(RawArray<std::uint64_t>& skips, std::uint32_t slot) {
+  if ((std::size_t{slot} + 1) * kSkipSlots > skips.size())
+    throw ValueError("mpxx: pool worker slot " + std::to_string(slot) + " out of range");
+  return skips.get_obj().subspan(std::size_t{slot} * kSkipSlots, kSkipSlots);
+}
+
+bool skip_requested(std::span<std::uint64_t> cells, std::uint64_t id) {
+  for (std::uint64_t& cell : cells)
     if (std::atomic_ref<std::uint64_t>(cell).load(std::memory_order_acquire) == id) return true;
   return false;
 }
@@ -93,7 +100,7 @@ void worker_loop(WorkerArgs& a, const std::function<void()>& local_init) {
             stop = true;
             return;
           }
-          if (skip_requested(a.skips, id)) {
+          if (skip_requested(skip_cells(a.skips, a.slot), id)) {
             begin(MsgKind::skipped, id);
             flush();
             return;
@@ -133,6 +140,7 @@ class LocalTransport final : public Transport {
  public:
   explicit LocalTransport(const PoolConfig& cfg)
       : cfg_(cfg), ctx_(cfg.context ? cfg.context : &get_context()), results_(0, false, kResultRing),
+        skips_(kSkipSlots * static_cast<std::size_t>(cfg.processes)),
         slots_(static_cast<std::size_t>(cfg.processes)) {
     if (ctx_->start_method() != StartMethod::fork && cfg.init_call.empty() && cfg.local_init)
       throw ValueError("mpxx: the pool's initializer cannot be sent to " +
@@ -153,7 +161,10 @@ class LocalTransport final : public Transport {
     WorkerArgs a;
     a.tasks = QueueCore(0, false, kTaskRing);
     a.results = results_;
-    a.skips = RawArray<std::uint64_t>(kSkipSlots);
+    // The row's previous worker is gone or past its last task.
+    for (std::uint64_t& cell : skip_cells(skips_, slot))
+      std::atomic_ref<std::uint64_t>(cell).store(0, std::memory_order_relaxed);
+    a.skips = skips_;
     a.slot = slot;
     a.generation = generation;
     a.maxtasks = cfg_.maxtasksperchild;
@@ -175,7 +186,6 @@ class LocalTransport final : public Transport {
     ignore_interrupts_from_start(p);
     p.start();
     s.tasks = std::move(a.tasks);
-    s.skips = std::move(a.skips);
     s.proc.emplace(std::move(p));
     s.generation = generation;
     s.reaped = false;
@@ -188,7 +198,7 @@ class LocalTransport final : public Transport {
   }
 
   bool skip(std::uint32_t slot, std::uint64_t task) override {
-    for (std::uint64_t& cell : slots_.at(slot).skips) {
+    for (std::uint64_t& cell : skip_cells(skips_, slot)) {
       std::atomic_ref<std::uint64_t> c(cell);
       if (c.load(std::memory_order_relaxed) == 0) {
         c.store(task, std::memory_order_release);
@@ -199,7 +209,7 @@ class LocalTransport final : public Transport {
   }
 
   void skipped(std::uint32_t slot, std::uint64_t task) override {
-    for (std::uint64_t& cell : slots_.at(slot).skips) {
+    for (std::uint64_t& cell : skip_cells(skips_, slot)) {
       std::atomic_ref<std::uint64_t> c(cell);
       if (c.load(std::memory_order_relaxed) == task) c.store(0, std::memory_order_relaxed);
     }
@@ -274,7 +284,6 @@ class LocalTransport final : public Transport {
   struct Slot {
     std::optional<Process> proc;
     QueueCore tasks{wire::empty_t{}};
-    RawArray<std::uint64_t> skips{wire::empty_t{}};
     std::uint64_t generation = 0;
     bool reaped = false;
     bool killed = false;
@@ -291,6 +300,7 @@ class LocalTransport final : public Transport {
   PoolConfig cfg_;
   const Context* ctx_;
   QueueCore results_;
+  RawArray<std::uint64_t> skips_;
   std::vector<Slot> slots_;
   std::vector<Process> retiring_;
 };

@@ -7,7 +7,9 @@ namespace mpxx {
 
 Pool::Pool(PoolOptions opts, detail::Target init) {
   detail::PoolConfig cfg;
-  cfg.processes = opts.processes.value_or(process_cpu_count());
+  // Not value_or(): reading the CPU count (sysfs, cgroup files) costs more
+  // than the rest of the constructor but a fork.
+  cfg.processes = opts.processes ? *opts.processes : process_cpu_count();
   if (cfg.processes < 1)
     throw ValueError("mpxx: Number of processes must be at least 1, got " + std::to_string(cfg.processes));
   if (opts.maxtasksperchild == 0u)

@@ -110,6 +110,7 @@ StartReport await_report(int report_fd, int pidfd) {
 }  // namespace
 
 std::atomic<int> fork_child_fault{0};
+std::atomic<int> fork_child_fault_spared{0};
 
 void start_fork(ProcessState& s, Process& obj) {
   flush_std_streams();
@@ -119,6 +120,11 @@ void start_fork(ProcessState& s, Process& obj) {
   ::fcntl(report_rd.get(), F_SETFL, O_NONBLOCK);  // the pidfd may end the wait instead
   std::optional<sys::BlockSignals> immune;
   if (s.ignores_interrupts) immune.emplace(std::initializer_list<int>{SIGINT});
+  int fault = fork_child_fault.load(std::memory_order_relaxed);
+  if (fault && fork_child_fault_spared.load(std::memory_order_relaxed) > 0) {
+    fork_child_fault_spared.fetch_sub(1, std::memory_order_relaxed);
+    fault = 0;
+  }
   pid_t pid = ::fork();
   if (pid < 0) sys::throw_errno("cannot start " + s.name + ": fork");
   if (pid == 0) {
@@ -130,8 +136,7 @@ void start_fork(ProcessState& s, Process& obj) {
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) report_failure(report_wr.get(), errno, kStepDeathSignal);
     if (::getppid() != parent) ::_exit(1);
     try {
-      if (const int fault = fork_child_fault.load(std::memory_order_relaxed))
-        throw OSError(fault, "mpxx: injected fault");
+      if (fault) throw OSError(fault, "mpxx: injected fault");
       become_child(s.identity, s.name, s.daemon, s.authkey, parent, parent_name, StartMethod::fork);
     } catch (...) {
       report_failure(report_wr.get(), errno_of_current_exception(), kStepRuntime);

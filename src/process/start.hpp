@@ -15,8 +15,9 @@ namespace mpxx::detail {
 // OSError (errno and step) if the child failed before its target.
 void start_fork(ProcessState& s, Process& obj);
 // Tests only: a non-zero errno makes the next fork children fail their
-// set-up with it.
+// set-up with it, except the first fork_child_fault_spared of them.
 extern std::atomic<int> fork_child_fault;
+extern std::atomic<int> fork_child_fault_spared;
 void start_spawn(ProcessState& s);
 // Re-executes this program with child_fd as fd 3 and env_var added; with
 // block_interrupt, SIGINT starts blocked (a helper ignores it, then unblocks).
