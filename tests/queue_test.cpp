@@ -970,28 +970,39 @@ TEST(QueueHandOver, ValuesOf16And100MiBArriveWithEveryByteInPlace) {
   EXPECT_EQ(q.qsize(), 0);
 }
 
-// Starts `p`, a child that puts one large value once `go` is set, and
-// returns once that put is copying the value into the ring (the queue's
-// shared memory has grown by `grown` bytes): its hand-over is then open.
-// False if the put was over first.
-template <class Q>
-bool start_large_put(mpxx::Process& p, Q& q, mpxx::Event& go, long grown = 8l << 20) {
-  const long before = resident_queue_bytes();
-  p.start();
-  go.set();
-  for (const auto until = Clock::now() + 30s; Clock::now() < until;
-       std::this_thread::sleep_for(std::chrono::microseconds(200))) {
-    if (q.qsize() != 0) return false;
-    if (resident_queue_bytes() - before >= grown) return true;
-  }
-  return false;
-}
-
 bool stop_process(pid_t pid) {
   if (::kill(pid, SIGSTOP) != 0) return false;
   for (const auto until = Clock::now() + 10s; Clock::now() < until; std::this_thread::sleep_for(1ms))
     if (mpxx_test::proc_state(pid) == 'T') return true;
   return false;
+}
+
+// A child putting a patterned value of `size` bytes into the empty queue
+// `q`, stopped (SIGSTOP) while that put copies the value into the ring (once
+// the queue's shared memory has grown by `grown` bytes): its offer is then
+// open. A put over before it was caught is taken back out and tried again;
+// null if none was caught in 5 tries.
+template <class Q>
+std::unique_ptr<mpxx::Process> stopped_mid_copy(Q& q, std::size_t size, long grown) {
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    const long before = resident_queue_bytes();
+    mpxx::Event go;
+    auto p = std::make_unique<mpxx::Process>(put_patterned<Q>, q, std::vector<std::size_t>{size}, go);
+    p->start();
+    go.set();
+    bool caught = false;
+    for (const auto until = Clock::now() + 30s; !caught && q.qsize() == 0 && Clock::now() < until;
+         std::this_thread::sleep_for(std::chrono::microseconds(200)))
+      caught = resident_queue_bytes() - before >= grown;
+    if (caught && stop_process(p->pid()) && q.qsize() == 0) return p;
+    ::kill(p->pid(), SIGCONT);
+    p->join();
+    while (q.qsize() > 0) {
+      q.get(10s);
+      if constexpr (requires { q.task_done(); }) q.task_done();
+    }
+  }
+  return nullptr;
 }
 
 // A put that started with nobody waiting still offers its message while it
@@ -1002,69 +1013,45 @@ bool stop_process(pid_t pid) {
 TEST(QueueHandOver, AConsumerComingWhileALargePutFillsTheRingReadsTheProducersMemory) {
   if (mpxx_test::bytes_read_so_far() < 0) GTEST_SKIP() << "no /proc/self/io here";
   constexpr std::size_t kSize = std::size_t{96} << 20;
-  for (int attempt = 0;; ++attempt) {
-    ASSERT_LT(attempt, 5) << "the put was never caught copying into the ring";
-    mpxx::Queue<std::vector<std::uint8_t>> q;
-    const long empty = resident_queue_bytes();
-    mpxx::Event go;
-    mpxx::Process p(put_patterned<decltype(q)>, q, std::vector<std::size_t>{kSize}, go);
-    if (!start_large_put(p, q, go, 24l << 20)) {
-      p.join();
-      continue;
-    }
-    ASSERT_TRUE(stop_process(p.pid()));
-    if (q.qsize() != 0) {  // done before the stop: in the ring
-      ::kill(p.pid(), SIGCONT);
-      p.join();
-      continue;
-    }
-    const long long before = mpxx_test::bytes_read_so_far();
-    std::vector<std::uint8_t> v;
-    try {
-      v = q.get(10s);
-    } catch (const mpxx::Empty&) {
-    }
-    const long long read = mpxx_test::bytes_read_so_far() - before;
-    ::kill(p.pid(), SIGCONT);
-    p.join();
-    EXPECT_EQ(p.exitcode(), 0);
-    EXPECT_TRUE(patterned_whole(v, kSize)) << "got " << v.size() << " bytes";
-    EXPECT_LT(read, 1 << 20) << "the message came through the ring";
-    EXPECT_EQ(q.qsize(), 0);
-    EXPECT_LE(resident_queue_bytes() - empty, (17l << 20)) << "the ring's copy past its warm start was kept";
-    return;
+  mpxx::Queue<std::vector<std::uint8_t>> q;
+  const long empty = resident_queue_bytes();
+  auto p = stopped_mid_copy(q, kSize, 24l << 20);
+  ASSERT_TRUE(p) << "the put was never caught copying into the ring";
+  const long long before = mpxx_test::bytes_read_so_far();
+  std::vector<std::uint8_t> v;
+  try {
+    v = q.get(10s);
+  } catch (const mpxx::Empty&) {
   }
+  const long long read = mpxx_test::bytes_read_so_far() - before;
+  ::kill(p->pid(), SIGCONT);
+  p->join();
+  EXPECT_EQ(p->exitcode(), 0);
+  EXPECT_TRUE(patterned_whole(v, kSize)) << "got " << v.size() << " bytes";
+  EXPECT_LT(read, 1 << 20) << "the message came through the ring";
+  EXPECT_EQ(q.qsize(), 0);
+  EXPECT_LE(resident_queue_bytes() - empty, (17l << 20)) << "the ring's copy past its warm start was kept";
 }
 
 // A producer killed while it copies an offered message into the ring: no
 // part of the message is ever delivered, its count of unfinished tasks is
 // undone, and the next large put is handed over and arrives whole.
 TEST(QueueHandOver, AProducerKilledWhileItFillsTheRingLeavesNoPartOfItsMessage) {
-  constexpr std::size_t kSize = std::size_t{96} << 20;
-  for (int attempt = 0;; ++attempt) {
-    ASSERT_LT(attempt, 5) << "the put was never caught copying into the ring";
-    mpxx::JoinableQueue<std::vector<std::uint8_t>> q;
-    mpxx::Event go;
-    mpxx::Process p(put_patterned<decltype(q)>, q, std::vector<std::size_t>{kSize}, go);
-    if (!start_large_put(p, q, go)) {
-      p.join();
-      continue;
-    }
-    p.kill();
-    p.join();
-    if (q.qsize() != 0) continue;  // done before the kill
-    EXPECT_THROW(q.get(200ms), mpxx::Empty);
-    EXPECT_TRUE(q.join(5s)) << "the killed producer's message is still counted";
-    mpxx::Event go2;
-    mpxx::Process p2(put_patterned<decltype(q)>, q, std::vector<std::size_t>{std::size_t{16} << 20}, go2);
-    p2.start();
-    go2.set();
-    EXPECT_TRUE(patterned_whole(q.get(30s), std::size_t{16} << 20));
-    q.task_done();
-    p2.join();
-    EXPECT_TRUE(q.join(5s));
-    return;
-  }
+  mpxx::JoinableQueue<std::vector<std::uint8_t>> q;
+  auto p = stopped_mid_copy(q, std::size_t{96} << 20, 8l << 20);
+  ASSERT_TRUE(p) << "the put was never caught copying into the ring";
+  p->kill();
+  p->join();
+  EXPECT_THROW(q.get(200ms), mpxx::Empty);
+  EXPECT_TRUE(q.join(5s)) << "the killed producer's message is still counted";
+  mpxx::Event go;
+  mpxx::Process p2(put_patterned<decltype(q)>, q, std::vector<std::size_t>{std::size_t{16} << 20}, go);
+  p2.start();
+  go.set();
+  EXPECT_TRUE(patterned_whole(q.get(30s), std::size_t{16} << 20));
+  q.task_done();
+  p2.join();
+  EXPECT_TRUE(q.join(5s));
 }
 
 // A consumer killed while it reads a message offered by a put that was
@@ -1072,34 +1059,20 @@ TEST(QueueHandOver, AProducerKilledWhileItFillsTheRingLeavesNoPartOfItsMessage) 
 // message is there, whole, for the next consumer.
 TEST(QueueHandOver, AConsumerKilledReadingAMessageOfferedMidCopyLeavesItInTheQueue) {
   constexpr std::size_t kSize = std::size_t{96} << 20;
-  for (int attempt = 0;; ++attempt) {
-    ASSERT_LT(attempt, 5) << "the put was never caught copying into the ring";
-    mpxx::JoinableQueue<std::vector<std::uint8_t>> q;
-    mpxx::Event go;
-    mpxx::Process p(put_patterned<decltype(q)>, q, std::vector<std::size_t>{kSize}, go);
-    if (!start_large_put(p, q, go)) {
-      p.join();
-      continue;
-    }
-    ASSERT_TRUE(stop_process(p.pid()));
-    if (q.qsize() != 0) {
-      ::kill(p.pid(), SIGCONT);
-      p.join();
-      continue;
-    }
-    mpxx::Process c(get_one, q);
-    c.start();
-    const bool mid_read = mpxx_test::wait_rss_growth(c.pid(), kSize / 4, 30000ms);
-    c.kill();
-    c.join();
-    ::kill(p.pid(), SIGCONT);
-    p.join();
-    EXPECT_TRUE(mid_read) << "the consumer was not reading";
-    EXPECT_TRUE(patterned_whole(q.get(30s), kSize));
-    q.task_done();
-    EXPECT_TRUE(q.join(5s)) << "the unfinished count is off";
-    return;
-  }
+  mpxx::JoinableQueue<std::vector<std::uint8_t>> q;
+  auto p = stopped_mid_copy(q, kSize, 8l << 20);
+  ASSERT_TRUE(p) << "the put was never caught copying into the ring";
+  mpxx::Process c(get_one, q);
+  c.start();
+  const bool mid_read = mpxx_test::wait_rss_growth(c.pid(), kSize / 4, 30000ms);
+  c.kill();
+  c.join();
+  ::kill(p->pid(), SIGCONT);
+  p->join();
+  EXPECT_TRUE(mid_read) << "the consumer was not reading";
+  EXPECT_TRUE(patterned_whole(q.get(30s), kSize));
+  q.task_done();
+  EXPECT_TRUE(q.join(5s)) << "the unfinished count is off";
 }
 
 // A producer killed while it waits for its hand-over to be taken (the consumer
