@@ -190,17 +190,17 @@ def queue_kib_gbps():
     return 1024 * QUEUE_ITEMS / (time.perf_counter() - t0) / 1e9
 
 
-def put_100mib(q, ready, go):
-    data = b'\x5a' * SHM_BYTES
+def put_large(q, ready, go, nbytes):
+    data = b'\x5a' * nbytes
     ready.set()
     go.wait()
     q.put(data)
 
 
-def queue_100mib_gbps():
+def queue_large_gbps(nbytes):
     q = mp.Queue()
     ready, go = mp.Event(), mp.Event()
-    p = mp.Process(target=put_100mib, args=(q, ready, go))
+    p = mp.Process(target=put_large, args=(q, ready, go, nbytes))
     p.start()
     ready.wait()   # the child has built its value: time the transfer alone
     t0 = time.perf_counter()
@@ -208,8 +208,8 @@ def queue_100mib_gbps():
     data = q.get()
     s = time.perf_counter() - t0
     p.join()
-    assert len(data) == SHM_BYTES
-    return SHM_BYTES / s / 1e9
+    assert len(data) == nbytes
+    return nbytes / s / 1e9
 
 
 def produce_ints(q, go, n):
@@ -364,7 +364,8 @@ WORKLOADS = {
     'pipe_100mib': lambda a: pipe_100mib_gbps(),
     'queue_small': lambda a: queue_small_items_per_s(),
     'queue_kib': lambda a: queue_kib_gbps(),
-    'queue_100mib': lambda a: queue_100mib_gbps(),
+    'queue_100mib': lambda a: queue_large_gbps(SHM_BYTES),
+    'queue_16mib': lambda a: queue_large_gbps(16 << 20),
     'queue_grid': lambda a: queue_grid_items_per_s(arg(a, 0, 1), arg(a, 1, 1), arg(a, 2, 100_000)),
     'pool_map': lambda a: pool_map_ms(arg(a, 0, 1_000_000), None, arg(a, 1, 2)),
     'pool_map_chunk1': lambda a: pool_map_ms(arg(a, 0, 100_000), 1, arg(a, 1, 2)),

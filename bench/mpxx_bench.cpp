@@ -214,21 +214,21 @@ double memcpy_gbps() {
   return 2.0 * kShmBytes / s / 1e9;
 }
 
-// The limit of any 100 MiB receive: the value received lives in fresh
-// memory, which the kernel faults in and zeroes on first touch. One copy
-// from a warm buffer into a fresh mapping advised to use huge pages (the
-// best case a receiver can have).
-double fresh_copy_gbps() {
-  std::vector<unsigned char> src(kShmBytes, 0x5a);
+// The limit of any large receive (100 MiB, 16 MiB): the value received
+// lives in fresh memory, which the kernel faults in and zeroes on first
+// touch. One copy from a warm buffer into a fresh mapping advised to use
+// huge pages (the best case a receiver can have).
+double fresh_copy_gbps(std::size_t bytes) {
+  std::vector<unsigned char> src(bytes, 0x5a);
   auto t0 = Clock::now();
-  void* p = ::mmap(nullptr, kShmBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) fail("mmap", 0);
-  ::madvise(p, kShmBytes, MADV_HUGEPAGE);
-  std::memcpy(p, src.data(), kShmBytes);
+  ::madvise(p, bytes, MADV_HUGEPAGE);
+  std::memcpy(p, src.data(), bytes);
   double s = elapsed(t0);
-  if (static_cast<unsigned char*>(p)[kShmBytes / 2] != 0x5a) std::fprintf(stderr, "wrong data\n");
-  ::munmap(p, kShmBytes);
-  return kShmBytes / s / 1e9;
+  if (static_cast<unsigned char*>(p)[bytes / 2] != 0x5a) std::fprintf(stderr, "wrong data\n");
+  ::munmap(p, bytes);
+  return bytes / s / 1e9;
 }
 
 // ------------------------------------------------------------------ pipes
@@ -369,18 +369,20 @@ double queue_kib_gbps() {
   return 1024.0 * kKiBItems / elapsed(t0) / 1e9;
 }
 
-void put_100mib(mpxx::Queue<std::vector<unsigned char>> q, mpxx::Event ready, mpxx::Event go) {
-  std::vector<unsigned char> v(kShmBytes, 0x5a);
+void put_large(mpxx::Queue<std::vector<unsigned char>> q, mpxx::Event ready, mpxx::Event go,
+               std::size_t bytes) {
+  std::vector<unsigned char> v(bytes, 0x5a);
   ready.set();
   go.wait();
   q.put(v);
 }
 
-// 100 MiB put by a child and taken by the parent: GB/s.
-double queue_100mib_gbps() {
+// A value of `bytes` (100 MiB, 16 MiB) put by a child and taken by the
+// parent: GB/s.
+double queue_large_gbps(std::size_t bytes) {
   mpxx::Queue<std::vector<unsigned char>> q;
   mpxx::Event ready, go;
-  mpxx::Process p(put_100mib, q, ready, go);
+  mpxx::Process p(put_large, q, ready, go, bytes);
   p.start();
   ready.wait();  // the child has built its value: time the transfer alone
   auto t0 = Clock::now();
@@ -388,8 +390,8 @@ double queue_100mib_gbps() {
   auto v = q.get();
   double s = elapsed(t0);
   p.join();
-  if (v.size() != kShmBytes) std::fprintf(stderr, "wrong data\n");
-  return kShmBytes / s / 1e9;
+  if (v.size() != bytes || v[bytes / 2] != 0x5a) std::fprintf(stderr, "wrong data\n");
+  return bytes / s / 1e9;
 }
 
 void produce_ints(mpxx::Queue<int> q, mpxx::Event go, long n) {
@@ -583,13 +585,15 @@ int main(int argc, char** argv) {
       {"pthread_contended", [](const Args&) { return pthread_contended_ns(); }},
       {"shm_100mib", [](const Args&) { return shm_gbps(); }},
       {"memcpy_100mib", [](const Args&) { return memcpy_gbps(); }},
-      {"fresh_copy_100mib", [](const Args&) { return fresh_copy_gbps(); }},
+      {"fresh_copy_100mib", [](const Args&) { return fresh_copy_gbps(kShmBytes); }},
+      {"fresh_copy_16mib", [](const Args&) { return fresh_copy_gbps(std::size_t{16} << 20); }},
       {"pipe_pingpong", [](const Args&) { return pipe_pingpong_us(); }},
       {"futex_pingpong", [](const Args&) { return futex_pingpong_us(); }},
       {"pipe_100mib", [](const Args&) { return pipe_100mib_gbps(); }},
       {"queue_small", [](const Args&) { return queue_small_items_per_s(); }},
       {"queue_kib", [](const Args&) { return queue_kib_gbps(); }},
-      {"queue_100mib", [](const Args&) { return queue_100mib_gbps(); }},
+      {"queue_100mib", [](const Args&) { return queue_large_gbps(kShmBytes); }},
+      {"queue_16mib", [](const Args&) { return queue_large_gbps(std::size_t{16} << 20); }},
       {"queue_grid",
        [](const Args& a) { return queue_grid_items_per_s(arg(a, 0, 1), arg(a, 1, 1), arg(a, 2, 1000000)); }},
       {"pool_map", [](const Args& a) { return pool_map_ms(arg(a, 0, 1000000), 0, arg(a, 1, 2)); }},

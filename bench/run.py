@@ -123,6 +123,7 @@ class Workload:
 US = 'us per process'
 RAW_FORK = ('raw_fork', 'raw fork()+waitpid')
 FRESH_COPY = ('fresh_copy_100mib', 'one copy into fresh memory')
+FRESH_COPY_16 = ('fresh_copy_16mib', 'one copy into fresh memory')
 
 WORKLOADS = [
     # Process start+join: the mean over a batch of processes started and
@@ -158,7 +159,9 @@ WORKLOADS = [
              targets=[at_least(10e6, 'items/s'), vs_cpython(50)]),
     Workload('Queue, 1 KiB items', 'GB/s', 'higher', 'queue_kib', targets=[at_least(2, 'GB/s')]),
     Workload('100 MiB through a Queue', 'GB/s', 'higher', 'queue_100mib',
-             limit=FRESH_COPY, targets=[at_least(3, 'GB/s')]),
+             limit=FRESH_COPY, targets=[at_least(3, 'GB/s'), near_limit(1.25)]),
+    Workload('16 MiB through a Queue', 'GB/s', 'higher', 'queue_16mib',
+             limit=FRESH_COPY_16, targets=[near_limit(1.25)]),
 
     Workload('Pool(2).map over 1M ints, default chunksize', 'ms', 'lower', 'pool_map',
              args=[1000000], targets=[vs_cpython(20)]),

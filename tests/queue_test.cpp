@@ -146,6 +146,41 @@ void get_big_without_peer_reads(mpxx::Queue<std::vector<std::uint8_t>> q,
 }
 
 void get_one(mpxx::JoinableQueue<std::vector<std::uint8_t>> q) { q.get(); }
+// A large test value of n bytes: byte i is (131 i + n / 4093) % 251, so
+// that a byte out of place, or from a value of another size, shows. It
+// repeats every 251 bytes (compared a period at a time: fast in a debug
+// build too).
+std::vector<std::uint8_t> pattern_period(std::size_t n) {
+  std::vector<std::uint8_t> period(251);
+  for (std::size_t i = 0; i < period.size(); ++i) period[i] = static_cast<std::uint8_t>((i * 131 + n / 4093) % 251);
+  return period;
+}
+
+std::vector<std::uint8_t> patterned(std::size_t n) {
+  const auto period = pattern_period(n);
+  std::vector<std::uint8_t> v(n);
+  for (std::size_t i = 0; i < n; i += period.size())
+    std::memcpy(v.data() + i, period.data(), std::min(period.size(), n - i));
+  return v;
+}
+
+bool patterned_whole(const std::vector<std::uint8_t>& v, std::size_t n) {
+  if (v.size() != n) return false;
+  const auto period = pattern_period(n);
+  for (std::size_t i = 0; i < n; i += period.size())
+    if (std::memcmp(v.data() + i, period.data(), std::min(period.size(), n - i)) != 0) return false;
+  return true;
+}
+
+// Puts patterned values of each size in turn, once `go` is set.
+template <class Q>
+void put_patterned(Q q, std::vector<std::size_t> sizes, mpxx::Event go) {
+  std::vector<std::vector<std::uint8_t>> values;
+  for (std::size_t n : sizes) values.push_back(patterned(n));
+  go.wait();
+  for (const auto& v : values) q.put(v);
+}
+
 
 // Reports what it got ("<first byte>:<size>", or "broken" if the bytes
 // differ), then marks it done.
@@ -733,7 +768,10 @@ TEST(QueueDeath, RandomKillsNeverCorruptOrDuplicateAMessage) {
         ++twice;
     }
   };
-  for (const auto until = Clock::now() + 4s; Clock::now() < until;) {
+  // 4 s of kills, and at least 12 of them however slow a loaded machine
+  // makes each round (at most 30 s in all).
+  for (const auto until = Clock::now() + 4s, bound = Clock::now() + 30s;
+       (Clock::now() < until || kills < 12) && Clock::now() < bound;) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20 + rng() % 130));
     collect();
     const bool producer = rng() % 2;
@@ -915,6 +953,129 @@ TEST(QueueHandOver, ConsumersWithShortTimeoutsGetEveryLargeMessageOnce) {
   EXPECT_EQ(seen, want);
   EXPECT_THROW(got.get_nowait(), mpxx::Empty) << "a message was delivered twice";
   EXPECT_EQ(q.qsize(), 0);
+}
+
+// Values of 16 and 100 MiB put into the ring (nobody waits to take them) and
+// put by a child while this process waits for them or not: every byte in
+// place, in order.
+TEST(QueueHandOver, ValuesOf16And100MiBArriveWithEveryByteInPlace) {
+  const std::vector<std::size_t> sizes{std::size_t{16} << 20, std::size_t{100} << 20};
+  mpxx::Queue<std::vector<std::uint8_t>> q;
+  for (std::size_t n : sizes) q.put(patterned(n));
+  for (std::size_t n : sizes) EXPECT_TRUE(patterned_whole(q.get(10s), n)) << n << " bytes, through the ring";
+  mpxx::Event go;
+  mpxx::Process p(put_patterned<decltype(q)>, q, sizes, go);
+  p.start();
+  go.set();
+  for (std::size_t n : sizes) EXPECT_TRUE(patterned_whole(q.get(60s), n)) << n << " bytes, from a child";
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_EQ(q.qsize(), 0);
+}
+
+bool stop_process(pid_t pid) {
+  if (::kill(pid, SIGSTOP) != 0) return false;
+  for (const auto until = Clock::now() + 10s; Clock::now() < until; std::this_thread::sleep_for(1ms))
+    if (mpxx_test::proc_state(pid) == 'T') return true;
+  return false;
+}
+
+// A child putting a patterned value of `size` bytes into the empty queue
+// `q`, stopped (SIGSTOP) while that put copies the value into the ring (once
+// the queue's shared memory has grown by `grown` bytes): its offer is then
+// open. A put over before it was caught is taken back out and tried again;
+// null if none was caught in 5 tries.
+template <class Q>
+std::unique_ptr<mpxx::Process> stopped_mid_copy(Q& q, std::size_t size, long grown) {
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    const long before = resident_queue_bytes();
+    mpxx::Event go;
+    auto p = std::make_unique<mpxx::Process>(put_patterned<Q>, q, std::vector<std::size_t>{size}, go);
+    p->start();
+    go.set();
+    bool caught = false;
+    for (const auto until = Clock::now() + 30s; !caught && q.qsize() == 0 && Clock::now() < until;
+         std::this_thread::sleep_for(std::chrono::microseconds(200)))
+      caught = resident_queue_bytes() - before >= grown;
+    if (caught && stop_process(p->pid()) && q.qsize() == 0) return p;
+    ::kill(p->pid(), SIGCONT);
+    p->join();
+    while (q.qsize() > 0) {
+      q.get(10s);
+      if constexpr (requires { q.task_done(); }) q.task_done();
+    }
+  }
+  return nullptr;
+}
+
+// A put that started with nobody waiting still offers its message while it
+// copies it into the ring: a consumer that comes meanwhile (here while the
+// producer is stopped in the middle of that copy) reads the message from
+// the producer's memory, and the ring's copy (here past the ring's warm
+// 16 MiB) is given back.
+TEST(QueueHandOver, AConsumerComingWhileALargePutFillsTheRingReadsTheProducersMemory) {
+  if (mpxx_test::bytes_read_so_far() < 0) GTEST_SKIP() << "no /proc/self/io here";
+  constexpr std::size_t kSize = std::size_t{96} << 20;
+  mpxx::Queue<std::vector<std::uint8_t>> q;
+  const long empty = resident_queue_bytes();
+  auto p = stopped_mid_copy(q, kSize, 24l << 20);
+  ASSERT_TRUE(p) << "the put was never caught copying into the ring";
+  const long long before = mpxx_test::bytes_read_so_far();
+  std::vector<std::uint8_t> v;
+  try {
+    v = q.get(10s);
+  } catch (const mpxx::Empty&) {
+  }
+  const long long read = mpxx_test::bytes_read_so_far() - before;
+  ::kill(p->pid(), SIGCONT);
+  p->join();
+  EXPECT_EQ(p->exitcode(), 0);
+  EXPECT_TRUE(patterned_whole(v, kSize)) << "got " << v.size() << " bytes";
+  EXPECT_LT(read, 1 << 20) << "the message came through the ring";
+  EXPECT_EQ(q.qsize(), 0);
+  EXPECT_LE(resident_queue_bytes() - empty, (17l << 20)) << "the ring's copy past its warm start was kept";
+}
+
+// A producer killed while it copies an offered message into the ring: no
+// part of the message is ever delivered, its count of unfinished tasks is
+// undone, and the next large put is handed over and arrives whole.
+TEST(QueueHandOver, AProducerKilledWhileItFillsTheRingLeavesNoPartOfItsMessage) {
+  mpxx::JoinableQueue<std::vector<std::uint8_t>> q;
+  auto p = stopped_mid_copy(q, std::size_t{96} << 20, 8l << 20);
+  ASSERT_TRUE(p) << "the put was never caught copying into the ring";
+  p->kill();
+  p->join();
+  EXPECT_THROW(q.get(200ms), mpxx::Empty);
+  EXPECT_TRUE(q.join(5s)) << "the killed producer's message is still counted";
+  mpxx::Event go;
+  mpxx::Process p2(put_patterned<decltype(q)>, q, std::vector<std::size_t>{std::size_t{16} << 20}, go);
+  p2.start();
+  go.set();
+  EXPECT_TRUE(patterned_whole(q.get(30s), std::size_t{16} << 20));
+  q.task_done();
+  p2.join();
+  EXPECT_TRUE(q.join(5s));
+}
+
+// A consumer killed while it reads a message offered by a put that was
+// filling the ring: the put finishes its copy into the ring, and the
+// message is there, whole, for the next consumer.
+TEST(QueueHandOver, AConsumerKilledReadingAMessageOfferedMidCopyLeavesItInTheQueue) {
+  constexpr std::size_t kSize = std::size_t{96} << 20;
+  mpxx::JoinableQueue<std::vector<std::uint8_t>> q;
+  auto p = stopped_mid_copy(q, kSize, 8l << 20);
+  ASSERT_TRUE(p) << "the put was never caught copying into the ring";
+  mpxx::Process c(get_one, q);
+  c.start();
+  const bool mid_read = mpxx_test::wait_rss_growth(c.pid(), kSize / 4, 30000ms);
+  c.kill();
+  c.join();
+  ::kill(p->pid(), SIGCONT);
+  p->join();
+  EXPECT_TRUE(mid_read) << "the consumer was not reading";
+  EXPECT_TRUE(patterned_whole(q.get(30s), kSize));
+  q.task_done();
+  EXPECT_TRUE(q.join(5s)) << "the unfinished count is off";
 }
 
 // A producer killed while it waits for its hand-over to be taken (the consumer

@@ -22,7 +22,7 @@ namespace {
 
 constexpr std::uint32_t handover_word(std::uint32_t word, HandoverState s) { return (word & ~0xffu) | s; }
 // How long a producer waits for a waiting consumer to take its message
-// before it puts the message into the ring after all.
+// before it starts copying the message into the ring.
 constexpr auto kHandoverPatience = std::chrono::milliseconds(10);
 
 // Whether the process that started at `start` still holds `pid` (a pid
@@ -40,14 +40,13 @@ void uncount(QueueHeader& h) {
 }  // namespace
 
 
-bool hand_over(QueueHeader& h, const wire::Writer& message) {
+bool hand_over(QueueHeader& h, const wire::Writer& message, const std::function<bool()>& copy_more) {
   HandoverSlot& slot = h.handover;
-  const std::uint32_t consumer = slot.consumer.load(std::memory_order_acquire);
-  if (consumer == 0 || message.refs().empty()) return false;
+  if (message.refs().empty()) return false;
   if (h.tail.load(std::memory_order_relaxed) != h.head.load(std::memory_order_acquire)) return false;
   const auto pieces = message.pieces(0);
   const sys::ProcessIdentity me = sys::ProcessIdentity::self();
-  if (pieces.size() > kHandoverPieces || me.start_time == 0 || !id_alive(consumer)) return false;
+  if (pieces.size() > kHandoverPieces || me.start_time == 0) return false;
   std::uint32_t word = slot.state.load(std::memory_order_acquire);
   // A hand-over still open belongs to a producer that died holding put_lock.
   if (handover_state(word) == kPending ||
@@ -74,15 +73,24 @@ bool hand_over(QueueHeader& h, const wire::Writer& message) {
   h.data_seq.fetch_add(1, std::memory_order_seq_cst);
   futex_wake(&h.data_seq, INT_MAX);
 
-  // Wait for it to be taken, then for the consumer to be done with it.
-  const FutexDeadline patience = FutexDeadline::after(kHandoverPatience);
+  // While the offer is open, the message goes into the ring piece by piece
+  // (see docs/design.md, "Queue hand-over to a waiting consumer"). A
+  // consumer already waiting in get takes it within microseconds: it has
+  // that long before the copy starts, so the two do not share the CPUs.
   std::uint32_t now = pending;
   auto changed = [&] { return (now = slot.state.load(std::memory_order_acquire)) != pending; };
-  while (!spin_until(changed) && !patience.expired()) futex_wait(&slot.state, pending, patience);
-  if (now == pending &&
-      slot.state.compare_exchange_strong(now, handover_word(pending, kNone), std::memory_order_acq_rel)) {
-    uncount(h);
-    return false;  // withdrawn
+  const std::uint32_t consumer = slot.consumer.load(std::memory_order_acquire);
+  if (consumer != 0 && id_alive(consumer)) {
+    const FutexDeadline patience = FutexDeadline::after(kHandoverPatience);
+    while (!spin_until(changed) && !patience.expired()) futex_wait(&slot.state, pending, patience);
+  }
+  while (!changed()) {
+    if (copy_more()) continue;
+    // All in the ring: withdrawn, unless a consumer took it just now.
+    if (slot.state.compare_exchange_strong(now, handover_word(pending, kNone), std::memory_order_acq_rel)) {
+      uncount(h);
+      return false;
+    }
   }
   while (handover_state(now) == kTaken) {
     futex_wait(&slot.state, now, FutexDeadline::after(kLivenessSlice));

@@ -1,10 +1,11 @@
 // src/queue/handover.hpp - a queue's hand-over to a waiting consumer.
 // Internal.
 //
-// A large message put while the ring is empty and a consumer waits in get
-// skips the ring: the producer hands it over where it is, and the consumer
-// reads it from the producer's memory (channel/peer_read.hpp), so it never
-// touches the ring's fresh shared pages (a fault and a zeroing each). Both
+// A large message put while the ring is empty is offered to a consumer in
+// get while the producer copies it into the ring: one that takes the offer
+// reads the message from the producer's memory (channel/peer_read.hpp), so
+// the message is copied once, not into the ring's fresh shared pages and
+// out again. Both
 // sides meet in the header's HandoverSlot (layout.hpp); the states and who
 // changes them: see docs/design.md, "Queue hand-over to a waiting consumer".
 #pragma once
@@ -26,16 +27,20 @@ enum HandoverState : std::uint32_t { kNone = 0, kPending = 1, kTaken = 2, kDone 
 constexpr std::uint32_t handover_state(std::uint32_t word) { return word & 0xff; }
 
 // The producer's side, called with put_lock held (so no other message can
-// go in meanwhile): hands `message` to the consumer waiting in get, if the
-// ring is empty (so the order is kept), and waits while the consumer copies
-// it. Only for a put without a timeout, of a message whose Writer
-// references a block (a vector of numbers or a string: the copy runs no
-// user code). True if the message was handed over; false if it must go
-// into the ring after all: no consumer waiting, none took it in time, the
-// one that did may not read this process's memory, or it died reading it
-// (the message is then still this put's to make, as a message stays in the
-// ring when a consumer dies getting it).
-bool hand_over(QueueHeader& h, const wire::Writer& message);
+// go in meanwhile), once the ring has room for `message`: offers it to a
+// consumer in get, if the ring is empty (so the order is kept), while it
+// copies the message into the ring with `copy_more` (which copies the next
+// piece and returns whether any is left), and waits while a consumer that
+// took it copies it. Only for a put without a timeout, of a message whose
+// Writer references a block (a vector of numbers or a string: the copy runs
+// no user code). True if the message was handed over (the ring's copy, as
+// far as it got, is then garbage past the tail); false if it must go into
+// the ring after all: the caller finishes the copy (copy_more until it
+// returns false) and publishes the record. That is when no consumer took it
+// before it was in the ring, the one that did may not read this process's
+// memory, or it died reading it (the message is then still this put's to
+// make, as a message stays in the ring when a consumer dies getting it).
+bool hand_over(QueueHeader& h, const wire::Writer& message, const std::function<bool()>& copy_more);
 
 // The consumer's side: a consumer holding get_lock, registered for as long
 // as this lives as the one producers may hand messages to (if `takes`, and

@@ -51,6 +51,9 @@ constexpr std::uint64_t kWarm = 16u << 20;
 constexpr std::uint64_t kShortLap = 4u << 20;
 // Producers read the consumers' line again only once per kLook bytes.
 constexpr std::uint64_t kLook = 64u << 10;
+// A large message goes into the ring this many bytes at a time, looking
+// between two for a consumer that took its hand-over.
+constexpr std::uint64_t kCopySlice = 256u << 10;
 // Records up to this size have the lines of the record after next claimed
 // ahead by the producer (see docs/design.md, "Lines claimed ahead").
 constexpr std::uint64_t kClaimAheadMax = 4096;
@@ -165,6 +168,16 @@ void release_blocks(QueueShared& q, std::uint64_t from, std::uint64_t to) {
   }
 }
 
+// Gives the ring's pages between offsets `from` and `to` past its warm
+// start back to the kernel; only for offsets that hold no message.
+void release_range(QueueShared& q, std::uint64_t from, std::uint64_t to) {
+  from = (std::max(from, kWarm) + 4095) & ~std::uint64_t{4095};
+  to = std::min(to, q.cap()) & ~std::uint64_t{4095};
+  if (from < to)
+    ::fallocate(q.map->fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                static_cast<off_t>(kQueueHeaderBytes + from), static_cast<off_t>(to - from));
+}
+
 // Writes bytes into the ring's memory file at `at` (pwrite: the kernel
 // copies into the shared pages without this process mapping them).
 void write_at(int fd, std::span<const std::byte> bytes, std::uint64_t at) {
@@ -195,6 +208,7 @@ bool QueueCore::put(std::span<const std::byte> message, std::chrono::nanoseconds
       message.size(),
       [&](std::byte* dst, std::uint64_t) {
         if (!message.empty()) std::memcpy(dst, message.data(), message.size());
+        return false;
       },
       timeout);
 }
@@ -203,19 +217,31 @@ bool QueueCore::put(const wire::Writer& message, std::chrono::nanoseconds timeou
   if (message.refs().empty() && message.size() < kStreamedMin) return put(message.bytes(), timeout);
   // A large message goes in with pwrite(), from the value's own memory for
   // the blocks the Writer references: no staging copy, and no page fault
-  // per 4 KiB of fresh shared memory in this process.
+  // per 4 KiB of fresh shared memory in this process. It goes in a slice at
+  // a time, so that a hand-over can stop it (handover.hpp).
   const bool by_file = file_writes_reach(kQueueHeaderBytes + sh_->cap());
+  const auto pieces = message.pieces();
+  std::size_t piece = 0, in_piece = 0;
+  std::uint64_t done = 0;
   return put_impl(
       message.total_size(),
       [&](std::byte* dst, std::uint64_t file_at) {
-        for (std::span<const std::byte> piece : message.pieces()) {
+        for (std::uint64_t budget = kCopySlice; piece < pieces.size() && budget > 0;) {
+          const auto rest = pieces[piece].subspan(in_piece);
+          const auto slice = rest.first(static_cast<std::size_t>(std::min<std::uint64_t>(rest.size(), budget)));
           if (by_file)
-            write_at(sh_->map->fd(), piece, file_at);
+            write_at(sh_->map->fd(), slice, file_at + done);
           else
-            std::memcpy(dst, piece.data(), piece.size());
-          file_at += piece.size();
-          dst += piece.size();
+            std::memcpy(dst + done, slice.data(), slice.size());
+          done += slice.size();
+          budget -= slice.size();
+          in_piece += slice.size();
+          if (in_piece == pieces[piece].size()) {
+            ++piece;
+            in_piece = 0;
+          }
         }
+        return piece < pieces.size();
       },
       timeout, &message);
 }
@@ -234,7 +260,6 @@ bool QueueCore::put_impl(std::size_t size, const Copy& copy, std::chrono::nanose
   const FutexDeadline deadline = FutexDeadline::after(timeout);
   if (!q.put_lock.acquire(timeout)) return false;
   std::scoped_lock<LockBase> held(std::adopt_lock, q.put_lock);
-  if (handover && timeout == std::chrono::nanoseconds::max() && hand_over(*h, *handover)) return true;
 
   const std::uint64_t tail = h->tail.load(std::memory_order_relaxed);
   const std::uint64_t off = tail % cap;
@@ -276,7 +301,14 @@ bool QueueCore::put_impl(std::size_t size, const Copy& copy, std::chrono::nanose
   }
   const std::uint32_t rec[2] = {static_cast<std::uint32_t>(size), kData};
   std::memcpy(q.ring + at, rec, 8);
-  copy(q.ring + at + 8, kQueueHeaderBytes + at + 8);
+  auto copy_more = [&] { return copy(q.ring + at + 8, kQueueHeaderBytes + at + 8); };
+  if (handover && timeout == std::chrono::nanoseconds::max() && hand_over(*h, *handover, copy_more)) {
+    // The ring is empty: what the copy wrote past its tail is garbage.
+    release_range(q, at, at + need);
+    return true;
+  }
+  while (copy_more()) {
+  }
   if (h->joinable) h->unfinished.fetch_add(1, std::memory_order_relaxed);
   // The record becomes visible, whole, only here.
   h->tail.store(tail + skip + need, std::memory_order_release);
