@@ -673,6 +673,15 @@ class Parked {
   mpxx::Connection& tx_ = ends_.second;
 };
 
+// A fresh list, stored by `store` only (parked keeps a way to ask whether
+// it is still alive): the caller's proxy is gone when this returns.
+template <class M, class Store>
+void store_fresh_list(M& m, Parked& parked, Store store) {
+  auto l = m.template list<int>({1});
+  parked.park(l, 2);
+  store(l);
+}
+
 TEST_F(ManagerTest, ObjectsAreFreedWithTheirLastProxy) {
   auto m = mpxx::Manager();
   Parked parked;
@@ -730,12 +739,7 @@ TEST_F(ManagerTest, AManagedObjectGivesBackTheProxiesItDrops) {
   using L = mpxx::ListProxy<int>;
   auto m = mpxx::Manager();
   Parked parked;
-  // A fresh list, stored by `store` only: the caller's proxy is gone.
-  auto stored = [&](auto store) {
-    auto l = m.list<int>({1});
-    parked.park(l, 2);
-    store(l);
-  };
+  auto stored = [&](auto store) { store_fresh_list(m, parked, store); };
   auto d = m.dict<std::string, L>();
   auto other = m.list<int>();
 
@@ -819,11 +823,7 @@ TEST_F(ManagerTest, UpdateOfAValueHoldingAProxyKeepsItsObjectAlive) {
   using Tagged = std::pair<int, L>;
   auto m = mpxx::Manager();
   Parked parked;
-  auto stored = [&](auto store) {
-    auto l = m.list<int>({1});
-    parked.park(l, 2);
-    store(l);
-  };
+  auto stored = [&](auto store) { store_fresh_list(m, parked, store); };
   auto bump = [](Tagged t) { return Tagged{t.first + 1, t.second}; };
 
   auto d = m.dict<std::string, Tagged>();
