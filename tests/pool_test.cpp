@@ -607,6 +607,16 @@ TEST(Pool, ImapOnAPoolThatIsNotRunningIsAValueErrorAtTheCall) {
   EXPECT_THROW((void)terminated.imap(square, std::vector<int>{1}), mpxx::ValueError);
 }
 
+TEST(Pool, AnEmptyMapOnAPoolThatIsNotRunningIsAValueError) {
+  mpxx::Pool pool(1);
+  EXPECT_TRUE(pool.map(square, std::vector<int>{}).empty());  // running: an empty map is []
+  pool.close();
+  EXPECT_THROW((void)pool.map(square, std::vector<int>{}), mpxx::ValueError);
+  EXPECT_THROW((void)pool.map_async(square, std::vector<int>{}), mpxx::ValueError);
+  EXPECT_THROW((void)pool.starmap(add, std::vector<std::pair<int, int>>{}), mpxx::ValueError);
+  pool.join();
+}
+
 TEST(Pool, AsyncResultWithANegativeTimeoutDoesNotWait) {
   mpxx::Pool pool(1);
   auto r = pool.apply_async(sleep_ms, 20000);

@@ -453,6 +453,7 @@ class Pool {
                                                                      opts.progress.enabled())};
     auto stream = std::make_shared<Stream>(std::move(src), std::move(p));
     if (stream->chunks() == 0) {
+      core().submit({});  // as Python: a pool that is not running refuses even an empty map
       stream->finish();
       return MapAsync<T>(st);
     }
