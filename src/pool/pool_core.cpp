@@ -121,10 +121,11 @@ class Core final : public PoolCore {
     // As in Python, the workers exist when the constructor returns.
     std::unique_lock lk(mu_);
     started_cv_.wait(lk, [&] { return started_; });
-    if (broken_) {
+    if (start_failed_) {
       // A worker could not be started (no fd, no memory): the constructor
-      // raises that, as Python's does, and leaves nothing running.
-      const std::exception_ptr why = broken_;
+      // raises that, as Python's does, and leaves nothing running. (An
+      // initializer that failed meanwhile is the first task's error.)
+      const std::exception_ptr why = start_failed_;
       lk.unlock();
       terminate();
       join();
@@ -481,6 +482,7 @@ class Core final : public PoolCore {
     try {
       s.pid = tr_->start(i, s.generation);
     } catch (...) {
+      if (!started_) start_failed_ = std::current_exception();
       break_pool(std::current_exception(), failed);
       return;
     }
@@ -801,6 +803,7 @@ class Core final : public PoolCore {
   mutable std::mutex mu_;
   State state_ = State::run;
   std::exception_ptr broken_;
+  std::exception_ptr start_failed_;  // a worker of the constructor's could not start
   std::unordered_map<std::uint64_t, Task> tasks_;
   std::deque<std::uint64_t> pending_;  // task ids and stream ids, in order
   std::unordered_map<std::uint64_t, StreamEntry> streams_;
