@@ -298,7 +298,7 @@ const OpDef* find_op(std::uint64_t id) noexcept;
 // to 14); returns how many were refused.
 std::size_t fuzz_requests(std::span<const std::byte> input);
 
-// A new value for a slot computed on the server (update, fetch_add): it
+// A new value for a slot computed on the server by update(fn): it
 // keeps the old value's held-ids header, so the objects its proxies named
 // stay alive while the slot holds it (a proxy the function dropped keeps
 // its object until the value is replaced; none can be added on the server).
